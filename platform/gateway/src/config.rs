@@ -1,0 +1,88 @@
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The `gateway:` section of the config file. Environment variables with
+/// OpenFaaS's names override it (see the binary's config loader).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    pub bind: IpAddr,
+    pub port: u16,
+    /// Protect `/system/*` with the credentials in `secret_mount_path`.
+    pub basic_auth: bool,
+    pub secret_mount_path: PathBuf,
+    /// Longest wait for a function's response headers.
+    #[serde(with = "openfaas::duration::serde_duration")]
+    pub upstream_timeout: Duration,
+    /// Largest request body accepted by `/function` and `/async-function`, in bytes.
+    pub max_body_size: u64,
+    /// Namespace of a function named without one.
+    pub function_namespace: String,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 8080,
+            basic_auth: false,
+            secret_mount_path: PathBuf::from("/run/secrets"),
+            upstream_timeout: Duration::from_secs(60),
+            max_body_size: 64 * 1024 * 1024,
+            function_namespace: "openfaas-fn".into(),
+        }
+    }
+}
+
+/// The `provider:` section: where functions come from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ProviderConfig {
+    /// Functions run as watchdog-fronted local processes.
+    Process {
+        /// An OpenFaaS stack.yml whose functions are deployed at start.
+        #[serde(default)]
+        stack: Option<PathBuf>,
+        /// How long a replica may take to stop after SIGTERM before SIGKILL.
+        #[serde(default = "default_stop_timeout", with = "openfaas::duration::serde_duration")]
+        stop_timeout: Duration,
+        /// Lines of output kept per function for `/system/logs`.
+        #[serde(default = "default_log_lines")]
+        log_lines: usize,
+    },
+    /// Functions declared here, already running at an upstream URL.
+    Static {
+        #[serde(default)]
+        functions: BTreeMap<String, StaticFunction>,
+    },
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig::Process { stack: None, stop_timeout: default_stop_timeout(), log_lines: default_log_lines() }
+    }
+}
+
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_log_lines() -> usize {
+    1000
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticFunction {
+    /// Base URL of the function, e.g. `http://thumbnailer:8080`.
+    pub upstream: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}

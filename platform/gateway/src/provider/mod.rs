@@ -1,0 +1,118 @@
+//! Where functions come from and how to reach them. `process` runs each
+//! function as watchdog-fronted local processes; `static` routes to
+//! functions that already run elsewhere (containers, other hosts).
+
+mod process;
+mod static_fns;
+
+pub use process::{ProcessProvider, ProcessSettings};
+pub use static_fns::StaticProvider;
+
+use crate::logs::LogStore;
+use openfaas::{FunctionDeployment, FunctionStatus};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("function {0} not found")]
+    NotFound(String),
+    #[error("function {0} already exists; update it with PUT /system/functions")]
+    Exists(String),
+    #[error("invalid deployment: {0}")]
+    Invalid(String),
+    #[error("the {0} provider cannot {1}")]
+    Unsupported(&'static str, &'static str),
+}
+
+/// The result of resolving a function for an invocation.
+pub enum Route {
+    /// Base URL of a ready replica.
+    Ready(String),
+    /// The function exists but no replica is ready.
+    NoReplicas,
+    Unknown,
+}
+
+pub enum Provider {
+    Process(ProcessProvider),
+    Static(StaticProvider),
+}
+
+impl Provider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Provider::Process(_) => "process",
+            Provider::Static(_) => "static",
+        }
+    }
+
+    pub fn route(&self, name: &str, namespace: &str) -> Route {
+        match self {
+            Provider::Process(p) => p.route(name, namespace),
+            Provider::Static(p) => p.route(name, namespace),
+        }
+    }
+
+    pub fn list(&self, namespace: &str) -> Vec<FunctionStatus> {
+        match self {
+            Provider::Process(p) => p.list(namespace),
+            Provider::Static(p) => p.list(namespace),
+        }
+    }
+
+    pub fn get(&self, name: &str, namespace: &str) -> Option<FunctionStatus> {
+        self.list(namespace).into_iter().find(|f| f.name == name)
+    }
+
+    pub fn namespaces(&self, default: &str) -> Vec<String> {
+        let mut all = match self {
+            Provider::Process(p) => p.namespaces(),
+            Provider::Static(p) => p.namespaces(),
+        };
+        all.push(default.to_string());
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    pub async fn deploy(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
+        match self {
+            Provider::Process(p) => p.deploy(d).await,
+            Provider::Static(_) => Err(ProviderError::Unsupported("static", "deploy functions; declare them in the config file")),
+        }
+    }
+
+    pub async fn update(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
+        match self {
+            Provider::Process(p) => p.update(d).await,
+            Provider::Static(_) => Err(ProviderError::Unsupported("static", "update functions; declare them in the config file")),
+        }
+    }
+
+    pub async fn delete(&self, name: &str, namespace: &str) -> Result<(), ProviderError> {
+        match self {
+            Provider::Process(p) => p.delete(name, namespace).await,
+            Provider::Static(_) => Err(ProviderError::Unsupported("static", "delete functions; declare them in the config file")),
+        }
+    }
+
+    pub async fn scale(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), ProviderError> {
+        match self {
+            Provider::Process(p) => p.scale(name, namespace, replicas).await,
+            Provider::Static(_) => Err(ProviderError::Unsupported("static", "scale functions")),
+        }
+    }
+
+    pub fn logs(&self) -> Option<Arc<LogStore>> {
+        match self {
+            Provider::Process(p) => Some(p.logs()),
+            Provider::Static(_) => None,
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        if let Provider::Process(p) = self {
+            p.shutdown().await;
+        }
+    }
+}

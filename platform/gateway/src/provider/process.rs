@@ -1,0 +1,392 @@
+//! The process provider: each replica of a function is a `switchboard
+//! watchdog` child process on a loopback port, supervised here: restarted
+//! with backoff when it crashes, stopped with SIGTERM then SIGKILL.
+
+use super::{ProviderError, Route};
+use crate::logs::LogStore;
+use openfaas::{FunctionDeployment, FunctionStatus, LogMessage, is_valid_function_name};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Label that sets the replicas a function starts with (OpenFaaS's name).
+const SCALE_MIN: &str = "com.openfaas.scale.min";
+/// Environment a function inherits from the gateway; everything else comes
+/// from its deployment, so the gateway's own settings never leak into it.
+const INHERITED_ENV: [&str; 6] = ["PATH", "HOME", "USER", "LANG", "TMPDIR", "TZ"];
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A replica that ran this long before crashing restarts without delay growth.
+const STABLE_RUN: Duration = Duration::from_secs(10);
+
+pub struct ProcessSettings {
+    /// The binary that provides `watchdog` (the running switchboard).
+    pub watchdog_exe: PathBuf,
+    pub default_namespace: String,
+    pub stop_timeout: Duration,
+    pub log_lines: usize,
+}
+
+pub struct ProcessProvider {
+    settings: Arc<ProcessSettings>,
+    functions: RwLock<BTreeMap<(String, String), Arc<Function>>>,
+    logs: Arc<LogStore>,
+}
+
+struct Function {
+    deployment: FunctionDeployment,
+    namespace: String,
+    created_at: String,
+    replicas: RwLock<Vec<Replica>>,
+    next: AtomicUsize,
+}
+
+struct Replica {
+    endpoint: Arc<Endpoint>,
+    stop: oneshot::Sender<()>,
+    supervisor: JoinHandle<()>,
+}
+
+struct Endpoint {
+    url: String,
+    ready: AtomicBool,
+}
+
+impl Replica {
+    async fn stop(self) {
+        self.endpoint.ready.store(false, Ordering::Release);
+        let _ = self.stop.send(());
+        let _ = self.supervisor.await;
+    }
+}
+
+impl ProcessProvider {
+    pub fn new(settings: ProcessSettings) -> Self {
+        let logs = Arc::new(LogStore::new(settings.log_lines));
+        Self { settings: Arc::new(settings), functions: RwLock::new(BTreeMap::new()), logs }
+    }
+
+    pub fn logs(&self) -> Arc<LogStore> {
+        self.logs.clone()
+    }
+
+    fn find(&self, name: &str, namespace: &str) -> Option<Arc<Function>> {
+        self.functions.read().expect("functions lock").get(&(name.to_string(), namespace.to_string())).cloned()
+    }
+
+    pub fn route(&self, name: &str, namespace: &str) -> Route {
+        let Some(f) = self.find(name, namespace) else { return Route::Unknown };
+        let replicas = f.replicas.read().expect("replicas lock");
+        let n = replicas.len();
+        let start = f.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &replicas[(start + i) % n].endpoint)
+            .find(|e| e.ready.load(Ordering::Acquire))
+            .map_or(Route::NoReplicas, |e| Route::Ready(e.url.clone()))
+    }
+
+    pub fn list(&self, namespace: &str) -> Vec<FunctionStatus> {
+        let functions = self.functions.read().expect("functions lock");
+        functions.values().filter(|f| f.namespace == namespace).map(|f| f.status()).collect()
+    }
+
+    pub fn namespaces(&self) -> Vec<String> {
+        self.functions.read().expect("functions lock").keys().map(|(_, ns)| ns.clone()).collect()
+    }
+
+    fn validate(&self, mut d: FunctionDeployment) -> Result<(FunctionDeployment, String), ProviderError> {
+        if !is_valid_function_name(&d.service) || d.service.contains('.') {
+            return Err(ProviderError::Invalid(format!(
+                "service {:?}: expected a name of letters, digits, '-' and '_'",
+                d.service
+            )));
+        }
+        let namespace = d.namespace.clone().unwrap_or_else(|| self.settings.default_namespace.clone());
+        if !is_valid_function_name(&namespace) || namespace.contains('.') {
+            return Err(ProviderError::Invalid(format!("namespace {namespace:?}: expected letters, digits, '-' and '_'")));
+        }
+        if d.env_process.as_deref().is_none_or(|p| p.trim().is_empty()) {
+            return Err(ProviderError::Invalid(
+                "envProcess: required by the process provider, which runs a command (e.g. \"cat\"), not an image".into(),
+            ));
+        }
+        if let Some(v) = d.labels.get(SCALE_MIN)
+            && v.parse::<u64>().is_err()
+        {
+            return Err(ProviderError::Invalid(format!("labels.{SCALE_MIN} {v:?}: expected a whole number")));
+        }
+        d.namespace = Some(namespace.clone());
+        Ok((d, namespace))
+    }
+
+    pub async fn deploy(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
+        let (d, namespace) = self.validate(d)?;
+        let key = (d.service.clone(), namespace.clone());
+        let f = {
+            let mut functions = self.functions.write().expect("functions lock");
+            if functions.contains_key(&key) {
+                return Err(ProviderError::Exists(format!("{}.{namespace}", d.service)));
+            }
+            let f = Arc::new(Function::new(d, namespace));
+            functions.insert(key, f.clone());
+            f
+        };
+        let initial = f.deployment.labels.get(SCALE_MIN).and_then(|v| v.parse().ok()).unwrap_or(1);
+        f.scale(initial, &self.settings, &self.logs).await;
+        tracing::info!(function = %f.qualified(), replicas = initial, "deployed");
+        Ok(())
+    }
+
+    /// Replaces a function: new replicas start, and the old ones stop once
+    /// the new ones are ready (or after a bounded wait).
+    pub async fn update(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
+        let (d, namespace) = self.validate(d)?;
+        let key = (d.service.clone(), namespace.clone());
+        let old = self.find(&key.0, &key.1).ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
+        let replicas = old.replicas.read().expect("replicas lock").len() as u64;
+        let new = Arc::new(Function::new(d, namespace));
+        new.scale(replicas, &self.settings, &self.logs).await;
+        new.wait_ready(Duration::from_secs(10)).await;
+        self.functions.write().expect("functions lock").insert(key, new.clone());
+        old.scale(0, &self.settings, &self.logs).await;
+        tracing::info!(function = %new.qualified(), "updated");
+        Ok(())
+    }
+
+    pub async fn delete(&self, name: &str, namespace: &str) -> Result<(), ProviderError> {
+        let removed = self.functions.write().expect("functions lock").remove(&(name.to_string(), namespace.to_string()));
+        let f = removed.ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
+        f.scale(0, &self.settings, &self.logs).await;
+        tracing::info!(function = %f.qualified(), "deleted");
+        Ok(())
+    }
+
+    pub async fn scale(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), ProviderError> {
+        let f = self.find(name, namespace).ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
+        f.scale(replicas, &self.settings, &self.logs).await;
+        tracing::info!(function = %f.qualified(), replicas, "scaled");
+        Ok(())
+    }
+
+    pub async fn shutdown(&self) {
+        let all: Vec<_> = std::mem::take(&mut *self.functions.write().expect("functions lock")).into_values().collect();
+        futures_util::future::join_all(all.iter().map(|f| f.scale(0, &self.settings, &self.logs))).await;
+    }
+}
+
+impl Function {
+    fn new(deployment: FunctionDeployment, namespace: String) -> Self {
+        Self {
+            deployment,
+            namespace,
+            created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            replicas: RwLock::new(vec![]),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn qualified(&self) -> String {
+        format!("{}.{}", self.deployment.service, self.namespace)
+    }
+
+    fn status(&self) -> FunctionStatus {
+        let replicas = self.replicas.read().expect("replicas lock");
+        let d = &self.deployment;
+        FunctionStatus {
+            name: d.service.clone(),
+            image: d.image.clone(),
+            namespace: Some(self.namespace.clone()),
+            env_process: d.env_process.clone(),
+            env_vars: d.env_vars.clone(),
+            labels: d.labels.clone(),
+            annotations: d.annotations.clone(),
+            invocation_count: 0.0,
+            replicas: replicas.len() as u64,
+            available_replicas: replicas.iter().filter(|r| r.endpoint.ready.load(Ordering::Acquire)).count() as u64,
+            created_at: self.created_at.clone(),
+        }
+    }
+
+    async fn scale(&self, target: u64, settings: &Arc<ProcessSettings>, logs: &Arc<LogStore>) {
+        let surplus: Vec<Replica> = {
+            let mut replicas = self.replicas.write().expect("replicas lock");
+            while (replicas.len() as u64) < target {
+                match self.start_replica(settings, logs) {
+                    Ok(r) => replicas.push(r),
+                    Err(e) => {
+                        tracing::error!(function = %self.qualified(), error = %e, "cannot start a replica");
+                        break;
+                    }
+                }
+            }
+            let keep = (target as usize).min(replicas.len());
+            replicas.drain(keep..).collect()
+        };
+        futures_util::future::join_all(surplus.into_iter().map(Replica::stop)).await;
+    }
+
+    async fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let all_ready = self.replicas.read().expect("replicas lock").iter().all(|r| r.endpoint.ready.load(Ordering::Acquire));
+            if all_ready {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn start_replica(&self, settings: &Arc<ProcessSettings>, logs: &Arc<LogStore>) -> std::io::Result<Replica> {
+        let d = &self.deployment;
+        let port = free_port()?;
+        let mut env: BTreeMap<String, String> =
+            INHERITED_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
+        env.extend(d.env_vars.clone());
+        env.insert("fprocess".into(), d.env_process.clone().unwrap_or_default());
+        env.entry("mode".into()).or_insert_with(|| "serializing".into());
+        env.insert("port".into(), port.to_string());
+        env.insert("bind_address".into(), "127.0.0.1".into());
+        // Each replica is removed from routing before it is stopped, and
+        // replicas share /tmp, so neither the drain delay nor the lock file helps.
+        env.insert("suppress_lock".into(), "true".into());
+        env.insert("healthcheck_interval".into(), "0s".into());
+        if env.get("mode").map(String::as_str) == Some("http") && !env.contains_key("upstream_url") {
+            let upstream = free_port()?;
+            env.insert("upstream_url".into(), format!("http://127.0.0.1:{upstream}"));
+            env.insert("PORT".into(), upstream.to_string());
+        }
+        let endpoint = Arc::new(Endpoint { url: format!("http://127.0.0.1:{port}"), ready: AtomicBool::new(false) });
+        let (stop, stopped) = oneshot::channel();
+        let supervisor = tokio::spawn(supervise(Supervised {
+            settings: settings.clone(),
+            logs: logs.clone(),
+            name: d.service.clone(),
+            namespace: self.namespace.clone(),
+            instance: format!("{}-{port}", d.service),
+            env,
+            port,
+            endpoint: endpoint.clone(),
+            stopped,
+        }));
+        Ok(Replica { endpoint, stop, supervisor })
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+struct Supervised {
+    settings: Arc<ProcessSettings>,
+    logs: Arc<LogStore>,
+    name: String,
+    namespace: String,
+    instance: String,
+    env: BTreeMap<String, String>,
+    port: u16,
+    endpoint: Arc<Endpoint>,
+    stopped: oneshot::Receiver<()>,
+}
+
+/// Keeps one replica running until told to stop.
+async fn supervise(mut s: Supervised) {
+    let mut backoff = RESTART_BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        let spawned = tokio::process::Command::new(&s.settings.watchdog_exe)
+            .arg("watchdog")
+            .env_clear()
+            .envs(&s.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        match spawned {
+            Err(e) => s.log(format!("cannot start the watchdog {}: {e}", s.settings.watchdog_exe.display())),
+            Ok(mut child) => {
+                for out in [child.stdout.take().map(|o| Box::new(o) as Box<dyn AsyncRead + Send + Unpin>),
+                            child.stderr.take().map(|e| Box::new(e) as Box<dyn AsyncRead + Send + Unpin>)].into_iter().flatten() {
+                    tokio::spawn(forward_lines(out, s.logs.clone(), s.template()));
+                }
+                let readiness = tokio::spawn(mark_ready(s.endpoint.clone(), s.port));
+                tokio::select! {
+                    status = child.wait() => {
+                        readiness.abort();
+                        s.endpoint.ready.store(false, Ordering::Release);
+                        let status = status.map(|st| st.to_string()).unwrap_or_else(|e| e.to_string());
+                        tracing::warn!(function = %s.name, namespace = %s.namespace, instance = %s.instance, %status, ?backoff, "replica exited; restarting");
+                        s.log(format!("replica exited ({status}); restarting in {}", humantime::format_duration(backoff)));
+                    }
+                    _ = &mut s.stopped => {
+                        readiness.abort();
+                        terminate(&mut child, s.settings.stop_timeout).await;
+                        return;
+                    }
+                }
+            }
+        }
+        if started.elapsed() > STABLE_RUN {
+            backoff = RESTART_BACKOFF_MIN;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = &mut s.stopped => return,
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+}
+
+impl Supervised {
+    fn template(&self) -> LogMessage {
+        LogMessage {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            instance: self.instance.clone(),
+            timestamp: String::new(),
+            text: String::new(),
+        }
+    }
+
+    fn log(&self, text: String) {
+        self.logs.push(LogMessage { text, timestamp: now_rfc3339(), ..self.template() });
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+async fn forward_lines(out: impl AsyncRead + Unpin, logs: Arc<LogStore>, template: LogMessage) {
+    let mut lines = BufReader::new(out).lines();
+    while let Ok(Some(text)) = lines.next_line().await {
+        logs.push(LogMessage { text, timestamp: now_rfc3339(), ..template.clone() });
+    }
+}
+
+async fn mark_ready(endpoint: Arc<Endpoint>, port: u16) {
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            endpoint.ready.store(true, Ordering::Release);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// SIGTERM, then SIGKILL if the watchdog has not drained within `limit`.
+async fn terminate(child: &mut tokio::process::Child, limit: Duration) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+    }
+    if tokio::time::timeout(limit, child.wait()).await.is_err() {
+        tracing::warn!(?limit, "replica did not stop after SIGTERM; killing it");
+        let _ = child.kill().await;
+    }
+}

@@ -1,0 +1,48 @@
+use super::Route;
+use crate::config::StaticFunction;
+use openfaas::FunctionStatus;
+use std::collections::BTreeMap;
+
+pub struct StaticProvider {
+    functions: Vec<(String, String, StaticFunction)>,
+}
+
+impl StaticProvider {
+    pub fn new(functions: BTreeMap<String, StaticFunction>, default_ns: &str) -> Self {
+        let functions = functions
+            .into_iter()
+            .map(|(name, f)| {
+                let ns = f.namespace.clone().unwrap_or_else(|| default_ns.to_string());
+                (name, ns, StaticFunction { upstream: f.upstream.trim_end_matches('/').to_string(), ..f })
+            })
+            .collect();
+        Self { functions }
+    }
+
+    pub fn route(&self, name: &str, namespace: &str) -> Route {
+        match self.functions.iter().find(|(n, ns, _)| n == name && ns == namespace) {
+            Some((_, _, f)) => Route::Ready(f.upstream.clone()),
+            None => Route::Unknown,
+        }
+    }
+
+    pub fn list(&self, namespace: &str) -> Vec<FunctionStatus> {
+        self.functions
+            .iter()
+            .filter(|(_, ns, _)| ns == namespace)
+            .map(|(name, ns, f)| FunctionStatus {
+                name: name.clone(),
+                namespace: Some(ns.clone()),
+                annotations: f.annotations.clone(),
+                labels: f.labels.clone(),
+                replicas: 1,
+                available_replicas: 1,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    pub fn namespaces(&self) -> Vec<String> {
+        self.functions.iter().map(|(_, ns, _)| ns.clone()).collect()
+    }
+}

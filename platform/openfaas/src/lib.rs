@@ -1,0 +1,62 @@
+//! The OpenFaaS contract shared by the gateway, watchdog, queue and hub:
+//! JSON bodies, duration syntax, basic-auth secrets and retry annotations.
+//! Names and shapes follow OpenFaaS so that its tooling works unchanged.
+
+pub mod auth;
+pub mod duration;
+pub mod headers;
+pub mod retry;
+pub mod types;
+
+pub use auth::Credentials;
+pub use duration::parse_duration;
+pub use retry::RetryPolicy;
+pub use types::*;
+
+/// An invalid setting: names the key, the value and what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value {value:?} for `{key}`: expected {expected}")]
+pub struct InvalidSetting {
+    pub key: String,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl InvalidSetting {
+    pub fn new(key: impl Into<String>, value: impl Into<String>, expected: &'static str) -> Self {
+        Self { key: key.into(), value: value.into(), expected }
+    }
+}
+
+/// Splits `name.namespace` at the last dot, as the OpenFaaS gateway does.
+pub fn split_function_name<'a>(qualified: &'a str, default_ns: &'a str) -> (&'a str, &'a str) {
+    match qualified.rsplit_once('.') {
+        Some((name, ns)) if !name.is_empty() && !ns.is_empty() => (name, ns),
+        _ => (qualified, default_ns),
+    }
+}
+
+/// OpenFaaS function names: `[-a-zA-Z_0-9.]+`.
+pub fn is_valid_function_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_last_dot() {
+        assert_eq!(split_function_name("fn.ns", "openfaas-fn"), ("fn", "ns"));
+        assert_eq!(split_function_name("a.b.ns", "x"), ("a.b", "ns"));
+        assert_eq!(split_function_name("fn", "openfaas-fn"), ("fn", "openfaas-fn"));
+        assert_eq!(split_function_name("fn.", "d"), ("fn.", "d"));
+    }
+
+    #[test]
+    fn validates_names() {
+        assert!(is_valid_function_name("my-fn_1.ns"));
+        assert!(!is_valid_function_name("a/b"));
+        assert!(!is_valid_function_name(""));
+    }
+}

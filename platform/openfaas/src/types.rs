@@ -1,0 +1,167 @@
+//! JSON bodies of the OpenFaaS provider API (faas-provider `types/`).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub type Map = BTreeMap<String, String>;
+
+/// Body of `POST`/`PUT /system/functions`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionDeployment {
+    pub service: String,
+    #[serde(default)]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_process: Option<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub env_vars: Map,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub labels: Map,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub annotations: Map,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Map>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Map>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_root_filesystem: bool,
+}
+
+/// An item of `GET /system/functions` and the body of `GET /system/function/NAME`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionStatus {
+    pub name: String,
+    #[serde(default)]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_process: Option<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub env_vars: Map,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub labels: Map,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub annotations: Map,
+    #[serde(default)]
+    pub invocation_count: f64,
+    #[serde(default)]
+    pub replicas: u64,
+    #[serde(default)]
+    pub available_replicas: u64,
+    #[serde(default = "zero_time")]
+    pub created_at: String,
+}
+
+fn zero_time() -> String {
+    "0001-01-01T00:00:00Z".into()
+}
+
+/// Body of `POST /system/scale-function/NAME`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleServiceRequest {
+    #[serde(default)]
+    pub service_name: String,
+    pub replicas: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Body of `DELETE /system/functions`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteFunctionRequest {
+    pub function_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Body of `GET /system/info`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    pub provider: ProviderInfo,
+    pub version: VersionInfo,
+    pub arch: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    pub provider: String,
+    pub orchestration: String,
+    pub version: VersionInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit_message: String,
+    pub sha: String,
+    pub release: String,
+}
+
+/// One NDJSON line of `GET /system/logs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogMessage {
+    pub name: String,
+    pub namespace: String,
+    pub instance: String,
+    pub timestamp: String,
+    pub text: String,
+}
+
+/// An asynchronous invocation as queued by `/async-function`. Field names are
+/// OpenFaaS's (Go names). `CallbackUrl` is a plain string here; OpenFaaS
+/// serialises Go's `url.URL` struct, which no other client can read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct QueueRequest {
+    #[serde(default)]
+    pub header: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub host: String,
+    #[serde(default, with = "base64_bytes")]
+    pub body: Vec<u8>,
+    pub method: String,
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub query_string: String,
+    pub function: String,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub annotations: Map,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+}
+
+impl QueueRequest {
+    pub fn call_id(&self) -> Option<&str> {
+        self.header
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(crate::headers::CALL_ID))
+            .and_then(|(_, v)| v.first())
+            .map(String::as_str)
+    }
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = Option::<String>::deserialize(d)?.unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(D::Error::custom)
+    }
+}

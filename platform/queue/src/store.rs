@@ -1,0 +1,148 @@
+//! The durable embedded store (redb). An item moves pending → leased while a
+//! worker has it, then is removed (settled), rescheduled, or moved to the
+//! dead-letter table. Leases left by a crash return to pending on open, so
+//! nothing enqueued is lost and everything is delivered at least once.
+
+use crate::{DeadLetter, Envelope, QueueError};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Key: (due time in ms since the epoch, sequence number).
+const PENDING: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("pending");
+const LEASED: TableDefinition<u64, &[u8]> = TableDefinition::new("leased");
+const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub struct Store {
+    db: Database,
+}
+
+/// An item taken from the queue; the worker must settle it.
+pub struct Lease {
+    pub seq: u64,
+    pub envelope: Envelope,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, QueueError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| QueueError::Open(path.display().to_string(), e.to_string()))?;
+        }
+        let db = Database::create(path).map_err(|e| QueueError::Open(path.display().to_string(), e.to_string()))?;
+        let store = Self { db };
+        store.recover()?;
+        Ok(store)
+    }
+
+    /// Returns leases a previous process left unsettled to the pending table.
+    fn recover(&self) -> Result<(), QueueError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut leased = tx.open_table(LEASED)?;
+            let mut pending = tx.open_table(PENDING)?;
+            tx.open_table(DEAD)?;
+            let mut count = 0;
+            while let Some((seq, bytes)) = leased.pop_first()? {
+                pending.insert((0, seq.value()), bytes.value())?;
+                count += 1;
+            }
+            if count > 0 {
+                tracing::warn!(count, "requeued invocations left in flight by a previous run");
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn push(&self, envelope: &Envelope, due_ms: u64) -> Result<u64, QueueError> {
+        let bytes = serde_json::to_vec(envelope)?;
+        let tx = self.db.begin_write()?;
+        let seq = {
+            let mut meta = tx.open_table(META)?;
+            let seq = meta.get("seq")?.map(|v| v.value()).unwrap_or(0) + 1;
+            meta.insert("seq", seq)?;
+            tx.open_table(PENDING)?.insert((due_ms, seq), bytes.as_slice())?;
+            seq
+        };
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    /// Leases the earliest item due by `now`; otherwise returns when the next one is due.
+    pub fn lease_due(&self, now: u64) -> Result<Result<Lease, Option<u64>>, QueueError> {
+        let tx = self.db.begin_write()?;
+        let taken = {
+            let mut pending = tx.open_table(PENDING)?;
+            let first = pending.first()?.map(|(k, v)| (k.value(), v.value().to_vec()));
+            match first {
+                Some(((due, seq), bytes)) if due <= now => {
+                    pending.remove((due, seq))?;
+                    tx.open_table(LEASED)?.insert(seq, bytes.as_slice())?;
+                    Ok(Lease { seq, envelope: serde_json::from_slice(&bytes)? })
+                }
+                Some(((due, _), _)) => Err(Some(due)),
+                None => Err(None),
+            }
+        };
+        if taken.is_ok() {
+            tx.commit()?;
+        } else {
+            tx.abort()?;
+        }
+        Ok(taken)
+    }
+
+    pub fn complete(&self, seq: u64) -> Result<(), QueueError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(LEASED)?.remove(seq)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn reschedule(&self, seq: u64, envelope: &Envelope, due_ms: u64) -> Result<(), QueueError> {
+        let bytes = serde_json::to_vec(envelope)?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(LEASED)?.remove(seq)?;
+        tx.open_table(PENDING)?.insert((due_ms, seq), bytes.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn dead_letter(&self, seq: u64, letter: &DeadLetter) -> Result<(), QueueError> {
+        let bytes = serde_json::to_vec(letter)?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(LEASED)?.remove(seq)?;
+        tx.open_table(DEAD)?.insert(seq, bytes.as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        let tx = self.db.begin_read()?;
+        let table = match tx.open_table(DEAD) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = vec![];
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn pending_count(&self) -> Result<u64, QueueError> {
+        let tx = self.db.begin_read()?;
+        match tx.open_table(PENDING) {
+            Ok(t) => Ok(t.len()?),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

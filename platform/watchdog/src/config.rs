@@ -1,0 +1,137 @@
+//! Watchdog settings, read from the environment with of-watchdog's names.
+
+use openfaas::{InvalidSetting, parse_duration};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A process per request; the request body is piped to stdin and stdout
+    /// is streamed back as it is written.
+    Streaming,
+    /// A process per request; stdout is buffered and the exit status decides
+    /// the response code.
+    Serializing,
+    /// One long-running process serving HTTP at `upstream_url`.
+    Http,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub fprocess: Vec<String>,
+    pub mode: Mode,
+    pub upstream_url: Option<String>,
+    pub listen: SocketAddr,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub exec_timeout: Duration,
+    pub healthcheck_interval: Duration,
+    pub max_inflight: usize,
+    pub content_type: String,
+    pub suppress_lock: bool,
+}
+
+impl Config {
+    /// Reads the settings from a variable lookup (the process environment in
+    /// production, a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, InvalidSetting> {
+        let first = |keys: &[&str]| keys.iter().find_map(|k| get(k));
+        let duration = |key: &str, default: Duration| match get(key) {
+            Some(v) if !v.trim().is_empty() => parse_duration(key, &v),
+            _ => Ok(default),
+        };
+
+        let mode = match get("mode").as_deref().map(str::trim) {
+            None | Some("") | Some("streaming") => Mode::Streaming,
+            Some("serializing") => Mode::Serializing,
+            Some("http") => Mode::Http,
+            Some(other) => return Err(InvalidSetting::new("mode", other, "one of streaming, serializing, http")),
+        };
+        let fprocess: Vec<String> = first(&["fprocess", "function_process"])
+            .map(|v| v.split_whitespace().map(String::from).collect())
+            .unwrap_or_default();
+        if fprocess.is_empty() {
+            return Err(InvalidSetting::new("fprocess", "", "the command that runs the function, e.g. `cat`"));
+        }
+        let upstream_url = first(&["upstream_url", "http_upstream_url"]);
+        if mode == Mode::Http {
+            match &upstream_url {
+                Some(u) if u.starts_with("http://") => {}
+                Some(u) => return Err(InvalidSetting::new("upstream_url", u, "an http:// URL")),
+                None => return Err(InvalidSetting::new("upstream_url", "", "an http:// URL (required in http mode)")),
+            }
+        }
+        let port = match get("port") {
+            Some(p) => p.trim().parse::<u16>().map_err(|_| InvalidSetting::new("port", p, "a TCP port number"))?,
+            None => 8080,
+        };
+        let bind = get("bind_address").unwrap_or_else(|| "0.0.0.0".into());
+        let listen = format!("{bind}:{port}")
+            .parse()
+            .map_err(|_| InvalidSetting::new("bind_address", bind, "an IP address such as 127.0.0.1"))?;
+        let write_timeout = duration("write_timeout", Duration::from_secs(30))?;
+        if write_timeout.is_zero() {
+            return Err(InvalidSetting::new("write_timeout", "0", "a duration above zero"));
+        }
+        let max_inflight = match get("max_inflight") {
+            Some(v) => v.trim().parse().map_err(|_| InvalidSetting::new("max_inflight", v, "a whole number (0 = no limit)"))?,
+            None => 0,
+        };
+        let suppress_lock = match get("suppress_lock").as_deref().map(str::trim) {
+            None | Some("") | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => return Err(InvalidSetting::new("suppress_lock", other, "true or false")),
+        };
+        Ok(Self {
+            fprocess,
+            mode,
+            upstream_url,
+            listen,
+            read_timeout: duration("read_timeout", Duration::from_secs(30))?,
+            write_timeout,
+            exec_timeout: duration("exec_timeout", Duration::from_secs(30))?,
+            healthcheck_interval: duration("healthcheck_interval", write_timeout)?,
+            max_inflight,
+            content_type: get("content_type").unwrap_or_else(|| "application/octet-stream".into()),
+            suppress_lock,
+        })
+    }
+
+    pub fn from_env() -> Result<Self, InvalidSetting> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, InvalidSetting> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_of_watchdog() {
+        let c = cfg(&[("fprocess", "cat")]).unwrap();
+        assert_eq!(c.mode, Mode::Streaming);
+        assert_eq!(c.exec_timeout, Duration::from_secs(30));
+        assert_eq!(c.healthcheck_interval, c.write_timeout);
+        assert_eq!(c.listen.port(), 8080);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        for (pairs, key) in [
+            (vec![("fprocess", "cat"), ("mode", "fast")], "mode"),
+            (vec![], "fprocess"),
+            (vec![("fprocess", "node"), ("mode", "http")], "upstream_url"),
+            (vec![("fprocess", "cat"), ("exec_timeout", "eventually")], "exec_timeout"),
+            (vec![("fprocess", "cat"), ("max_inflight", "-1")], "max_inflight"),
+        ] {
+            let err = cfg(&pairs).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The watchdog: an HTTP server in front of one function, compatible with
+//! OpenFaaS's of-watchdog (`/_/health`, `/_/ready`, `max_inflight`, lock file,
+//! drain on SIGTERM; `streaming`, `serializing` and `http` modes).
+
+mod config;
+mod fork;
+mod proxy;
+
+pub use config::{Config, Mode};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::net::TcpListener;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot start the function process `{command}`: {source}")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("the upstream process `{command}` exited ({status}); the watchdog stops so that it can be restarted")]
+    UpstreamExited { command: String, status: String },
+    #[error("the upstream process `{command}` did not accept connections at {url} within {secs}s")]
+    UpstreamNotReady { command: String, url: String, secs: u64 },
+}
+
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut res = Response::new(Full::new(body.into()).map_err(|e| match e {}).boxed_unsync());
+    *res.status_mut() = status;
+    res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    res
+}
+
+/// An error the watchdog itself produced, marked as OpenFaaS does so that
+/// retry logic can tell it from a function's own answer.
+pub(crate) fn internal(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut res = text(status, body);
+    res.headers_mut()
+        .insert(openfaas::headers::OPENFAAS_INTERNAL, http::HeaderValue::from_static("of-watchdog"));
+    res
+}
+
+enum Handler {
+    Fork(fork::Runner),
+    Http(proxy::Upstream),
+}
+
+struct Watchdog {
+    config: Config,
+    handler: Handler,
+    inflight: AtomicUsize,
+    draining: AtomicBool,
+    lock_file: Option<PathBuf>,
+}
+
+impl Watchdog {
+    async fn serve(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        match req.uri().path() {
+            "/_/health" => return self.health(&req),
+            "/_/ready" => return self.ready(&req),
+            _ => {}
+        }
+        let in_flight = self.inflight.fetch_add(1, Ordering::AcqRel);
+        let _slot = Slot(&self.inflight);
+        let max = self.config.max_inflight;
+        if max > 0 && in_flight >= max {
+            let mut res = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Concurrent request limit exceeded. Max concurrent requests: {max}\n"),
+            );
+            res.headers_mut()
+                .insert(openfaas::headers::OPENFAAS_INTERNAL, http::HeaderValue::from_static("faas-middleware"));
+            return res;
+        }
+        let started = std::time::Instant::now();
+        let mut res = match &self.handler {
+            Handler::Fork(runner) => runner.run(req).await,
+            Handler::Http(upstream) => upstream.forward(req).await,
+        };
+        let secs = format!("{:.6}", started.elapsed().as_secs_f64());
+        if let Ok(v) = http::HeaderValue::from_str(&secs) {
+            res.headers_mut().insert(openfaas::headers::DURATION_SECONDS, v);
+        }
+        res
+    }
+
+    fn healthy(&self) -> bool {
+        !self.draining.load(Ordering::Acquire) && self.lock_file.as_ref().is_none_or(|p| p.exists())
+    }
+
+    fn health(&self, req: &Request<Incoming>) -> Response<Body> {
+        if req.method() != http::Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "");
+        }
+        if self.healthy() { text(StatusCode::OK, "OK") } else { text(StatusCode::SERVICE_UNAVAILABLE, "") }
+    }
+
+    fn ready(&self, req: &Request<Incoming>) -> Response<Body> {
+        if req.method() != http::Method::GET {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "");
+        }
+        let max = self.config.max_inflight;
+        if !self.healthy() {
+            text(StatusCode::SERVICE_UNAVAILABLE, "")
+        } else if max > 0 && self.inflight.load(Ordering::Acquire) >= max {
+            text(StatusCode::TOO_MANY_REQUESTS, "")
+        } else {
+            text(StatusCode::OK, "")
+        }
+    }
+}
+
+/// Counts one request in flight for as long as it lives.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs the watchdog until `shutdown` resolves, then drains: it reports
+/// unhealthy for `healthcheck_interval`, stops accepting, and waits up to
+/// `write_timeout` for requests in flight.
+/// In `http` mode the port opens only once the upstream accepts connections,
+/// so a connectable watchdog is a ready one.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let (handler, mut upstream_exit) = match config.mode {
+        Mode::Http => {
+            let (upstream, exit) = proxy::Upstream::start(&config).await?;
+            (Handler::Http(upstream), Some(exit))
+        }
+        Mode::Serializing | Mode::Streaming => (Handler::Fork(fork::Runner::new(&config)), None),
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen { addr: config.listen, source })?;
+    let lock_file = (!config.suppress_lock).then(|| std::env::temp_dir().join(".lock"));
+    if let Some(path) = &lock_file
+        && let Err(e) = std::fs::write(path, b"")
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the lock file; /_/health will report unhealthy");
+    }
+    let watchdog = Arc::new(Watchdog {
+        config: config.clone(),
+        handler,
+        inflight: AtomicUsize::new(0),
+        draining: AtomicBool::new(false),
+        lock_file: lock_file.clone(),
+    });
+    tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), mode = ?config.mode, fprocess = %config.fprocess.join(" "), "watchdog listening");
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(config.read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let upstream_died = async {
+        match upstream_exit.as_mut() {
+            Some(rx) => rx.await.unwrap_or_else(|_| "unknown".into()),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(shutdown, upstream_died);
+    let drain_done = tokio::time::sleep(std::time::Duration::from_secs(u32::MAX as u64));
+    tokio::pin!(drain_done);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let wd = watchdog.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let wd = wd.clone();
+                    async move { Ok::<_, std::convert::Infallible>(wd.serve(req).await) }
+                });
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(conn);
+            }
+            () = &mut shutdown, if !draining => {
+                tracing::info!(interval = ?config.healthcheck_interval, "SIGTERM: reporting unhealthy, then draining");
+                watchdog.draining.store(true, Ordering::Release);
+                if let Some(path) = &lock_file { let _ = std::fs::remove_file(path); }
+                draining = true;
+                drain_done.as_mut().reset(tokio::time::Instant::now() + config.healthcheck_interval);
+            }
+            () = &mut drain_done, if draining => break,
+            status = &mut upstream_died => {
+                if let Some(path) = &lock_file { let _ = std::fs::remove_file(path); }
+                return Err(Error::UpstreamExited { command: config.fprocess.join(" "), status });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(config.write_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!(timeout = ?config.write_timeout, "requests still in flight at write_timeout; stopping anyway");
+    }
+    tracing::info!("watchdog stopped");
+    Ok(())
+}

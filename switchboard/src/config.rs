@@ -1,0 +1,152 @@
+//! One YAML file plus environment overrides. Every option has a default
+//! that works on one machine; `switchboard up` with no file uses
+//! config/switchboard.yml as built into the binary.
+
+use anyhow::{Context, Result, bail};
+use openfaas::{InvalidSetting, RetryPolicy, parse_duration};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use switchboard_gateway::{GatewayConfig, ProviderConfig};
+
+pub const EMBEDDED: &str = include_str!("../../config/switchboard.yml");
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub gateway: GatewayConfig,
+    pub provider: ProviderConfig,
+    pub queue: QueueConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Serve `/async-function` at all.
+    pub enabled: bool,
+    /// The embedded durable store.
+    pub path: PathBuf,
+    /// Publish to a separate `switchboard queue-worker` at this URL instead
+    /// of running the store and worker inside the gateway.
+    pub url: Option<String>,
+    /// Where `switchboard queue-worker` takes requests from gateways.
+    pub listen: SocketAddr,
+    /// Invocations the worker runs at once.
+    pub max_inflight: usize,
+    #[serde(with = "openfaas::duration::serde_duration")]
+    pub invoke_timeout: Duration,
+    /// Default retry policy; `com.openfaas.retry.*` annotations override it per function.
+    pub retry: RetryPolicy,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: PathBuf::from("data/queue.redb"),
+            url: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            max_inflight: 8,
+            invoke_timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`, or the built-in defaults, then applies the environment.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let mut config: Config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
+                serde_yaml_ng::from_str(&text).with_context(|| format!("invalid config file {}", p.display()))?
+            }
+            None => serde_yaml_ng::from_str(EMBEDDED).context("invalid built-in config")?,
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.queue.retry.validate()?;
+        Ok(config)
+    }
+
+    /// Environment overrides, with OpenFaaS's variable names.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), InvalidSetting> {
+        let g = &mut self.gateway;
+        if let Some(v) = get("basic_auth") {
+            g.basic_auth = parse_bool("basic_auth", &v)?;
+        }
+        if let Some(v) = get("secret_mount_path") {
+            g.secret_mount_path = v.into();
+        }
+        if let Some(v) = get("upstream_timeout") {
+            g.upstream_timeout = parse_duration("upstream_timeout", &v)?;
+        }
+        if let Some(v) = get("function_namespace") {
+            g.function_namespace = v;
+        }
+        if let Some(v) = get("max_body_size") {
+            g.max_body_size = v.parse().map_err(|_| InvalidSetting::new("max_body_size", v, "a size in bytes"))?;
+        }
+        if let Some(v) = get("max_inflight") {
+            self.queue.max_inflight = v
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| InvalidSetting::new("max_inflight", v, "a whole number above 0"))?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, InvalidSetting> {
+    match v.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" | "" => Ok(false),
+        _ => Err(InvalidSetting::new(key, v, "true or false")),
+    }
+}
+
+/// Fails unless `path` (a stack file named in the config) exists, with advice.
+pub fn check_stack(config: &Config) -> Result<()> {
+    if let ProviderConfig::Process { stack: Some(stack), .. } = &config.provider
+        && !stack.exists()
+    {
+        bail!(
+            "stack file {} not found (relative paths are resolved from the current directory; run from the repository root or pass --config)",
+            stack.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_config_is_valid() {
+        let c: Config = serde_yaml_ng::from_str(EMBEDDED).unwrap();
+        assert!(c.queue.enabled);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = serde_yaml_ng::from_str::<Config>("gateway:\n  prot: 1\n").unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_use_openfaas_names() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "basic_auth" => Some("true".into()),
+            "upstream_timeout" => Some("1m30s".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(c.gateway.basic_auth);
+        assert_eq!(c.gateway.upstream_timeout, Duration::from_secs(90));
+        let err = c.apply_env(|k| (k == "basic_auth").then(|| "yes".into())).unwrap_err().to_string();
+        assert!(err.contains("basic_auth") && err.contains("yes"), "{err}");
+    }
+}

@@ -1,0 +1,90 @@
+//! `switchboard`: one binary for the hub and the compact platform.
+
+mod config;
+mod platform;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "Event-connector hub for serverless functions, with a compact OpenFaaS-compatible platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole platform on this machine: gateway, process provider, async queue and worker
+    Up(PlatformArgs),
+    /// Run the OpenFaaS-compatible gateway with its provider (and the embedded queue unless queue.url is set)
+    Gateway(PlatformArgs),
+    /// Run the watchdog in front of one function; configured by environment variables, as of-watchdog
+    #[command(after_help = WATCHDOG_ENV)]
+    Watchdog,
+    /// Run the async queue worker: a durable store that gateways publish to (queue.url), and the worker that invokes
+    QueueWorker(QueueWorkerArgs),
+}
+
+#[derive(clap::Args)]
+struct PlatformArgs {
+    /// YAML config file; built-in defaults when absent
+    #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Gateway port, overriding gateway.port
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+#[derive(clap::Args)]
+struct QueueWorkerArgs {
+    /// YAML config file (the queue: section is used)
+    #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address for gateways to publish to, overriding queue.listen
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Gateway to invoke functions through
+    #[arg(long, env = "gateway_url", default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+}
+
+const WATCHDOG_ENV: &str = "\
+Environment (of-watchdog names):
+  fprocess           command to run (required), e.g. \"cat\"
+  mode               streaming (default) | serializing | http
+  upstream_url       the function's own HTTP server, required in http mode
+  port               port to listen on (8080); bind_address (0.0.0.0)
+  exec_timeout       limit on one invocation (30s); 504 when exceeded
+  read_timeout       limit on reading request headers (30s)
+  write_timeout      drain limit on shutdown (30s)
+  healthcheck_interval  time reported unhealthy before draining on SIGTERM (= write_timeout)
+  max_inflight       concurrent requests before 429 (0 = no limit)
+  content_type       response Content-Type in fork modes (application/octet-stream)
+  suppress_lock      do not write $TMPDIR/.lock (false)";
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => platform::up(args.config.as_deref(), args.port, true).await,
+            Command::Gateway(args) => platform::up(args.config.as_deref(), args.port, false).await,
+            Command::Watchdog => {
+                let config = switchboard_watchdog::Config::from_env()?;
+                switchboard_watchdog::run(config, platform::shutdown_signal()).await?;
+                Ok(())
+            }
+            Command::QueueWorker(args) => platform::queue_worker(args.config.as_deref(), args.listen, &args.gateway).await,
+        }
+    })
+}
