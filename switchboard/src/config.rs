@@ -59,10 +59,11 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Self> {
         let mut config: Config = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
-                serde_yaml_ng::from_str(&text).with_context(|| format!("invalid config file {}", p.display()))?
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                parse(&text).with_context(|| format!("invalid config file {}", p.display()))?
             }
-            None => serde_yaml_ng::from_str(EMBEDDED).context("invalid built-in config")?,
+            None => parse(EMBEDDED).context("invalid built-in config")?,
         };
         config.apply_env(|k| std::env::var(k).ok())?;
         config.queue.retry.validate()?;
@@ -70,7 +71,10 @@ impl Config {
     }
 
     /// Environment overrides, with OpenFaaS's variable names.
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), InvalidSetting> {
+    pub fn apply_env(
+        &mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), InvalidSetting> {
         let g = &mut self.gateway;
         if let Some(v) = get("basic_auth") {
             g.basic_auth = parse_bool("basic_auth", &v)?;
@@ -85,17 +89,24 @@ impl Config {
             g.function_namespace = v;
         }
         if let Some(v) = get("max_body_size") {
-            g.max_body_size = v.parse().map_err(|_| InvalidSetting::new("max_body_size", v, "a size in bytes"))?;
+            g.max_body_size = v
+                .parse()
+                .map_err(|_| InvalidSetting::new("max_body_size", v, "a size in bytes"))?;
         }
         if let Some(v) = get("max_inflight") {
-            self.queue.max_inflight = v
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| InvalidSetting::new("max_inflight", v, "a whole number above 0"))?;
+            self.queue.max_inflight =
+                v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    InvalidSetting::new("max_inflight", v, "a whole number above 0")
+                })?;
         }
         Ok(())
     }
+}
+
+/// Parses YAML so that an error names the full key path, e.g. `gateway.upstream_timeout`.
+fn parse(text: &str) -> Result<Config> {
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| anyhow::anyhow!("{}: {}", e.path(), e.inner()))
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, InvalidSetting> {
@@ -108,7 +119,9 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, InvalidSetting> {
 
 /// Fails unless `path` (a stack file named in the config) exists, with advice.
 pub fn check_stack(config: &Config) -> Result<()> {
-    if let ProviderConfig::Process { stack: Some(stack), .. } = &config.provider
+    if let ProviderConfig::Process {
+        stack: Some(stack), ..
+    } = &config.provider
         && !stack.exists()
     {
         bail!(
@@ -131,8 +144,15 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = serde_yaml_ng::from_str::<Config>("gateway:\n  prot: 1\n").unwrap_err().to_string();
+        let err = parse("gateway:\n  prot: 1\n").unwrap_err().to_string();
         assert!(err.contains("prot"), "{err}");
+        let err = parse("queue:\n  retry:\n    min_wait: soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("queue.retry.min_wait") && err.contains("soon"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -146,7 +166,10 @@ mod tests {
         .unwrap();
         assert!(c.gateway.basic_auth);
         assert_eq!(c.gateway.upstream_timeout, Duration::from_secs(90));
-        let err = c.apply_env(|k| (k == "basic_auth").then(|| "yes".into())).unwrap_err().to_string();
+        let err = c
+            .apply_env(|k| (k == "basic_auth").then(|| "yes".into()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("basic_auth") && err.contains("yes"), "{err}");
     }
 }

@@ -9,7 +9,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Event-connector hub for serverless functions, with a compact OpenFaaS-compatible platform")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Event-connector hub for serverless functions, with a compact OpenFaaS-compatible platform"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,7 +88,9 @@ fn main() -> Result<()> {
                 switchboard_watchdog::run(config, platform::shutdown_signal()).await?;
                 Ok(())
             }
-            Command::QueueWorker(args) => platform::queue_worker(args.config.as_deref(), args.listen, &args.gateway).await,
+            Command::QueueWorker(args) => {
+                platform::queue_worker(args.config.as_deref(), args.listen, &args.gateway).await
+            }
         }
     })
 }

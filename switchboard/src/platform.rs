@@ -5,13 +5,17 @@ use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use switchboard_gateway::{Gateway, GatewayConfig, ProcessProvider, ProcessSettings, Provider, ProviderConfig, StaticProvider};
+use switchboard_gateway::{
+    Gateway, GatewayConfig, ProcessProvider, ProcessSettings, Provider, ProviderConfig,
+    StaticProvider,
+};
 use switchboard_queue::{EmbeddedQueue, Queue, RemoteQueue, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -19,18 +23,28 @@ pub async fn shutdown_signal() {
 }
 
 fn local_url(config: &GatewayConfig, port: u16) -> String {
-    let host = if config.bind.is_unspecified() { "127.0.0.1".to_string() } else { config.bind.to_string() };
+    let host = if config.bind.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        config.bind.to_string()
+    };
     format!("http://{host}:{port}")
 }
 
 async fn provider(config: &Config) -> Result<Provider> {
     Ok(match &config.provider {
-        ProviderConfig::Static { functions } => {
-            Provider::Static(StaticProvider::new(functions.clone(), &config.gateway.function_namespace))
-        }
-        ProviderConfig::Process { stack, stop_timeout, log_lines } => {
+        ProviderConfig::Static { functions } => Provider::Static(StaticProvider::new(
+            functions.clone(),
+            &config.gateway.function_namespace,
+        )),
+        ProviderConfig::Process {
+            stack,
+            stop_timeout,
+            log_lines,
+        } => {
             let provider = ProcessProvider::new(ProcessSettings {
-                watchdog_exe: std::env::current_exe().context("cannot find the switchboard executable")?,
+                watchdog_exe: std::env::current_exe()
+                    .context("cannot find the switchboard executable")?,
                 default_namespace: config.gateway.function_namespace.clone(),
                 stop_timeout: *stop_timeout,
                 log_lines: *log_lines,
@@ -38,10 +52,9 @@ async fn provider(config: &Config) -> Result<Provider> {
             if let Some(stack) = stack {
                 for d in switchboard_gateway::stack::load(stack)? {
                     let name = d.service.clone();
-                    provider
-                        .deploy(d)
-                        .await
-                        .with_context(|| format!("cannot deploy function {name} from {}", stack.display()))?;
+                    provider.deploy(d).await.with_context(|| {
+                        format!("cannot deploy function {name} from {}", stack.display())
+                    })?;
                 }
             }
             Provider::Process(provider)
@@ -57,27 +70,34 @@ pub async fn up(config_path: Option<&Path>, port: Option<u16>, _with_hub: bool) 
     }
     check_stack(&config)?;
     let addr = SocketAddr::new(config.gateway.bind, config.gateway.port);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (gateway.port)"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (gateway.port)"))?;
     let url = local_url(&config.gateway, listener.local_addr()?.port());
     let stop = CancellationToken::new();
 
-    let (queue, worker): (Option<Arc<dyn Queue>>, _) = match (&config.queue.enabled, &config.queue.url) {
-        (false, _) => (None, None),
-        (true, Some(remote)) => (Some(Arc::new(RemoteQueue::new(remote))), None),
-        (true, None) => {
-            let q = EmbeddedQueue::open(&config.queue.path)?;
-            let worker = Worker::new(q.clone(), worker_config(&config, &url));
-            let token = stop.clone();
-            let handle = tokio::spawn(async move { worker.run(token.cancelled_owned()).await });
-            (Some(Arc::new(q)), Some(handle))
-        }
-    };
+    let (queue, worker): (Option<Arc<dyn Queue>>, _) =
+        match (&config.queue.enabled, &config.queue.url) {
+            (false, _) => (None, None),
+            (true, Some(remote)) => (Some(Arc::new(RemoteQueue::new(remote))), None),
+            (true, None) => {
+                let q = EmbeddedQueue::open(&config.queue.path)?;
+                let worker = Worker::new(q.clone(), worker_config(&config, &url));
+                let token = stop.clone();
+                let handle = tokio::spawn(async move { worker.run(token.cancelled_owned()).await });
+                (Some(Arc::new(q)), Some(handle))
+            }
+        };
     let provider = provider(&config).await?;
     let gateway = Arc::new(Gateway::new(config.gateway.clone(), provider, queue)?);
 
     print_banner(&config, &url, &gateway);
     let token = stop.clone();
-    let server = tokio::spawn(switchboard_gateway::serve(gateway.clone(), listener, token.cancelled_owned()));
+    let server = tokio::spawn(switchboard_gateway::serve(
+        gateway.clone(),
+        listener,
+        token.cancelled_owned(),
+    ));
     shutdown_signal().await;
     tracing::info!("stopping");
     stop.cancel();
@@ -105,34 +125,70 @@ fn print_banner(config: &Config, url: &str, gateway: &Gateway) {
         .provider
         .namespaces(ns)
         .iter()
-        .flat_map(|ns| gateway.provider.list(ns).into_iter().map(move |f| format!("{}.{ns}", f.name)))
+        .flat_map(|ns| {
+            gateway
+                .provider
+                .list(ns)
+                .into_iter()
+                .map(move |f| format!("{}.{ns}", f.name))
+        })
         .collect();
     let queue = match (&config.queue.enabled, &config.queue.url) {
         (false, _) => "disabled".to_string(),
         (true, Some(u)) => format!("remote queue-worker at {u}"),
-        (true, None) => format!("embedded at {} ({} in flight)", config.queue.path.display(), config.queue.max_inflight),
+        (true, None) => format!(
+            "embedded at {} ({} in flight)",
+            config.queue.path.display(),
+            config.queue.max_inflight
+        ),
     };
     println!("switchboard {} is up", env!("CARGO_PKG_VERSION"));
-    println!("  gateway    {url}  (auth: {})", if config.gateway.basic_auth { "basic" } else { "off" });
+    println!(
+        "  gateway    {url}  (auth: {})",
+        if config.gateway.basic_auth {
+            "basic"
+        } else {
+            "off"
+        }
+    );
     println!("  invoke     {url}/function/NAME   async: {url}/async-function/NAME");
     println!("  metrics    {url}/metrics");
     println!("  queue      {queue}");
-    println!("  provider   {}  functions: {}", gateway.provider.name(), if functions.is_empty() { "none".into() } else { functions.join(", ") });
+    println!(
+        "  provider   {}  functions: {}",
+        gateway.provider.name(),
+        if functions.is_empty() {
+            "none".into()
+        } else {
+            functions.join(", ")
+        }
+    );
     println!("Press Ctrl-C to stop.");
 }
 
 /// `switchboard queue-worker`: owns the durable store, takes requests from
 /// gateways on `queue.listen`, and invokes them through `gateway`.
-pub async fn queue_worker(config_path: Option<&Path>, listen: Option<SocketAddr>, gateway: &str) -> Result<()> {
+pub async fn queue_worker(
+    config_path: Option<&Path>,
+    listen: Option<SocketAddr>,
+    gateway: &str,
+) -> Result<()> {
     let config = Config::load(config_path)?;
     let listen = listen.unwrap_or(config.queue.listen);
     let queue = EmbeddedQueue::open(&config.queue.path)?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen} (queue.listen)"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (queue.listen)"))?;
     let stop = CancellationToken::new();
     let worker = Worker::new(queue.clone(), worker_config(&config, gateway));
     let worker = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
-    println!("queue-worker listening on http://{} (store {}), invoking through {gateway}", listener.local_addr()?, config.queue.path.display());
-    let intake = axum::serve(listener, switchboard_queue::intake_router(queue)).with_graceful_shutdown(stop.clone().cancelled_owned());
+    println!(
+        "queue-worker listening on http://{} (store {}), invoking through {gateway}",
+        listener.local_addr()?,
+        config.queue.path.display()
+    );
+    let intake = axum::serve(listener, switchboard_queue::intake_router(queue))
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
     let server = tokio::spawn(async move { intake.await });
     shutdown_signal().await;
     stop.cancel();

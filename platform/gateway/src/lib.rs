@@ -39,42 +39,72 @@ pub type Shared = Arc<Gateway>;
 impl Gateway {
     /// Reads the basic-auth secrets when `basic_auth` is on, so a missing
     /// secret fails at start-up rather than at the first request.
-    pub fn new(config: GatewayConfig, provider: Provider, queue: Option<Arc<dyn Queue>>) -> Result<Self, openfaas::auth::MissingSecret> {
-        let credentials = if config.basic_auth { Some(Credentials::from_secret_mount(&config.secret_mount_path)?) } else { None };
+    pub fn new(
+        config: GatewayConfig,
+        provider: Provider,
+        queue: Option<Arc<dyn Queue>>,
+    ) -> Result<Self, openfaas::auth::MissingSecret> {
+        let credentials = if config.basic_auth {
+            Some(Credentials::from_secret_mount(&config.secret_mount_path)?)
+        } else {
+            None
+        };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(connector);
-        Ok(Self { config, provider, queue, metrics: Default::default(), credentials, client })
+        Ok(Self {
+            config,
+            provider,
+            queue,
+            metrics: Default::default(),
+            credentials,
+            client,
+        })
     }
 }
 
 pub(crate) fn text(status: http::StatusCode, body: impl Into<Body>) -> Response {
     let mut res = Response::new(body.into());
     *res.status_mut() = status;
-    res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     res
 }
 
 pub fn router(gw: Shared) -> Router {
     let system = Router::new()
-        .route("/system/functions", get(system::list).post(system::deploy).put(system::update).delete(system::delete))
+        .route(
+            "/system/functions",
+            get(system::list)
+                .post(system::deploy)
+                .put(system::update)
+                .delete(system::delete),
+        )
         .route("/system/function/{name}", get(system::get_one))
         .route("/system/namespaces", get(system::namespaces))
         .route("/system/info", get(system::info))
         .route("/system/scale-function/{name}", post(system::scale))
         .route("/system/logs", get(system::logs))
         .route("/system/async/dead-letters", get(system::dead_letters))
-        .route_layer(axum::middleware::from_fn_with_state(gw.clone(), system::require_auth));
+        .route_layer(axum::middleware::from_fn_with_state(
+            gw.clone(),
+            system::require_auth,
+        ));
     Router::new()
         .route("/function/{name}", any(invoke::function))
         .route("/function/{name}/", any(invoke::function))
         .route("/function/{name}/{*path}", any(invoke::function))
-        .route("/async-function/{name}", post(invoke::async_function))
-        .route("/async-function/{name}/", post(invoke::async_function))
-        .route("/async-function/{name}/{*path}", post(invoke::async_function))
+        .route("/async-function/{name}", any(invoke::async_function))
+        .route("/async-function/{name}/", any(invoke::async_function))
+        .route(
+            "/async-function/{name}/{*path}",
+            any(invoke::async_function),
+        )
         .route("/healthz", get(|| async { "OK" }))
         .route("/metrics", get(render_metrics))
         .merge(system)
@@ -84,18 +114,28 @@ pub fn router(gw: Shared) -> Router {
 async fn render_metrics(axum::extract::State(gw): axum::extract::State<Shared>) -> String {
     for ns in gw.provider.namespaces(&gw.config.function_namespace) {
         for f in gw.provider.list(&ns) {
-            gw.metrics.service_count.with_label_values(&[&format!("{}.{ns}", f.name)]).set(f.replicas as f64);
+            gw.metrics
+                .service_count
+                .with_label_values(&[&format!("{}.{ns}", f.name)])
+                .set(f.replicas as f64);
         }
     }
     gw.metrics.render()
 }
 
 /// Serves until `shutdown` resolves, then finishes requests in flight.
-pub async fn serve(gw: Shared, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    gw: Shared,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(gw).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(gw).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

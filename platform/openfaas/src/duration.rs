@@ -9,9 +9,8 @@ pub fn parse_duration(key: &str, value: &str) -> Result<Duration, InvalidSetting
     if let Ok(secs) = value.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(value).map_err(|_| {
-        InvalidSetting::new(key, value, "a duration such as 30, 30s, 1m30s or 500ms")
-    })
+    humantime::parse_duration(value)
+        .map_err(|_| InvalidSetting::new(key, value, "a duration such as 30, 30s, 1m30s or 500ms"))
 }
 
 /// Serde helpers so config structs can hold `Duration` written the OpenFaaS way.
@@ -28,7 +27,12 @@ pub mod serde_duration {
         }
         match Raw::deserialize(d)? {
             Raw::Secs(s) => Ok(Duration::from_secs(s)),
-            Raw::Text(t) => super::parse_duration("duration", &t).map_err(D::Error::custom),
+            Raw::Text(t) => super::parse_duration("duration", &t).map_err(|e| {
+                D::Error::custom(format!(
+                    "invalid value {:?}: expected {}",
+                    e.value, e.expected
+                ))
+            }),
         }
     }
 
@@ -44,9 +48,20 @@ mod tests {
     #[test]
     fn parses_openfaas_forms() {
         assert_eq!(parse_duration("t", "30").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("t", "1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("t", "500ms").unwrap(), Duration::from_millis(500));
-        let err = parse_duration("exec_timeout", "soon").unwrap_err().to_string();
-        assert!(err.contains("exec_timeout") && err.contains("soon"), "{err}");
+        assert_eq!(
+            parse_duration("t", "1m30s").unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse_duration("t", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        let err = parse_duration("exec_timeout", "soon")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("exec_timeout") && err.contains("soon"),
+            "{err}"
+        );
     }
 }

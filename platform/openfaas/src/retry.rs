@@ -37,19 +37,23 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// This policy with a function's `com.openfaas.retry.*` annotations applied.
-    pub fn with_annotations(&self, annotations: &BTreeMap<String, String>) -> Result<Self, InvalidSetting> {
+    pub fn with_annotations(
+        &self,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Self, InvalidSetting> {
         let mut policy = self.clone();
         if let Some(v) = annotations.get(ATTEMPTS) {
-            policy.attempts = v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| InvalidSetting::new(ATTEMPTS, v, "a whole number of attempts, at least 1"))?;
+            policy.attempts = v.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                InvalidSetting::new(ATTEMPTS, v, "a whole number of attempts, at least 1")
+            })?;
         }
         if let Some(v) = annotations.get(CODES) {
             policy.codes = parse_codes(v).ok_or_else(|| {
-                InvalidSetting::new(CODES, v, "comma-separated HTTP status codes such as 429,502,503")
+                InvalidSetting::new(
+                    CODES,
+                    v,
+                    "comma-separated HTTP status codes such as 429,502,503",
+                )
             })?;
         }
         if let Some(v) = annotations.get(MIN_WAIT) {
@@ -64,7 +68,11 @@ impl RetryPolicy {
 
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.attempts == 0 {
-            return Err(InvalidSetting::new("retry.attempts", "0", "at least 1 attempt"));
+            return Err(InvalidSetting::new(
+                "retry.attempts",
+                "0",
+                "at least 1 attempt",
+            ));
         }
         if self.max_wait < self.min_wait {
             return Err(InvalidSetting::new(
@@ -103,7 +111,12 @@ impl RetryPolicy {
 
 fn parse_codes(v: &str) -> Option<Vec<u16>> {
     v.split(',')
-        .map(|c| c.trim().parse::<u16>().ok().filter(|c| (100..600).contains(c)))
+        .map(|c| {
+            c.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..600).contains(c))
+        })
         .collect()
 }
 
@@ -138,13 +151,20 @@ mod tests {
     fn bad_annotation_is_named() {
         let mut a = BTreeMap::new();
         a.insert(CODES.into(), "5xx".into());
-        let err = RetryPolicy::default().with_annotations(&a).unwrap_err().to_string();
+        let err = RetryPolicy::default()
+            .with_annotations(&a)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(CODES) && err.contains("5xx"), "{err}");
     }
 
     #[test]
     fn backoff_stays_in_window() {
-        let p = RetryPolicy { min_wait: Duration::from_millis(100), max_wait: Duration::from_secs(1), ..Default::default() };
+        let p = RetryPolicy {
+            min_wait: Duration::from_millis(100),
+            max_wait: Duration::from_secs(1),
+            ..Default::default()
+        };
         for attempt in 1..30 {
             let w = p.backoff(attempt, None);
             assert!(w >= p.min_wait && w <= p.max_wait, "{w:?}");
@@ -155,9 +175,15 @@ mod tests {
 
     #[test]
     fn parses_retry_after() {
-        assert_eq!(parse_retry_after(&http::HeaderValue::from_static("7")), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after(&http::HeaderValue::from_static("7")),
+            Some(Duration::from_secs(7))
+        );
         let past = http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT");
         assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after(&http::HeaderValue::from_static("later")), None);
+        assert_eq!(
+            parse_retry_after(&http::HeaderValue::from_static("later")),
+            None
+        );
     }
 }

@@ -62,7 +62,10 @@ impl Runner {
     }
 
     fn command(&self) -> String {
-        std::iter::once(self.program.as_str()).chain(self.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
+        std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     async fn serialize(
@@ -73,7 +76,12 @@ impl Runner {
     ) -> Response<Body> {
         let input = match body.collect().await {
             Ok(b) => b.to_bytes(),
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}\n")),
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}\n"),
+                );
+            }
         };
         // A process may exit without reading its input; a broken pipe is then
         // not an error of ours, so the write result is ignored.
@@ -94,7 +102,10 @@ impl Runner {
                 );
             }
             Ok(Err(e)) => {
-                return internal(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot run `{}`: {e}\n", self.command()));
+                return internal(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot run `{}`: {e}\n", self.command()),
+                );
             }
             Ok(Ok(output)) => output,
         };
@@ -107,9 +118,12 @@ impl Runner {
             return text(StatusCode::INTERNAL_SERVER_ERROR, msg);
         }
         let mut res = Response::new(
-            http_body_util::Full::new(Bytes::from(output.stdout)).map_err(|e| match e {}).boxed_unsync(),
+            http_body_util::Full::new(Bytes::from(output.stdout))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
         );
-        res.headers_mut().insert(http::header::CONTENT_TYPE, self.content_type.clone());
+        res.headers_mut()
+            .insert(http::header::CONTENT_TYPE, self.content_type.clone());
         res
     }
 
@@ -135,7 +149,9 @@ impl Runner {
         let command = self.command();
         tokio::spawn(async move {
             match tokio::time::timeout(exec_timeout, child.wait()).await {
-                Ok(Ok(status)) if !status.success() => tracing::warn!(%command, %status, "function failed"),
+                Ok(Ok(status)) if !status.success() => {
+                    tracing::warn!(%command, %status, "function failed")
+                }
                 Ok(_) => {}
                 Err(_) => {
                     tracing::warn!(%command, ?exec_timeout, "function exceeded exec_timeout; killing it");
@@ -143,11 +159,15 @@ impl Runner {
                 }
             }
         });
-        let frames = futures_util::StreamExt::map(tokio_util::io::ReaderStream::new(stdout), |chunk| {
-            chunk.map(Frame::data).map_err(|e| Box::new(e) as crate::BoxError)
-        });
+        let frames =
+            futures_util::StreamExt::map(tokio_util::io::ReaderStream::new(stdout), |chunk| {
+                chunk
+                    .map(Frame::data)
+                    .map_err(|e| Box::new(e) as crate::BoxError)
+            });
         let mut res = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
-        res.headers_mut().insert(http::header::CONTENT_TYPE, self.content_type.clone());
+        res.headers_mut()
+            .insert(http::header::CONTENT_TYPE, self.content_type.clone());
         res
     }
 }
@@ -164,7 +184,10 @@ fn cgi_env(parts: &http::request::Parts) -> Vec<(String, String)> {
     }
     for name in parts.headers.keys() {
         if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
-            env.push((format!("Http_{}", canonical(name.as_str())), value.to_string()));
+            env.push((
+                format!("Http_{}", canonical(name.as_str())),
+                value.to_string(),
+            ));
         }
     }
     env
@@ -175,7 +198,10 @@ fn canonical(name: &str) -> String {
     name.split('-')
         .map(|word| {
             let mut chars = word.chars();
-            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
         })
         .collect::<Vec<_>>()
         .join("_")

@@ -25,19 +25,38 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start the function process `{command}`: {source}")]
-    Spawn { command: String, source: std::io::Error },
-    #[error("the upstream process `{command}` exited ({status}); the watchdog stops so that it can be restarted")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the upstream process `{command}` exited ({status}); the watchdog stops so that it can be restarted"
+    )]
     UpstreamExited { command: String, status: String },
     #[error("the upstream process `{command}` did not accept connections at {url} within {secs}s")]
-    UpstreamNotReady { command: String, url: String, secs: u64 },
+    UpstreamNotReady {
+        command: String,
+        url: String,
+        secs: u64,
+    },
 }
 
 pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut res = Response::new(Full::new(body.into()).map_err(|e| match e {}).boxed_unsync());
+    let mut res = Response::new(
+        Full::new(body.into())
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
     *res.status_mut() = status;
-    res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
     res
 }
 
@@ -45,8 +64,10 @@ pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body>
 /// retry logic can tell it from a function's own answer.
 pub(crate) fn internal(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut res = text(status, body);
-    res.headers_mut()
-        .insert(openfaas::headers::OPENFAAS_INTERNAL, http::HeaderValue::from_static("of-watchdog"));
+    res.headers_mut().insert(
+        openfaas::headers::OPENFAAS_INTERNAL,
+        http::HeaderValue::from_static("of-watchdog"),
+    );
     res
 }
 
@@ -78,8 +99,10 @@ impl Watchdog {
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("Concurrent request limit exceeded. Max concurrent requests: {max}\n"),
             );
-            res.headers_mut()
-                .insert(openfaas::headers::OPENFAAS_INTERNAL, http::HeaderValue::from_static("faas-middleware"));
+            res.headers_mut().insert(
+                openfaas::headers::OPENFAAS_INTERNAL,
+                http::HeaderValue::from_static("faas-middleware"),
+            );
             return res;
         }
         let started = std::time::Instant::now();
@@ -89,7 +112,8 @@ impl Watchdog {
         };
         let secs = format!("{:.6}", started.elapsed().as_secs_f64());
         if let Ok(v) = http::HeaderValue::from_str(&secs) {
-            res.headers_mut().insert(openfaas::headers::DURATION_SECONDS, v);
+            res.headers_mut()
+                .insert(openfaas::headers::DURATION_SECONDS, v);
         }
         res
     }
@@ -102,7 +126,11 @@ impl Watchdog {
         if req.method() != http::Method::GET {
             return text(StatusCode::METHOD_NOT_ALLOWED, "");
         }
-        if self.healthy() { text(StatusCode::OK, "OK") } else { text(StatusCode::SERVICE_UNAVAILABLE, "") }
+        if self.healthy() {
+            text(StatusCode::OK, "OK")
+        } else {
+            text(StatusCode::SERVICE_UNAVAILABLE, "")
+        }
     }
 
     fn ready(&self, req: &Request<Incoming>) -> Response<Body> {
@@ -144,7 +172,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| Error::Listen { addr: config.listen, source })?;
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let lock_file = (!config.suppress_lock).then(|| std::env::temp_dir().join(".lock"));
     if let Some(path) = &lock_file
         && let Err(e) = std::fs::write(path, b"")
@@ -161,7 +192,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), mode = ?config.mode, fprocess = %config.fprocess.join(" "), "watchdog listening");
 
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(config.read_timeout);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.read_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let upstream_died = async {
         match upstream_exit.as_mut() {
@@ -201,7 +233,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     drop(listener);
-    if tokio::time::timeout(config.write_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(config.write_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(timeout = ?config.write_timeout, "requests still in flight at write_timeout; stopping anyway");
     }
     tracing::info!("watchdog stopped");

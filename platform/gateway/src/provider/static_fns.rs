@@ -12,15 +12,29 @@ impl StaticProvider {
         let functions = functions
             .into_iter()
             .map(|(name, f)| {
-                let ns = f.namespace.clone().unwrap_or_else(|| default_ns.to_string());
-                (name, ns, StaticFunction { upstream: f.upstream.trim_end_matches('/').to_string(), ..f })
+                let ns = f
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| default_ns.to_string());
+                (
+                    name,
+                    ns,
+                    StaticFunction {
+                        upstream: f.upstream.trim_end_matches('/').to_string(),
+                        ..f
+                    },
+                )
             })
             .collect();
         Self { functions }
     }
 
     pub fn route(&self, name: &str, namespace: &str) -> Route {
-        match self.functions.iter().find(|(n, ns, _)| n == name && ns == namespace) {
+        match self
+            .functions
+            .iter()
+            .find(|(n, ns, _)| n == name && ns == namespace)
+        {
             Some((_, _, f)) => Route::Ready(f.upstream.clone()),
             None => Route::Unknown,
         }

@@ -1,0 +1,384 @@
+//! Test harness: starts the real `switchboard` binary, speaks HTTP to it,
+//! and stops every process it started, by pid (each in its own process
+//! group, so watchdogs started by a platform are stopped with it).
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+pub fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `switchboard` process; stopped (SIGTERM, then SIGKILL to its
+/// whole process group) when dropped.
+pub struct Proc {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Self {
+        let log = dir.join(format!(
+            "switchboard-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("start switchboard");
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL to the process and everything it started, as a crash would.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        let _ = kill(self.pid(), sig);
+    }
+
+    /// Waits for the process to exit by itself and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                let code = status.code();
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                self.child = None;
+                return code;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGTERM, a bounded wait, then SIGKILL to the group.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_raw(child.id() as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A platform (`switchboard up`) in its own temporary directory.
+pub struct Platform {
+    pub proc: Proc,
+    pub url: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+pub const NO_STACK: &str = "functions: {}\n";
+
+impl Platform {
+    /// Starts `switchboard up` with `config` (YAML; the gateway port and the
+    /// stack path are filled in) and `stack` (an OpenFaaS stack.yml).
+    pub async fn start(config: &str, stack: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, config, stack, &[]).await
+    }
+
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        config: &str,
+        stack: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let port = free_port();
+        std::fs::write(dir.path().join("stack.yml"), stack).unwrap();
+        let config = config.replace("STACK", &dir.path().join("stack.yml").display().to_string());
+        std::fs::write(dir.path().join("switchboard.yml"), config).unwrap();
+        let proc = Proc::spawn(
+            &[
+                "up",
+                "--config",
+                "switchboard.yml",
+                "--port",
+                &port.to_string(),
+            ],
+            dir.path(),
+            env,
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        let p = Self {
+            proc,
+            url,
+            port,
+            dir,
+        };
+        p.wait_healthy().await;
+        p
+    }
+
+    async fn wait_healthy(&self) {
+        let ok = eventually(Duration::from_secs(20), || async {
+            get(&format!("{}/healthz", self.url)).await.status == 200
+        })
+        .await;
+        assert!(
+            ok,
+            "switchboard did not become healthy; output:\n{}",
+            self.proc.output()
+        );
+    }
+
+    /// Waits until every function is ready to serve.
+    pub async fn wait_ready(&self, functions: &[&str]) {
+        for f in functions {
+            let (name, ns) = f.split_once('.').unwrap_or((f, "openfaas-fn"));
+            let url = format!("{}/system/function/{name}?namespace={ns}", self.url);
+            let ok = eventually(Duration::from_secs(20), || async {
+                let r = get(&url).await;
+                r.status == 200
+                    && r.json()["availableReplicas"].as_u64().unwrap_or(0)
+                        >= r.json()["replicas"].as_u64().unwrap_or(1).max(1)
+            })
+            .await;
+            assert!(
+                ok,
+                "function {f} never became ready; output:\n{}",
+                self.proc.output()
+            );
+        }
+    }
+}
+
+/// Platform config with the given extra YAML appended under the defaults.
+pub fn config(extra: &str) -> String {
+    format!(
+        "provider:\n  kind: process\n  stack: STACK\n  stop_timeout: 3s\nqueue:\n  path: data/queue.redb\n{extra}"
+    )
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    }
+}
+
+pub async fn call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Resp {
+    try_call(method, url, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+pub async fn try_call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<Resp, String> {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new());
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client
+        .request(req.body(Full::new(body.into())).unwrap())
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
+}
+
+pub async fn get(url: &str) -> Resp {
+    try_call("GET", url, &[], Bytes::new())
+        .await
+        .unwrap_or(Resp {
+            status: 0,
+            headers: Default::default(),
+            body: Bytes::new(),
+        })
+}
+
+pub async fn post(url: &str, body: &str) -> Resp {
+    call("POST", url, &[], body.to_string()).await
+}
+
+/// Polls `check` until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A request a test server received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+/// An HTTP server on 127.0.0.1 that records every request (callback targets).
+pub async fn recorder() -> (String, tokio::sync::mpsc::UnboundedReceiver<Received>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let tx = tx.clone();
+                        async move {
+                            let path = req.uri().to_string();
+                            let headers = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| {
+                                    (
+                                        k.as_str().to_string(),
+                                        v.to_str().unwrap_or_default().to_string(),
+                                    )
+                                })
+                                .collect();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let _ = tx.send(Received {
+                                path,
+                                headers,
+                                body: String::from_utf8_lossy(&body).into_owned(),
+                            });
+                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                Bytes::from_static(b"ok"),
+                            )))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// Receives until `n` requests arrived or `limit` passed.
+pub async fn receive(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Received>,
+    n: usize,
+    limit: Duration,
+) -> Vec<Received> {
+    let mut out = vec![];
+    let deadline = tokio::time::Instant::now() + limit;
+    while out.len() < n {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(r)) => out.push(r),
+            _ => break,
+        }
+    }
+    out
+}

@@ -1,0 +1,305 @@
+//! The gateway and the process provider, through the real binary.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const STACK: &str = r#"
+functions:
+  env:
+    fprocess: env
+  echo:
+    fprocess: cat
+  sleepy:
+    fprocess: sleep 5
+"#;
+
+async fn platform() -> Platform {
+    let p = Platform::start(
+        &config("gateway:\n  upstream_timeout: 1s\n  max_body_size: 1024\n"),
+        STACK,
+    )
+    .await;
+    p.wait_ready(&["env", "echo", "sleepy"]).await;
+    p
+}
+
+#[tokio::test]
+async fn invocation_passes_path_query_and_headers() {
+    let p = platform().await;
+    let r = call(
+        "PUT",
+        &format!("{}/function/env/some/path?a=1&b=two", p.url),
+        &[
+            ("X-Custom", "yes"),
+            ("Connection", "keep-alive, x-hop"),
+            ("X-Hop", "dropped"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let env = r.text();
+    for expected in [
+        "Http_Method=PUT",
+        "Http_Path=/some/path",
+        "Http_Query=a=1&b=two",
+        "Http_X_Custom=yes",
+        "Http_X_Call_Id=",
+        "Http_X_Start_Time=",
+    ] {
+        assert!(env.contains(expected), "missing {expected} in:\n{env}");
+    }
+    assert!(
+        !env.contains("Http_X_Hop"),
+        "hop-by-hop header leaked:\n{env}"
+    );
+    // The gateway generated a call id, so it echoes it; the watchdog timed the call.
+    assert!(r.header("x-call-id").is_some_and(|v| v.len() == 36));
+    assert!(
+        r.header("x-start-time")
+            .is_some_and(|v| v.parse::<u128>().is_ok())
+    );
+    assert!(
+        r.header("x-duration-seconds")
+            .is_some_and(|v| v.parse::<f64>().is_ok())
+    );
+
+    // A call id supplied by the caller is forwarded, not echoed.
+    let r = call(
+        "POST",
+        &format!("{}/function/env", p.url),
+        &[("X-Call-Id", "mine")],
+        "",
+    )
+    .await;
+    assert!(r.text().contains("Http_X_Call_Id=mine"));
+    assert_eq!(r.header("x-call-id"), None);
+}
+
+#[tokio::test]
+async fn errors_have_openfaas_status_codes() {
+    let p = platform().await;
+    let r = post(&format!("{}/function/missing", p.url), "").await;
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("missing.openfaas-fn"), "{}", r.text());
+
+    let r = post(&format!("{}/function/echo", p.url), &"x".repeat(2000)).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("max_body_size"));
+    let r = post(&format!("{}/function/echo", p.url), &"x".repeat(1000)).await;
+    assert_eq!((r.status, r.body.len()), (200, 1000));
+
+    let r = post(&format!("{}/function/sleepy", p.url), "").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("upstream_timeout"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_502() {
+    let dead = free_port();
+    let cfg = format!(
+        "provider:\n  kind: static\n  functions:\n    gone:\n      upstream: http://127.0.0.1:{dead}\n      annotations:\n        topic: t\nqueue:\n  enabled: false\n"
+    );
+    let p = Platform::start(&cfg, NO_STACK).await;
+    let r = post(&format!("{}/function/gone", p.url), "").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("gone.openfaas-fn"));
+    let listed = get(&format!("{}/system/functions", p.url)).await.json();
+    assert_eq!(listed[0]["annotations"]["topic"], "t");
+    let r = post(&format!("{}/async-function/gone", p.url), "").await;
+    assert_eq!(r.status, 404, "async is disabled: {}", r.text());
+}
+
+#[tokio::test]
+async fn deploy_update_delete_lifecycle() {
+    let p = platform().await;
+    let fns = format!("{}/system/functions", p.url);
+
+    // faas-cli deploys with PUT and falls back to POST on 404.
+    let deploy = r#"{"service":"shout","image":"local/shout","envProcess":"tr a-z A-Z","annotations":{"topic":"a,b"},"labels":{"team":"x"}}"#;
+    assert_eq!(call("PUT", &fns, &[], deploy).await.status, 404);
+    assert_eq!(call("POST", &fns, &[], deploy).await.status, 202);
+    assert_eq!(call("POST", &fns, &[], deploy).await.status, 409);
+    p.wait_ready(&["shout"]).await;
+    assert_eq!(
+        post(&format!("{}/function/shout", p.url), "hi")
+            .await
+            .text(),
+        "HI"
+    );
+
+    let f = get(&format!("{}/system/function/shout", p.url))
+        .await
+        .json();
+    assert_eq!(f["annotations"]["topic"], "a,b");
+    assert_eq!(f["labels"]["team"], "x");
+    assert_eq!(f["invocationCount"], 1.0);
+
+    let update = r#"{"service":"shout","image":"local/shout","envProcess":"rev"}"#;
+    assert_eq!(call("PUT", &fns, &[], update).await.status, 202);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            post(&format!("{}/function/shout", p.url), "abc")
+                .await
+                .text()
+                == "cba"
+        })
+        .await
+    );
+
+    let r = call("POST", &fns, &[], r#"{"image":"x"}"#).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("service"), "{}", r.text());
+    let r = call("POST", &fns, &[], r#"{"service":"noproc","image":"x"}"#).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("envProcess"), "{}", r.text());
+
+    assert_eq!(
+        call("DELETE", &fns, &[], r#"{"functionName":"shout"}"#)
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        post(&format!("{}/function/shout", p.url), "").await.status,
+        404
+    );
+    assert_eq!(
+        call("DELETE", &fns, &[], r#"{"functionName":"shout"}"#)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        get(&format!("{}/system/function/shout", p.url))
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn namespaces_scaling_info_logs_and_metrics() {
+    let p = platform().await;
+    let fns = format!("{}/system/functions", p.url);
+    let d = r#"{"service":"echo","image":"x","namespace":"team-a","envProcess":"cat"}"#;
+    assert_eq!(call("POST", &fns, &[], d).await.status, 202);
+    p.wait_ready(&["echo.team-a"]).await;
+    assert_eq!(
+        post(&format!("{}/function/echo.team-a", p.url), "ns")
+            .await
+            .text(),
+        "ns"
+    );
+    let ns = get(&format!("{}/system/namespaces", p.url)).await.json();
+    assert_eq!(ns, serde_json::json!(["openfaas-fn", "team-a"]));
+    assert_eq!(
+        get(&format!("{fns}?namespace=team-a"))
+            .await
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let r = post(
+        &format!("{}/system/scale-function/echo", p.url),
+        r#"{"serviceName":"echo","replicas":3}"#,
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    p.wait_ready(&["echo"]).await;
+    let f = get(&format!("{}/system/function/echo", p.url)).await.json();
+    assert_eq!(
+        (f["replicas"].as_u64(), f["availableReplicas"].as_u64()),
+        (Some(3), Some(3))
+    );
+    for _ in 0..6 {
+        assert_eq!(
+            post(&format!("{}/function/echo", p.url), "rr").await.status,
+            200
+        );
+    }
+    assert_eq!(
+        post(
+            &format!("{}/system/scale-function/nope", p.url),
+            r#"{"replicas":1}"#
+        )
+        .await
+        .status,
+        404
+    );
+
+    let info = get(&format!("{}/system/info", p.url)).await.json();
+    assert_eq!(info["provider"]["orchestration"], "process");
+    assert!(info["version"]["release"].is_string());
+
+    assert_eq!(get(&format!("{}/healthz", p.url)).await.status, 200);
+    let metrics = get(&format!("{}/metrics", p.url)).await.text();
+    assert!(
+        metrics.contains(
+            r#"gateway_function_invocation_total{code="200",function_name="echo.openfaas-fn"} 6"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"gateway_service_count{function_name="echo.openfaas-fn"} 3"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gateway_functions_seconds_bucket"));
+    assert!(
+        metrics.contains(r#"gateway_function_invocation_started{function_name="echo.team-a"} 1"#)
+    );
+
+    let logs = get(&format!("{}/system/logs?name=echo&tail=2", p.url)).await;
+    assert_eq!(
+        logs.header("content-type").as_deref(),
+        Some("application/x-ndjson")
+    );
+    let lines: Vec<serde_json::Value> = logs
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", logs.text());
+    assert!(lines.iter().all(|l| l["name"] == "echo"
+        && l["namespace"] == "openfaas-fn"
+        && l["timestamp"].is_string()));
+    assert_eq!(get(&format!("{}/system/logs", p.url)).await.status, 422);
+    assert_eq!(
+        get(&format!("{}/system/logs?name=echo&tail=x", p.url))
+            .await
+            .status,
+        422
+    );
+}
+
+#[tokio::test]
+async fn crashed_replicas_are_restarted() {
+    let stack = format!(
+        "functions:\n  crashy:\n    fprocess: python3 {}\n    environment:\n      mode: http\n",
+        fixture("crashy.py")
+    );
+    let p = Platform::start(&config(""), &stack).await;
+    p.wait_ready(&["crashy"]).await;
+    let url = format!("{}/function/crashy", p.url);
+    let first = get(&url).await.text();
+    assert!(first.starts_with("pid "), "{first}");
+    let _ = try_call("GET", &format!("{url}/crash"), &[], "").await;
+    let restarted = eventually(Duration::from_secs(20), || async {
+        let r = get(&url).await;
+        r.status == 200 && r.text() != first
+    })
+    .await;
+    assert!(
+        restarted,
+        "replica was not restarted; output:\n{}",
+        p.proc.output()
+    );
+    let logs = get(&format!("{}/system/logs?name=crashy", p.url))
+        .await
+        .text();
+    assert!(logs.contains("replica exited"), "{logs}");
+}
