@@ -36,7 +36,7 @@ async fn provider(config: &Config) -> Result<Provider> {
         ProviderConfig::Static { functions } => Provider::Static(StaticProvider::new(
             functions.clone(),
             &config.gateway.function_namespace,
-        )),
+        )?),
         ProviderConfig::Process {
             stack,
             stop_timeout,

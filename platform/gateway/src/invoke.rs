@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use openfaas::{QueueRequest, headers as h, is_valid_function_name, split_function_name};
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use switchboard_http::Links;
 
 /// `/function/fn.ns/a/b` → (`fn.ns`, `/a/b`).
 fn split_route<'a>(path: &'a str, prefix: &str) -> (&'a str, &'a str) {
@@ -117,11 +118,30 @@ pub async fn function(
         Target::Ready { label, base } => (label, base),
         Target::Missing(res) => return res,
     };
-    let path = if rest.is_empty() { "/" } else { rest };
-    let uri = match req.uri().query() {
-        Some(q) => format!("{base}{path}?{q}"),
-        None => format!("{base}{path}"),
+    // Replicas and static upstreams are `http://host:port[/prefix]`.
+    let Some((authority, prefix)) = base
+        .strip_prefix("http://")
+        .map(|b| b.split_at(b.find('/').unwrap_or(b.len())))
+    else {
+        return text(
+            StatusCode::BAD_GATEWAY,
+            format!("function {label} has a non-http upstream {base}\n"),
+        );
     };
+    let path = if rest.is_empty() && prefix.is_empty() {
+        "/"
+    } else {
+        rest
+    };
+    let uri = match req.uri().query() {
+        Some(q) => format!("{prefix}{path}?{q}"),
+        None => format!("{prefix}{path}"),
+    };
+    let links = req
+        .extensions()
+        .get::<Links<Body>>()
+        .cloned()
+        .unwrap_or_default();
     let (mut parts, body) = req.into_parts();
     let limit = gw.config.max_body_size;
     let body = if content_length(&parts.headers).is_some()
@@ -162,27 +182,29 @@ pub async fn function(
     gw.metrics.started.with_label_values(&[&label]).inc();
     let began = Instant::now();
     let timeout = gw.config.upstream_timeout;
-    let mut res =
-        match tokio::time::timeout(timeout, gw.client.request(Request::from_parts(parts, body)))
-            .await
-        {
-            Ok(Ok(res)) => {
-                let (mut parts, body) = res.into_parts();
-                h::strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, Body::new(body))
-            }
-            Ok(Err(e)) => text(
-                StatusCode::BAD_GATEWAY,
-                format!("cannot reach function {label} at {base}: {e}\n"),
+    let mut res = match tokio::time::timeout(
+        timeout,
+        links.send(authority, Request::from_parts(parts, body)),
+    )
+    .await
+    {
+        Ok(Ok(res)) => {
+            let (mut parts, body) = res.into_parts();
+            h::strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Ok(Err(e)) => text(
+            StatusCode::BAD_GATEWAY,
+            format!("cannot reach function {label} at {base}: {e}\n"),
+        ),
+        Err(_) => text(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "function {label} did not answer within upstream_timeout ({})\n",
+                humantime::format_duration(timeout)
             ),
-            Err(_) => text(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "function {label} did not answer within upstream_timeout ({})\n",
-                    humantime::format_duration(timeout)
-                ),
-            ),
-        };
+        ),
+    };
     let code = res.status().as_u16().to_string();
     gw.metrics
         .invocations

@@ -14,16 +14,18 @@ pub use provider::{ProcessProvider, ProcessSettings, Provider, StaticProvider};
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::response::Response;
 use axum::routing::{any, get, post};
-use axum::serve::ListenerExt;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper::body::Incoming;
 use openfaas::Credentials;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use switchboard_http::Links;
 use switchboard_queue::Queue;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 pub struct Gateway {
     pub config: GatewayConfig,
@@ -31,7 +33,6 @@ pub struct Gateway {
     pub queue: Option<Arc<dyn Queue>>,
     pub metrics: metrics::Metrics,
     credentials: Option<Credentials>,
-    client: Client<HttpConnector, Body>,
 }
 
 pub type Shared = Arc<Gateway>;
@@ -49,19 +50,12 @@ impl Gateway {
         } else {
             None
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         Ok(Self {
             config,
             provider,
             queue,
             metrics: Default::default(),
             credentials,
-            client,
         })
     }
 }
@@ -123,19 +117,39 @@ async fn render_metrics(axum::extract::State(gw): axum::extract::State<Shared>) 
     gw.metrics.render()
 }
 
-/// Serves until `shutdown` resolves, then finishes requests in flight.
-pub async fn serve(
-    gw: Shared,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
+/// Serves until `shutdown` resolves, then finishes requests in flight
+/// (within `upstream_timeout`).
+pub async fn serve(gw: Shared, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let drain = gw.config.upstream_timeout;
+    switchboard_http::serve(
         listener,
-        router(gw).into_make_service_with_connect_info::<SocketAddr>(),
+        App(router(gw)),
+        std::time::Duration::from_secs(60),
+        drain,
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// The router, handed each connection's peer address and upstream links.
+#[derive(Clone)]
+struct App(Router);
+
+impl switchboard_http::Handler<Body> for App {
+    type Body = Body;
+
+    async fn call(
+        &self,
+        req: http::Request<Incoming>,
+        peer: SocketAddr,
+        links: Links<Body>,
+    ) -> Response {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(links);
+        match self.0.clone().oneshot(req).await {
+            Ok(res) => res,
+            Err(never) => match never {},
+        }
+    }
 }

@@ -12,11 +12,11 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use switchboard_http::Links;
 use tokio::net::TcpListener;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -85,7 +85,11 @@ struct Watchdog {
 }
 
 impl Watchdog {
-    async fn serve(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    async fn serve(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        links: Links<Incoming>,
+    ) -> Response<Body> {
         match req.uri().path() {
             "/_/health" => return self.health(&req),
             "/_/ready" => return self.ready(&req),
@@ -108,7 +112,7 @@ impl Watchdog {
         let started = std::time::Instant::now();
         let mut res = match &self.handler {
             Handler::Fork(runner) => runner.run(req).await,
-            Handler::Http(upstream) => upstream.forward(req).await,
+            Handler::Http(upstream) => upstream.forward(req, &links).await,
         };
         let secs = format!("{:.6}", started.elapsed().as_secs_f64());
         if let Ok(v) = http::HeaderValue::from_str(&secs) {
@@ -163,7 +167,7 @@ impl Drop for Slot<'_> {
 /// In `http` mode the port opens only once the upstream accepts connections,
 /// so a connectable watchdog is a ready one.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let (handler, mut upstream_exit) = match config.mode {
+    let (handler, upstream_exit) = match config.mode {
         Mode::Http => {
             let (upstream, exit) = proxy::Upstream::start(&config).await?;
             (Handler::Http(upstream), Some(exit))
@@ -191,54 +195,54 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     });
     tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), mode = ?config.mode, fprocess = %config.fprocess.join(" "), "watchdog listening");
 
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(config.read_timeout);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let drain = async {
+        shutdown.await;
+        tracing::info!(interval = ?config.healthcheck_interval, "SIGTERM: reporting unhealthy, then draining");
+        watchdog.draining.store(true, Ordering::Release);
+        if let Some(path) = &lock_file {
+            let _ = std::fs::remove_file(path);
+        }
+        tokio::time::sleep(config.healthcheck_interval).await;
+    };
+    let server = switchboard_http::serve(
+        listener,
+        Service(watchdog.clone()),
+        config.read_timeout,
+        config.write_timeout,
+        drain,
+    );
     let upstream_died = async {
-        match upstream_exit.as_mut() {
+        match upstream_exit {
             Some(rx) => rx.await.unwrap_or_else(|_| "unknown".into()),
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(shutdown, upstream_died);
-    let drain_done = tokio::time::sleep(std::time::Duration::from_secs(u32::MAX as u64));
-    tokio::pin!(drain_done);
-    let mut draining = false;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let wd = watchdog.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let wd = wd.clone();
-                    async move { Ok::<_, std::convert::Infallible>(wd.serve(req).await) }
-                });
-                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(conn);
+    tokio::select! {
+        () = server => {
+            tracing::info!("watchdog stopped");
+            Ok(())
+        }
+        status = upstream_died => {
+            if let Some(path) = &lock_file {
+                let _ = std::fs::remove_file(path);
             }
-            () = &mut shutdown, if !draining => {
-                tracing::info!(interval = ?config.healthcheck_interval, "SIGTERM: reporting unhealthy, then draining");
-                watchdog.draining.store(true, Ordering::Release);
-                if let Some(path) = &lock_file { let _ = std::fs::remove_file(path); }
-                draining = true;
-                drain_done.as_mut().reset(tokio::time::Instant::now() + config.healthcheck_interval);
-            }
-            () = &mut drain_done, if draining => break,
-            status = &mut upstream_died => {
-                if let Some(path) = &lock_file { let _ = std::fs::remove_file(path); }
-                return Err(Error::UpstreamExited { command: config.fprocess.join(" "), status });
-            }
+            Err(Error::UpstreamExited { command: config.fprocess.join(" "), status })
         }
     }
-    drop(listener);
-    if tokio::time::timeout(config.write_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(timeout = ?config.write_timeout, "requests still in flight at write_timeout; stopping anyway");
+}
+
+#[derive(Clone)]
+struct Service(Arc<Watchdog>);
+
+impl switchboard_http::Handler<Incoming> for Service {
+    type Body = Body;
+
+    async fn call(
+        &self,
+        req: Request<Incoming>,
+        _peer: std::net::SocketAddr,
+        links: Links<Incoming>,
+    ) -> Response<Body> {
+        self.0.clone().serve(req, links).await
     }
-    tracing::info!("watchdog stopped");
-    Ok(())
 }

@@ -1,18 +1,19 @@
 //! `http` mode: start the function's server once and reverse-proxy to it.
+//! Requests keep their origin-form URI and go over the downstream
+//! connection's own upstream link (see `switchboard_http::Links`).
 
 use crate::{Body, Config, Error, internal};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
-use hyper_util::rt::TokioExecutor;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use switchboard_http::Links;
 use tokio::sync::oneshot;
 
 pub struct Upstream {
     base: String,
-    client: Client<HttpConnector, Incoming>,
+    authority: String,
     exec_timeout: Duration,
 }
 
@@ -43,11 +44,11 @@ impl Upstream {
         let authority = base
             .parse::<Uri>()
             .ok()
-            .and_then(|u| u.authority().map(|a| a.to_string()));
-        let addr = authority.unwrap_or_default();
+            .and_then(|u| u.authority().map(|a| a.to_string()))
+            .unwrap_or_default();
         let deadline = Instant::now() + STARTUP_LIMIT;
         loop {
-            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            if tokio::net::TcpStream::connect(&authority).await.is_ok() {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -75,49 +76,30 @@ impl Upstream {
                 .unwrap_or_else(|e| e.to_string());
             let _ = tx.send(status);
         });
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
         tracing::info!(%base, %command, "upstream ready");
         Ok((
             Self {
                 base,
-                client,
+                authority,
                 exec_timeout: config.exec_timeout,
             },
             rx,
         ))
     }
 
-    pub async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
-        let (mut parts, body) = req.into_parts();
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        parts.uri = match format!("{}{}", self.base, path).parse() {
-            Ok(uri) => uri,
-            Err(e) => {
-                return internal(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid request path {path:?}: {e}\n"),
-                );
-            }
-        };
+    pub async fn forward(&self, req: Request<Incoming>, links: &Links<Incoming>) -> Response<Body> {
         // A caller may shorten, never lengthen, the function's time limit.
-        let timeout = parts
-            .headers
+        let timeout = req
+            .headers()
             .get("x-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| openfaas::parse_duration("X-Timeout", v).ok())
             .filter(|t| *t <= self.exec_timeout)
             .unwrap_or(self.exec_timeout);
+        let (mut parts, body) = req.into_parts();
         openfaas::headers::strip_hop_by_hop(&mut parts.headers);
         let req = Request::from_parts(parts, body);
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        match tokio::time::timeout(timeout, links.send(&self.authority, req)).await {
             Ok(Ok(res)) => {
                 let (mut parts, body) = res.into_parts();
                 openfaas::headers::strip_hop_by_hop(&mut parts.headers);

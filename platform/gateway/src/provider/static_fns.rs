@@ -1,4 +1,4 @@
-use super::Route;
+use super::{ProviderError, Route};
 use crate::config::StaticFunction;
 use openfaas::FunctionStatus;
 use std::collections::BTreeMap;
@@ -8,25 +8,34 @@ pub struct StaticProvider {
 }
 
 impl StaticProvider {
-    pub fn new(functions: BTreeMap<String, StaticFunction>, default_ns: &str) -> Self {
+    pub fn new(
+        functions: BTreeMap<String, StaticFunction>,
+        default_ns: &str,
+    ) -> Result<Self, ProviderError> {
         let functions = functions
             .into_iter()
             .map(|(name, f)| {
+                if !f.upstream.starts_with("http://") {
+                    return Err(ProviderError::Invalid(format!(
+                        "provider.functions.{name}.upstream {:?}: expected an http:// URL",
+                        f.upstream
+                    )));
+                }
                 let ns = f
                     .namespace
                     .clone()
                     .unwrap_or_else(|| default_ns.to_string());
-                (
+                Ok((
                     name,
                     ns,
                     StaticFunction {
                         upstream: f.upstream.trim_end_matches('/').to_string(),
                         ..f
                     },
-                )
+                ))
             })
-            .collect();
-        Self { functions }
+            .collect::<Result<_, _>>()?;
+        Ok(Self { functions })
     }
 
     pub fn route(&self, name: &str, namespace: &str) -> Route {

@@ -1,0 +1,126 @@
+//! The platform benchmark, all paths in one run on this machine:
+//!  (a) load generator → plain upstream
+//!  (b) → watchdog (http mode) → upstream
+//!  (c) → gateway → watchdog (http mode) → upstream
+//!  (d) → watchdog (serializing mode) forking `cat`, one connection
+//! Run with `bench/run platform` (builds in release mode first).
+
+use bench::{Proc, free_port, load, row, wait_ok};
+use clap::Parser;
+use std::time::Duration;
+
+#[derive(Parser)]
+struct Args {
+    /// The switchboard binary to measure.
+    #[arg(long, default_value = "target/release/switchboard")]
+    switchboard: String,
+    /// The plain upstream binary.
+    #[arg(long, default_value = "target/release/upstream")]
+    upstream: String,
+    #[arg(short, long, default_value_t = 16)]
+    connections: usize,
+    /// Seconds per path.
+    #[arg(short, long, default_value_t = 10)]
+    duration: u64,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let d = Duration::from_secs(a.duration);
+    let (up, wd, wd_cat, gw) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let (up_s, wd_s, cat_s, gw_s) = (
+        up.to_string(),
+        wd.to_string(),
+        wd_cat.to_string(),
+        gw.to_string(),
+    );
+    let upstream_url = format!("http://127.0.0.1:{up}");
+
+    // The watchdog starts the upstream itself, as it does for a function.
+    let _watchdog = Proc::start(
+        &a.switchboard,
+        &["watchdog"],
+        &[
+            ("fprocess", &a.upstream),
+            ("mode", "http"),
+            ("upstream_url", &upstream_url),
+            ("PORT", &up_s),
+            ("port", &wd_s),
+            ("bind_address", "127.0.0.1"),
+            ("suppress_lock", "true"),
+            ("healthcheck_interval", "0s"),
+        ],
+    )?;
+    let _cat = Proc::start(
+        &a.switchboard,
+        &["watchdog"],
+        &[
+            ("fprocess", "cat"),
+            ("mode", "serializing"),
+            ("port", &cat_s),
+            ("bind_address", "127.0.0.1"),
+            ("suppress_lock", "true"),
+            ("healthcheck_interval", "0s"),
+        ],
+    )?;
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-{gw}"));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("gateway.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "provider:\n  kind: static\n  functions:\n    fn:\n      upstream: http://127.0.0.1:{wd}\nqueue:\n  enabled: false\n"
+        ),
+    )?;
+    let _gateway = Proc::start(
+        &a.switchboard,
+        &[
+            "gateway",
+            "--config",
+            &config.display().to_string(),
+            "--port",
+            &gw_s,
+        ],
+        &[],
+    )?;
+
+    let paths = [
+        ("(a) upstream direct", upstream_url.clone(), a.connections),
+        (
+            "(b) watchdog http → upstream",
+            format!("http://127.0.0.1:{wd}/"),
+            a.connections,
+        ),
+        (
+            "(c) gateway → watchdog http → upstream",
+            format!("http://127.0.0.1:{gw}/function/fn"),
+            a.connections,
+        ),
+        (
+            "(d) watchdog serializing, fork `cat`",
+            format!("http://127.0.0.1:{wd_cat}/"),
+            1,
+        ),
+    ];
+    for (_, url, _) in &paths {
+        wait_ok(url).await?;
+    }
+    println!(
+        "{} connections ((d): 1), {}s per path, on {} cores\n",
+        a.connections,
+        a.duration,
+        std::thread::available_parallelism()?
+    );
+    println!("{}", bench::TABLE_HEAD);
+    let mut baseline = None;
+    for (name, url, connections) in paths {
+        // A short warm-up so pools and page caches are in steady state.
+        load(&url, "POST", b"hello", connections, Duration::from_secs(1)).await?;
+        let r = load(&url, "POST", b"hello", connections, d).await?;
+        println!("{}", row(name, &r, baseline));
+        baseline.get_or_insert(r.rps());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Benchmark building blocks: a closed-loop HTTP load generator with an HDR
+//! latency histogram, and process helpers that start and stop what a suite
+//! measures. Every process is stopped by pid when its guard drops.
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Report {
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latency: hdrhistogram::Histogram<u64>,
+}
+
+impl Report {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    /// Latency at quantile `q`, in milliseconds.
+    pub fn ms(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+/// `connections` keep-alive HTTP/1.1 connections, each sending `method url`
+/// with `body` back to back for `duration`. Responses must be 2xx.
+pub async fn load(
+    url: &str,
+    method: &str,
+    body: &'static [u8],
+    connections: usize,
+    duration: Duration,
+) -> Result<Report> {
+    let uri: http::Uri = url.parse().context("benchmark URL")?;
+    let authority = uri.authority().context("URL without host")?.to_string();
+    let path = uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or("/".into());
+    let method: http::Method = method.parse()?;
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = vec![];
+    for _ in 0..connections {
+        let (authority, path, method) = (authority.clone(), path.clone(), method.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .expect("histogram bounds");
+            let (mut ok, mut errors) = (0u64, 0u64);
+            let stream = tokio::net::TcpStream::connect(&authority).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            while Instant::now() < deadline {
+                let req = http::Request::builder()
+                    .method(method.clone())
+                    .uri(&path)
+                    .header(http::header::HOST, &authority)
+                    .body(Full::new(Bytes::from_static(body)))?;
+                let t = Instant::now();
+                let res = sender.send_request(req).await?;
+                let status = res.status();
+                res.into_body().collect().await?;
+                hist.record(t.elapsed().as_micros().max(1) as u64).ok();
+                if status.is_success() {
+                    ok += 1
+                } else {
+                    errors += 1
+                }
+            }
+            anyhow::Ok((ok, errors, hist))
+        }));
+    }
+    let mut report = Report {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)?,
+    };
+    for t in tasks {
+        let (ok, errors, hist) = t.await??;
+        report.requests += ok;
+        report.errors += errors;
+        report.latency.add(hist)?;
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// A child process, stopped with SIGTERM (then SIGKILL) when dropped.
+pub struct Proc(Child);
+
+impl Proc {
+    pub fn start(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {program}"))?;
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until `url` answers 2xx.
+pub async fn wait_ok(url: &str) -> Result<()> {
+    for _ in 0..300 {
+        if let Ok(r) = load(url, "GET", b"", 1, Duration::from_millis(1)).await
+            && r.requests > 0
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{url} did not answer 2xx within 15s")
+}
+
+/// One markdown row: name, req/s, p50, p99, errors and the ratio to a baseline.
+pub fn row(name: &str, r: &Report, baseline: Option<f64>) -> String {
+    let ratio = baseline.map_or("1.00".into(), |b| format!("{:.2}", r.rps() / b));
+    format!(
+        "| {name} | {:.0} | {:.3} | {:.3} | {} | {ratio} |",
+        r.rps(),
+        r.ms(0.5),
+        r.ms(0.99),
+        r.errors
+    )
+}
+
+pub const TABLE_HEAD: &str =
+    "| path | req/s | p50 ms | p99 ms | non-2xx | vs (a) |\n|---|---:|---:|---:|---:|---:|";
