@@ -38,10 +38,7 @@ pub async fn load(
 ) -> Result<Report> {
     let uri: http::Uri = url.parse().context("benchmark URL")?;
     let authority = uri.authority().context("URL without host")?.to_string();
-    let path = uri
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or("/".into());
+    let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or("/".into());
     let method: http::Method = method.parse()?;
     let deadline = Instant::now() + duration;
     let started = Instant::now();
@@ -49,8 +46,7 @@ pub async fn load(
     for _ in 0..connections {
         let (authority, path, method) = (authority.clone(), path.clone(), method.clone());
         tasks.push(tokio::spawn(async move {
-            let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                .expect("histogram bounds");
+            let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let (mut ok, mut errors) = (0u64, 0u64);
             let stream = tokio::net::TcpStream::connect(&authority).await?;
             stream.set_nodelay(true)?;
@@ -67,11 +63,7 @@ pub async fn load(
                 let status = res.status();
                 res.into_body().collect().await?;
                 hist.record(t.elapsed().as_micros().max(1) as u64).ok();
-                if status.is_success() {
-                    ok += 1
-                } else {
-                    errors += 1
-                }
+                if status.is_success() { ok += 1 } else { errors += 1 }
             }
             anyhow::Ok((ok, errors, hist))
         }));
@@ -125,9 +117,7 @@ impl Drop for Proc {
 }
 
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Waits until `url` answers 2xx.
@@ -146,14 +136,7 @@ pub async fn wait_ok(url: &str) -> Result<()> {
 /// One markdown row: name, req/s, p50, p99, errors and the ratio to a baseline.
 pub fn row(name: &str, r: &Report, baseline: Option<f64>) -> String {
     let ratio = baseline.map_or("1.00".into(), |b| format!("{:.2}", r.rps() / b));
-    format!(
-        "| {name} | {:.0} | {:.3} | {:.3} | {} | {ratio} |",
-        r.rps(),
-        r.ms(0.5),
-        r.ms(0.99),
-        r.errors
-    )
+    format!("| {name} | {:.0} | {:.3} | {:.3} | {} | {ratio} |", r.rps(), r.ms(0.5), r.ms(0.99), r.errors)
 }
 
-pub const TABLE_HEAD: &str =
-    "| path | req/s | p50 ms | p99 ms | non-2xx | vs (a) |\n|---|---:|---:|---:|---:|---:|";
+pub const TABLE_HEAD: &str = "| path | req/s | p50 ms | p99 ms | non-2xx | vs (a) |\n|---|---:|---:|---:|---:|---:|";

@@ -18,6 +18,13 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub provider: ProviderConfig,
     pub queue: QueueConfig,
+    pub hub: connector_core::HubConfig,
+    #[cfg(feature = "cron")]
+    pub cron: switchboard_cron::CronConfig,
+    #[cfg(feature = "cloudevents")]
+    pub cloudevents: switchboard_cloudevents::CloudEventsConfig,
+    #[cfg(feature = "nats")]
+    pub nats: switchboard_nats::NatsConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,22 +66,20 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Self> {
         let mut config: Config = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
                 parse(&text).with_context(|| format!("invalid config file {}", p.display()))?
             }
             None => parse(EMBEDDED).context("invalid built-in config")?,
         };
         config.apply_env(|k| std::env::var(k).ok())?;
         config.queue.retry.validate()?;
+        config.hub.retry.validate()?;
         Ok(config)
     }
 
     /// Environment overrides, with OpenFaaS's variable names.
-    pub fn apply_env(
-        &mut self,
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), InvalidSetting> {
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), InvalidSetting> {
         let g = &mut self.gateway;
         if let Some(v) = get("basic_auth") {
             g.basic_auth = parse_bool("basic_auth", &v)?;
@@ -89,15 +94,30 @@ impl Config {
             g.function_namespace = v;
         }
         if let Some(v) = get("max_body_size") {
-            g.max_body_size = v
-                .parse()
-                .map_err(|_| InvalidSetting::new("max_body_size", v, "a size in bytes"))?;
+            g.max_body_size = v.parse().map_err(|_| InvalidSetting::new("max_body_size", v, "a size in bytes"))?;
+        }
+        let h = &mut self.hub;
+        if let Some(v) = get("gateway_url") {
+            h.gateway = v;
+        }
+        if let Some(v) = get("topic_delimiter") {
+            h.topic_delimiter = v;
+        }
+        if let Some(v) = get("rebuild_interval") {
+            h.refresh_interval = parse_duration("rebuild_interval", &v)?;
+        }
+        if let Some(v) = get("asynchronous_invocation") {
+            h.async_invocation = parse_bool("asynchronous_invocation", &v)?;
+        }
+        if let Some(v) = get("content_type") {
+            h.content_type = Some(v);
         }
         if let Some(v) = get("max_inflight") {
-            self.queue.max_inflight =
-                v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    InvalidSetting::new("max_inflight", v, "a whole number above 0")
-                })?;
+            self.queue.max_inflight = v
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| InvalidSetting::new("max_inflight", v, "a whole number above 0"))?;
         }
         Ok(())
     }
@@ -119,9 +139,7 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, InvalidSetting> {
 
 /// Fails unless `path` (a stack file named in the config) exists, with advice.
 pub fn check_stack(config: &Config) -> Result<()> {
-    if let ProviderConfig::Process {
-        stack: Some(stack), ..
-    } = &config.provider
+    if let ProviderConfig::Process { stack: Some(stack), .. } = &config.provider
         && !stack.exists()
     {
         bail!(
@@ -146,13 +164,8 @@ mod tests {
     fn unknown_key_is_named() {
         let err = parse("gateway:\n  prot: 1\n").unwrap_err().to_string();
         assert!(err.contains("prot"), "{err}");
-        let err = parse("queue:\n  retry:\n    min_wait: soon\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("queue.retry.min_wait") && err.contains("soon"),
-            "{err}"
-        );
+        let err = parse("queue:\n  retry:\n    min_wait: soon\n").unwrap_err().to_string();
+        assert!(err.contains("queue.retry.min_wait") && err.contains("soon"), "{err}");
     }
 
     #[test]
@@ -166,10 +179,7 @@ mod tests {
         .unwrap();
         assert!(c.gateway.basic_auth);
         assert_eq!(c.gateway.upstream_timeout, Duration::from_secs(90));
-        let err = c
-            .apply_env(|k| (k == "basic_auth").then(|| "yes".into()))
-            .unwrap_err()
-            .to_string();
+        let err = c.apply_env(|k| (k == "basic_auth").then(|| "yes".into())).unwrap_err().to_string();
         assert!(err.contains("basic_auth") && err.contains("yes"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! `switchboard`: one binary for the hub and the compact platform.
 
 mod config;
+mod hub;
 mod platform;
 
 use anyhow::Result;
@@ -30,6 +31,20 @@ enum Command {
     Watchdog,
     /// Run the async queue worker: a durable store that gateways publish to (queue.url), and the worker that invokes
     QueueWorker(QueueWorkerArgs),
+    /// Run one event source beside any OpenFaaS-compatible gateway (a sidecar)
+    Connect(ConnectArgs),
+}
+
+#[derive(clap::Args)]
+struct ConnectArgs {
+    /// The source to run
+    source: hub::SourceKind,
+    /// The gateway to discover functions from and invoke through, overriding hub.gateway
+    #[arg(long, env = "gateway_url")]
+    gateway: Option<String>,
+    /// YAML config file (the hub: section and the source's own)
+    #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -71,9 +86,7 @@ Environment (of-watchdog names):
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -90,6 +103,9 @@ fn main() -> Result<()> {
             }
             Command::QueueWorker(args) => {
                 platform::queue_worker(args.config.as_deref(), args.listen, &args.gateway).await
+            }
+            Command::Connect(args) => {
+                hub::connect(config::Config::load(args.config.as_deref())?, args.source, args.gateway).await
             }
         }
     })

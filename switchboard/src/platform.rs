@@ -6,16 +6,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use switchboard_gateway::{
-    Gateway, GatewayConfig, ProcessProvider, ProcessSettings, Provider, ProviderConfig,
-    StaticProvider,
+    Gateway, GatewayConfig, ProcessProvider, ProcessSettings, Provider, ProviderConfig, StaticProvider,
 };
 use switchboard_queue::{EmbeddedQueue, Queue, RemoteQueue, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -23,28 +21,18 @@ pub async fn shutdown_signal() {
 }
 
 fn local_url(config: &GatewayConfig, port: u16) -> String {
-    let host = if config.bind.is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        config.bind.to_string()
-    };
+    let host = if config.bind.is_unspecified() { "127.0.0.1".to_string() } else { config.bind.to_string() };
     format!("http://{host}:{port}")
 }
 
 async fn provider(config: &Config) -> Result<Provider> {
     Ok(match &config.provider {
-        ProviderConfig::Static { functions } => Provider::Static(StaticProvider::new(
-            functions.clone(),
-            &config.gateway.function_namespace,
-        )?),
-        ProviderConfig::Process {
-            stack,
-            stop_timeout,
-            log_lines,
-        } => {
+        ProviderConfig::Static { functions } => {
+            Provider::Static(StaticProvider::new(functions.clone(), &config.gateway.function_namespace)?)
+        }
+        ProviderConfig::Process { stack, stop_timeout, log_lines } => {
             let provider = ProcessProvider::new(ProcessSettings {
-                watchdog_exe: std::env::current_exe()
-                    .context("cannot find the switchboard executable")?,
+                watchdog_exe: std::env::current_exe().context("cannot find the switchboard executable")?,
                 default_namespace: config.gateway.function_namespace.clone(),
                 stop_timeout: *stop_timeout,
                 log_lines: *log_lines,
@@ -52,9 +40,10 @@ async fn provider(config: &Config) -> Result<Provider> {
             if let Some(stack) = stack {
                 for d in switchboard_gateway::stack::load(stack)? {
                     let name = d.service.clone();
-                    provider.deploy(d).await.with_context(|| {
-                        format!("cannot deploy function {name} from {}", stack.display())
-                    })?;
+                    provider
+                        .deploy(d)
+                        .await
+                        .with_context(|| format!("cannot deploy function {name} from {}", stack.display()))?;
                 }
             }
             Provider::Process(provider)
@@ -63,42 +52,55 @@ async fn provider(config: &Config) -> Result<Provider> {
 }
 
 /// `switchboard up` and `switchboard gateway`.
-pub async fn up(config_path: Option<&Path>, port: Option<u16>, _with_hub: bool) -> Result<()> {
+pub async fn up(config_path: Option<&Path>, port: Option<u16>, with_hub: bool) -> Result<()> {
     let mut config = Config::load(config_path)?;
     if let Some(port) = port {
         config.gateway.port = port;
     }
     check_stack(&config)?;
     let addr = SocketAddr::new(config.gateway.bind, config.gateway.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (gateway.port)"))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (gateway.port)"))?;
     let url = local_url(&config.gateway, listener.local_addr()?.port());
     let stop = CancellationToken::new();
 
-    let (queue, worker): (Option<Arc<dyn Queue>>, _) =
-        match (&config.queue.enabled, &config.queue.url) {
-            (false, _) => (None, None),
-            (true, Some(remote)) => (Some(Arc::new(RemoteQueue::new(remote))), None),
-            (true, None) => {
-                let q = EmbeddedQueue::open(&config.queue.path)?;
-                let worker = Worker::new(q.clone(), worker_config(&config, &url));
-                let token = stop.clone();
-                let handle = tokio::spawn(async move { worker.run(token.cancelled_owned()).await });
-                (Some(Arc::new(q)), Some(handle))
-            }
-        };
+    let (queue, worker): (Option<Arc<dyn Queue>>, _) = match (&config.queue.enabled, &config.queue.url) {
+        (false, _) => (None, None),
+        (true, Some(remote)) => (Some(Arc::new(RemoteQueue::new(remote))), None),
+        (true, None) => {
+            let q = EmbeddedQueue::open(&config.queue.path)?;
+            let worker = Worker::new(q.clone(), worker_config(&config, &url));
+            let token = stop.clone();
+            let handle = tokio::spawn(async move { worker.run(token.cancelled_owned()).await });
+            (Some(Arc::new(q)), Some(handle))
+        }
+    };
     let provider = provider(&config).await?;
     let gateway = Arc::new(Gateway::new(config.gateway.clone(), provider, queue)?);
 
-    print_banner(&config, &url, &gateway);
     let token = stop.clone();
-    let server = tokio::spawn(switchboard_gateway::serve(
-        gateway.clone(),
-        listener,
-        token.cancelled_owned(),
-    ));
-    shutdown_signal().await;
+    let server = tokio::spawn(switchboard_gateway::serve(gateway.clone(), listener, token.cancelled_owned()));
+    // The hub discovers and invokes through this gateway, with its credentials.
+    let hub = if with_hub {
+        config.hub.gateway = url.clone();
+        config.hub.basic_auth = config.gateway.basic_auth;
+        config.hub.secret_mount_path = config.gateway.secret_mount_path.clone();
+        let sources = crate::hub::enabled(&config)?;
+        Some(crate::hub::start(&config, sources, stop.clone())?)
+    } else {
+        None
+    };
+    print_banner(&config, &url, &gateway, hub.is_some());
+    let failed = match hub {
+        Some(hub) => tokio::select! {
+            () = shutdown_signal() => None,
+            done = hub => Some(done),
+        },
+        None => {
+            shutdown_signal().await;
+            None
+        }
+    };
     tracing::info!("stopping");
     stop.cancel();
     if let Some(w) = worker {
@@ -107,7 +109,11 @@ pub async fn up(config_path: Option<&Path>, port: Option<u16>, _with_hub: bool) 
     let _ = server.await;
     gateway.provider.shutdown().await;
     tracing::info!("stopped");
-    Ok(())
+    match failed {
+        Some(Ok(Err(e))) => Err(e.into()),
+        Some(Err(e)) => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn worker_config(config: &Config, gateway_url: &str) -> WorkerConfig {
@@ -119,60 +125,57 @@ fn worker_config(config: &Config, gateway_url: &str) -> WorkerConfig {
     }
 }
 
-fn print_banner(config: &Config, url: &str, gateway: &Gateway) {
+fn print_banner(config: &Config, url: &str, gateway: &Gateway, hub: bool) {
     let ns = &config.gateway.function_namespace;
     let functions: Vec<String> = gateway
         .provider
         .namespaces(ns)
         .iter()
-        .flat_map(|ns| {
-            gateway
-                .provider
-                .list(ns)
-                .into_iter()
-                .map(move |f| format!("{}.{ns}", f.name))
-        })
+        .flat_map(|ns| gateway.provider.list(ns).into_iter().map(move |f| format!("{}.{ns}", f.name)))
         .collect();
     let queue = match (&config.queue.enabled, &config.queue.url) {
         (false, _) => "disabled".to_string(),
         (true, Some(u)) => format!("remote queue-worker at {u}"),
-        (true, None) => format!(
-            "embedded at {} ({} in flight)",
-            config.queue.path.display(),
-            config.queue.max_inflight
-        ),
+        (true, None) => {
+            format!("embedded at {} ({} in flight)", config.queue.path.display(), config.queue.max_inflight)
+        }
     };
     println!("switchboard {} is up", env!("CARGO_PKG_VERSION"));
-    println!(
-        "  gateway    {url}  (auth: {})",
-        if config.gateway.basic_auth {
-            "basic"
-        } else {
-            "off"
-        }
-    );
+    println!("  gateway    {url}  (auth: {})", if config.gateway.basic_auth { "basic" } else { "off" });
     println!("  invoke     {url}/function/NAME   async: {url}/async-function/NAME");
     println!("  metrics    {url}/metrics");
     println!("  queue      {queue}");
     println!(
         "  provider   {}  functions: {}",
         gateway.provider.name(),
-        if functions.is_empty() {
-            "none".into()
-        } else {
-            functions.join(", ")
-        }
+        if functions.is_empty() { "none".into() } else { functions.join(", ") }
     );
+    if hub {
+        let mut sources = vec![];
+        #[cfg(feature = "cron")]
+        if config.cron.enabled {
+            sources.push("cron (topic: cron-function, schedule: ...)".to_string());
+        }
+        #[cfg(feature = "cloudevents")]
+        if config.cloudevents.enabled {
+            sources.push(format!("cloudevents at http://{}", config.cloudevents.listen));
+        }
+        #[cfg(feature = "nats")]
+        if config.nats.enabled {
+            sources.push(format!(
+                "nats at {}{}",
+                config.nats.url,
+                if config.nats.jetstream.is_some() { " (JetStream)" } else { "" }
+            ));
+        }
+        println!("  hub        http://{}/metrics  sources: {}", config.hub.listen, sources.join(", "));
+    }
     println!("Press Ctrl-C to stop.");
 }
 
 /// `switchboard queue-worker`: owns the durable store, takes requests from
 /// gateways on `queue.listen`, and invokes them through `gateway`.
-pub async fn queue_worker(
-    config_path: Option<&Path>,
-    listen: Option<SocketAddr>,
-    gateway: &str,
-) -> Result<()> {
+pub async fn queue_worker(config_path: Option<&Path>, listen: Option<SocketAddr>, gateway: &str) -> Result<()> {
     let config = Config::load(config_path)?;
     let listen = listen.unwrap_or(config.queue.listen);
     let queue = EmbeddedQueue::open(&config.queue.path)?;

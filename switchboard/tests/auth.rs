@@ -21,35 +21,19 @@ async fn system_routes_need_credentials_functions_do_not() {
 
     let r = get(&format!("{}/system/functions", p.url)).await;
     assert_eq!(r.status, 401);
-    assert_eq!(
-        r.header("www-authenticate").as_deref(),
-        Some("Basic realm=\"Restricted\"")
-    );
+    assert_eq!(r.header("www-authenticate").as_deref(), Some("Basic realm=\"Restricted\""));
     assert_eq!(r.text(), "invalid credentials");
-    let wrong = call(
-        "GET",
-        &format!("{}/system/functions", p.url),
-        &[("Authorization", "Basic YWRtaW46bm8=")],
-        "",
-    )
-    .await;
+    let wrong =
+        call("GET", &format!("{}/system/functions", p.url), &[("Authorization", "Basic YWRtaW46bm8=")], "").await;
     assert_eq!(wrong.status, 401);
     // admin:s3cret
-    let ok = call(
-        "GET",
-        &format!("{}/system/functions", p.url),
-        &[("Authorization", "Basic YWRtaW46czNjcmV0")],
-        "",
-    )
-    .await;
+    let ok =
+        call("GET", &format!("{}/system/functions", p.url), &[("Authorization", "Basic YWRtaW46czNjcmV0")], "").await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.json()[0]["name"], "echo");
 
     let invoked = eventually(std::time::Duration::from_secs(10), || async {
-        post(&format!("{}/function/echo", p.url), "open")
-            .await
-            .text()
-            == "open"
+        post(&format!("{}/function/echo", p.url), "open").await.text() == "open"
     })
     .await;
     assert!(invoked, "/function is not behind auth");
@@ -58,48 +42,26 @@ async fn system_routes_need_credentials_functions_do_not() {
 #[tokio::test]
 async fn missing_secret_fails_at_start_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("switchboard.yml"),
-        "queue:\n  enabled: false\nprovider:\n  kind: process\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("switchboard.yml"), "queue:\n  enabled: false\nprovider:\n  kind: process\n")
+        .unwrap();
     let mut proc = Proc::spawn(
-        &[
-            "gateway",
-            "--config",
-            "switchboard.yml",
-            "--port",
-            &free_port().to_string(),
-        ],
+        &["gateway", "--config", "switchboard.yml", "--port", &free_port().to_string()],
         dir.path(),
-        &[
-            ("basic_auth", "true"),
-            ("secret_mount_path", "/nonexistent"),
-        ],
+        &[("basic_auth", "true"), ("secret_mount_path", "/nonexistent")],
     );
     assert_ne!(proc.wait_exit(std::time::Duration::from_secs(10)), Some(0));
     let out = proc.output();
-    assert!(
-        out.contains("/nonexistent/basic-auth-user") && out.contains("secret_mount_path"),
-        "{out}"
-    );
+    assert!(out.contains("/nonexistent/basic-auth-user") && out.contains("secret_mount_path"), "{out}");
 }
 
 #[tokio::test]
 async fn invalid_config_names_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("bad.yml"),
-        "gateway:\n  upstream_timeout: soon\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("bad.yml"), "gateway:\n  upstream_timeout: soon\n").unwrap();
     let mut proc = Proc::spawn(&["gateway", "--config", "bad.yml"], dir.path(), &[]);
     assert_ne!(proc.wait_exit(std::time::Duration::from_secs(10)), Some(0));
     let out = proc.output();
-    assert!(
-        out.contains("bad.yml") && out.contains("upstream_timeout") && out.contains("soon"),
-        "{out}"
-    );
+    assert!(out.contains("bad.yml") && out.contains("upstream_timeout") && out.contains("soon"), "{out}");
 
     let mut proc = Proc::spawn(&["gateway", "--port", "notaport"], dir.path(), &[]);
     assert_ne!(proc.wait_exit(std::time::Duration::from_secs(10)), Some(0));
@@ -107,9 +69,5 @@ async fn invalid_config_names_the_key() {
 
     let mut proc = Proc::spawn(&["up"], dir.path(), &[("upstream_timeout", "later")]);
     assert_ne!(proc.wait_exit(std::time::Duration::from_secs(10)), Some(0));
-    assert!(
-        proc.output().contains("upstream_timeout"),
-        "{}",
-        proc.output()
-    );
+    assert!(proc.output().contains("upstream_timeout"), "{}", proc.output());
 }

@@ -15,11 +15,7 @@ functions:
 "#;
 
 async fn platform() -> Platform {
-    let p = Platform::start(
-        &config("gateway:\n  upstream_timeout: 1s\n  max_body_size: 1024\n"),
-        STACK,
-    )
-    .await;
+    let p = Platform::start(&config("gateway:\n  upstream_timeout: 1s\n  max_body_size: 1024\n"), STACK).await;
     p.wait_ready(&["env", "echo", "sleepy"]).await;
     p
 }
@@ -30,11 +26,7 @@ async fn invocation_passes_path_query_and_headers() {
     let r = call(
         "PUT",
         &format!("{}/function/env/some/path?a=1&b=two", p.url),
-        &[
-            ("X-Custom", "yes"),
-            ("Connection", "keep-alive, x-hop"),
-            ("X-Hop", "dropped"),
-        ],
+        &[("X-Custom", "yes"), ("Connection", "keep-alive, x-hop"), ("X-Hop", "dropped")],
         "",
     )
     .await;
@@ -50,29 +42,14 @@ async fn invocation_passes_path_query_and_headers() {
     ] {
         assert!(env.contains(expected), "missing {expected} in:\n{env}");
     }
-    assert!(
-        !env.contains("Http_X_Hop"),
-        "hop-by-hop header leaked:\n{env}"
-    );
+    assert!(!env.contains("Http_X_Hop"), "hop-by-hop header leaked:\n{env}");
     // The gateway generated a call id, so it echoes it; the watchdog timed the call.
     assert!(r.header("x-call-id").is_some_and(|v| v.len() == 36));
-    assert!(
-        r.header("x-start-time")
-            .is_some_and(|v| v.parse::<u128>().is_ok())
-    );
-    assert!(
-        r.header("x-duration-seconds")
-            .is_some_and(|v| v.parse::<f64>().is_ok())
-    );
+    assert!(r.header("x-start-time").is_some_and(|v| v.parse::<u128>().is_ok()));
+    assert!(r.header("x-duration-seconds").is_some_and(|v| v.parse::<f64>().is_ok()));
 
     // A call id supplied by the caller is forwarded, not echoed.
-    let r = call(
-        "POST",
-        &format!("{}/function/env", p.url),
-        &[("X-Call-Id", "mine")],
-        "",
-    )
-    .await;
+    let r = call("POST", &format!("{}/function/env", p.url), &[("X-Call-Id", "mine")], "").await;
     assert!(r.text().contains("Http_X_Call_Id=mine"));
     assert_eq!(r.header("x-call-id"), None);
 }
@@ -122,16 +99,9 @@ async fn deploy_update_delete_lifecycle() {
     assert_eq!(call("POST", &fns, &[], deploy).await.status, 202);
     assert_eq!(call("POST", &fns, &[], deploy).await.status, 409);
     p.wait_ready(&["shout"]).await;
-    assert_eq!(
-        post(&format!("{}/function/shout", p.url), "hi")
-            .await
-            .text(),
-        "HI"
-    );
+    assert_eq!(post(&format!("{}/function/shout", p.url), "hi").await.text(), "HI");
 
-    let f = get(&format!("{}/system/function/shout", p.url))
-        .await
-        .json();
+    let f = get(&format!("{}/system/function/shout", p.url)).await.json();
     assert_eq!(f["annotations"]["topic"], "a,b");
     assert_eq!(f["labels"]["team"], "x");
     assert_eq!(f["invocationCount"], 1.0);
@@ -140,10 +110,7 @@ async fn deploy_update_delete_lifecycle() {
     assert_eq!(call("PUT", &fns, &[], update).await.status, 202);
     assert!(
         eventually(Duration::from_secs(10), || async {
-            post(&format!("{}/function/shout", p.url), "abc")
-                .await
-                .text()
-                == "cba"
+            post(&format!("{}/function/shout", p.url), "abc").await.text() == "cba"
         })
         .await
     );
@@ -155,28 +122,10 @@ async fn deploy_update_delete_lifecycle() {
     assert_eq!(r.status, 400);
     assert!(r.text().contains("envProcess"), "{}", r.text());
 
-    assert_eq!(
-        call("DELETE", &fns, &[], r#"{"functionName":"shout"}"#)
-            .await
-            .status,
-        202
-    );
-    assert_eq!(
-        post(&format!("{}/function/shout", p.url), "").await.status,
-        404
-    );
-    assert_eq!(
-        call("DELETE", &fns, &[], r#"{"functionName":"shout"}"#)
-            .await
-            .status,
-        404
-    );
-    assert_eq!(
-        get(&format!("{}/system/function/shout", p.url))
-            .await
-            .status,
-        404
-    );
+    assert_eq!(call("DELETE", &fns, &[], r#"{"functionName":"shout"}"#).await.status, 202);
+    assert_eq!(post(&format!("{}/function/shout", p.url), "").await.status, 404);
+    assert_eq!(call("DELETE", &fns, &[], r#"{"functionName":"shout"}"#).await.status, 404);
+    assert_eq!(get(&format!("{}/system/function/shout", p.url)).await.status, 404);
 }
 
 #[tokio::test]
@@ -186,51 +135,20 @@ async fn namespaces_scaling_info_logs_and_metrics() {
     let d = r#"{"service":"echo","image":"x","namespace":"team-a","envProcess":"cat"}"#;
     assert_eq!(call("POST", &fns, &[], d).await.status, 202);
     p.wait_ready(&["echo.team-a"]).await;
-    assert_eq!(
-        post(&format!("{}/function/echo.team-a", p.url), "ns")
-            .await
-            .text(),
-        "ns"
-    );
+    assert_eq!(post(&format!("{}/function/echo.team-a", p.url), "ns").await.text(), "ns");
     let ns = get(&format!("{}/system/namespaces", p.url)).await.json();
     assert_eq!(ns, serde_json::json!(["openfaas-fn", "team-a"]));
-    assert_eq!(
-        get(&format!("{fns}?namespace=team-a"))
-            .await
-            .json()
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(get(&format!("{fns}?namespace=team-a")).await.json().as_array().unwrap().len(), 1);
 
-    let r = post(
-        &format!("{}/system/scale-function/echo", p.url),
-        r#"{"serviceName":"echo","replicas":3}"#,
-    )
-    .await;
+    let r = post(&format!("{}/system/scale-function/echo", p.url), r#"{"serviceName":"echo","replicas":3}"#).await;
     assert_eq!(r.status, 202);
     p.wait_ready(&["echo"]).await;
     let f = get(&format!("{}/system/function/echo", p.url)).await.json();
-    assert_eq!(
-        (f["replicas"].as_u64(), f["availableReplicas"].as_u64()),
-        (Some(3), Some(3))
-    );
+    assert_eq!((f["replicas"].as_u64(), f["availableReplicas"].as_u64()), (Some(3), Some(3)));
     for _ in 0..6 {
-        assert_eq!(
-            post(&format!("{}/function/echo", p.url), "rr").await.status,
-            200
-        );
+        assert_eq!(post(&format!("{}/function/echo", p.url), "rr").await.status, 200);
     }
-    assert_eq!(
-        post(
-            &format!("{}/system/scale-function/nope", p.url),
-            r#"{"replicas":1}"#
-        )
-        .await
-        .status,
-        404
-    );
+    assert_eq!(post(&format!("{}/system/scale-function/nope", p.url), r#"{"replicas":1}"#).await.status, 404);
 
     let info = get(&format!("{}/system/info", p.url)).await.json();
     assert_eq!(info["provider"]["orchestration"], "process");
@@ -239,41 +157,20 @@ async fn namespaces_scaling_info_logs_and_metrics() {
     assert_eq!(get(&format!("{}/healthz", p.url)).await.status, 200);
     let metrics = get(&format!("{}/metrics", p.url)).await.text();
     assert!(
-        metrics.contains(
-            r#"gateway_function_invocation_total{code="200",function_name="echo.openfaas-fn"} 6"#
-        ),
+        metrics.contains(r#"gateway_function_invocation_total{code="200",function_name="echo.openfaas-fn"} 6"#),
         "{metrics}"
     );
-    assert!(
-        metrics.contains(r#"gateway_service_count{function_name="echo.openfaas-fn"} 3"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(r#"gateway_service_count{function_name="echo.openfaas-fn"} 3"#), "{metrics}");
     assert!(metrics.contains("gateway_functions_seconds_bucket"));
-    assert!(
-        metrics.contains(r#"gateway_function_invocation_started{function_name="echo.team-a"} 1"#)
-    );
+    assert!(metrics.contains(r#"gateway_function_invocation_started{function_name="echo.team-a"} 1"#));
 
     let logs = get(&format!("{}/system/logs?name=echo&tail=2", p.url)).await;
-    assert_eq!(
-        logs.header("content-type").as_deref(),
-        Some("application/x-ndjson")
-    );
-    let lines: Vec<serde_json::Value> = logs
-        .text()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    assert_eq!(logs.header("content-type").as_deref(), Some("application/x-ndjson"));
+    let lines: Vec<serde_json::Value> = logs.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "{}", logs.text());
-    assert!(lines.iter().all(|l| l["name"] == "echo"
-        && l["namespace"] == "openfaas-fn"
-        && l["timestamp"].is_string()));
+    assert!(lines.iter().all(|l| l["name"] == "echo" && l["namespace"] == "openfaas-fn" && l["timestamp"].is_string()));
     assert_eq!(get(&format!("{}/system/logs", p.url)).await.status, 422);
-    assert_eq!(
-        get(&format!("{}/system/logs?name=echo&tail=x", p.url))
-            .await
-            .status,
-        422
-    );
+    assert_eq!(get(&format!("{}/system/logs?name=echo&tail=x", p.url)).await.status, 422);
 }
 
 #[tokio::test]
@@ -293,13 +190,7 @@ async fn crashed_replicas_are_restarted() {
         r.status == 200 && r.text() != first
     })
     .await;
-    assert!(
-        restarted,
-        "replica was not restarted; output:\n{}",
-        p.proc.output()
-    );
-    let logs = get(&format!("{}/system/logs?name=crashy", p.url))
-        .await
-        .text();
+    assert!(restarted, "replica was not restarted; output:\n{}", p.proc.output());
+    let logs = get(&format!("{}/system/logs?name=crashy", p.url)).await.text();
     assert!(logs.contains("replica exited"), "{logs}");
 }

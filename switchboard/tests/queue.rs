@@ -41,10 +41,7 @@ async fn async_invocation_posts_the_result_to_the_callback() {
     let r = call(
         "PUT",
         &format!("{}/async-function/env/sub/path?q=1", p.url),
-        &[
-            ("X-Callback-Url", &format!("{cb}/done")),
-            ("X-Custom", "kept"),
-        ],
+        &[("X-Callback-Url", &format!("{cb}/done")), ("X-Custom", "kept")],
         "payload",
     )
     .await;
@@ -66,28 +63,13 @@ async fn async_invocation_posts_the_result_to_the_callback() {
         "Http_X_Custom=kept",
         &format!("Http_X_Call_Id={call_id}"),
     ] {
-        assert!(
-            cb.body.contains(expected),
-            "missing {expected} in {}",
-            cb.body
-        );
+        assert!(cb.body.contains(expected), "missing {expected} in {}", cb.body);
     }
 
-    let bad = call(
-        "POST",
-        &format!("{}/async-function/env", p.url),
-        &[("X-Callback-Url", "not a url")],
-        "",
-    )
-    .await;
+    let bad = call("POST", &format!("{}/async-function/env", p.url), &[("X-Callback-Url", "not a url")], "").await;
     assert_eq!(bad.status, 400);
     assert!(bad.text().contains("X-Callback-Url"));
-    assert_eq!(
-        post(&format!("{}/async-function/nope", p.url), "")
-            .await
-            .status,
-        404
-    );
+    assert_eq!(post(&format!("{}/async-function/nope", p.url), "").await.status, 404);
 }
 
 #[tokio::test]
@@ -97,13 +79,8 @@ async fn retries_until_success() {
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     p.wait_ready(&["flaky"]).await;
     let (cb, mut rx) = recorder().await;
-    let r = call(
-        "POST",
-        &format!("{}/async-function/flaky", p.url),
-        &[("X-Callback-Url", &cb)],
-        "third time lucky",
-    )
-    .await;
+    let r =
+        call("POST", &format!("{}/async-function/flaky", p.url), &[("X-Callback-Url", &cb)], "third time lucky").await;
     assert_eq!(r.status, 202);
     let got = receive(&mut rx, 1, Duration::from_secs(15)).await;
     assert_eq!(got.len(), 1, "no callback; output:\n{}", p.proc.output());
@@ -111,9 +88,7 @@ async fn retries_until_success() {
     assert_eq!(got[0].headers["x-retry"], "2");
     assert_eq!(got[0].headers["x-retry-max"], "4");
     assert_eq!(got[0].body, "third time lucky");
-    let dead = get(&format!("{}/system/async/dead-letters", p.url))
-        .await
-        .json();
+    let dead = get(&format!("{}/system/async/dead-letters", p.url)).await.json();
     assert_eq!(dead, serde_json::json!([]));
 }
 
@@ -124,13 +99,7 @@ async fn exhausted_retries_are_dead_lettered() {
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     p.wait_ready(&["flaky"]).await;
     let (cb, mut rx) = recorder().await;
-    let r = call(
-        "POST",
-        &format!("{}/async-function/flaky", p.url),
-        &[("X-Callback-Url", &cb)],
-        "doomed",
-    )
-    .await;
+    let r = call("POST", &format!("{}/async-function/flaky", p.url), &[("X-Callback-Url", &cb)], "doomed").await;
     let call_id = r.header("x-call-id").unwrap();
     let got = receive(&mut rx, 1, Duration::from_secs(15)).await;
     assert_eq!(got.len(), 1, "no callback; output:\n{}", p.proc.output());
@@ -138,12 +107,7 @@ async fn exhausted_retries_are_dead_lettered() {
 
     // The callback goes out before the dead letter is recorded.
     let url = format!("{}/system/async/dead-letters", p.url);
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            get(&url).await.json()[0].is_object()
-        })
-        .await
-    );
+    assert!(eventually(Duration::from_secs(5), || async { get(&url).await.json()[0].is_object() }).await);
     let dead = get(&url).await.json();
     let letter = &dead[0];
     assert_eq!(letter["call_id"], call_id.as_str());
@@ -152,32 +116,21 @@ async fn exhausted_retries_are_dead_lettered() {
     assert_eq!(letter["last_status"], 500);
     assert_eq!(letter["request"]["Method"], "POST");
     let counter = std::fs::read_to_string(p.dir.path().join("counter")).unwrap();
-    assert_eq!(
-        counter.trim(),
-        "3",
-        "the function ran a different number of times"
-    );
+    assert_eq!(counter.trim(), "3", "the function ran a different number of times");
 }
 
 #[tokio::test]
 async fn queued_requests_survive_a_crash() {
-    let stack = format!(
-        "functions:\n  slow:\n    fprocess: {}\n    environment:\n      SLEEP: 0.5\n",
-        fixture("slow.sh")
-    );
+    let stack =
+        format!("functions:\n  slow:\n    fprocess: {}\n    environment:\n      SLEEP: 0.5\n", fixture("slow.sh"));
     let cfg = config("  max_inflight: 1\n");
     let p = Platform::start(&cfg, &stack).await;
     p.wait_ready(&["slow"]).await;
     let (cb, mut rx) = recorder().await;
     let mut ids = HashSet::new();
     for i in 0..4 {
-        let r = call(
-            "POST",
-            &format!("{}/async-function/slow", p.url),
-            &[("X-Callback-Url", &cb)],
-            format!("job {i}"),
-        )
-        .await;
+        let r = call("POST", &format!("{}/async-function/slow", p.url), &[("X-Callback-Url", &cb)], format!("job {i}"))
+            .await;
         assert_eq!(r.status, 202);
         ids.insert(r.header("x-call-id").unwrap());
     }
@@ -185,16 +138,10 @@ async fn queued_requests_survive_a_crash() {
     let Platform { mut proc, dir, .. } = p;
     proc.crash();
     let before: Vec<_> = receive(&mut rx, 4, Duration::from_millis(10)).await;
-    assert!(
-        before.len() < 4,
-        "all jobs finished before the crash; the test proves nothing"
-    );
+    assert!(before.len() < 4, "all jobs finished before the crash; the test proves nothing");
 
     let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
-    let mut seen: HashSet<String> = before
-        .iter()
-        .map(|r| r.headers["x-call-id"].clone())
-        .collect();
+    let mut seen: HashSet<String> = before.iter().map(|r| r.headers["x-call-id"].clone()).collect();
     for r in receive(&mut rx, 4, Duration::from_secs(30)).await {
         assert_eq!(r.headers["x-function-status"], "200");
         seen.insert(r.headers["x-call-id"].clone());
@@ -203,12 +150,7 @@ async fn queued_requests_survive_a_crash() {
         }
     }
     let ok = seen.len() == 4;
-    assert!(
-        ok,
-        "lost jobs: {:?}\n{}",
-        ids.difference(&seen).collect::<Vec<_>>(),
-        p.proc.output()
-    );
+    assert!(ok, "lost jobs: {:?}\n{}", ids.difference(&seen).collect::<Vec<_>>(), p.proc.output());
     assert_eq!(seen, ids);
 }
 
@@ -221,37 +163,18 @@ async fn a_separate_queue_worker_takes_the_gateways_requests() {
 
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{worker_port}");
-    let _worker = Proc::spawn(
-        &["queue-worker", "--listen", &listen, "--gateway", &p.url],
-        dir.path(),
-        &[],
-    );
-    let up = eventually(Duration::from_secs(10), || async {
-        get(&format!("http://{listen}/healthz")).await.status == 200
-    })
-    .await;
+    let _worker = Proc::spawn(&["queue-worker", "--listen", &listen, "--gateway", &p.url], dir.path(), &[]);
+    let up =
+        eventually(Duration::from_secs(10), || async { get(&format!("http://{listen}/healthz")).await.status == 200 })
+            .await;
     assert!(up, "queue-worker did not start");
 
     let (cb, mut rx) = recorder().await;
-    let r = call(
-        "POST",
-        &format!("{}/async-function/env", p.url),
-        &[("X-Callback-Url", &cb)],
-        "via worker",
-    )
-    .await;
+    let r = call("POST", &format!("{}/async-function/env", p.url), &[("X-Callback-Url", &cb)], "via worker").await;
     assert_eq!(r.status, 202, "{}", r.text());
     let got = receive(&mut rx, 1, Duration::from_secs(15)).await;
     assert_eq!(got.len(), 1, "no callback");
     assert_eq!(got[0].headers["x-function-status"], "200");
-    assert!(
-        dir.path().join("data/queue.redb").exists(),
-        "the worker owns the store"
-    );
-    assert_eq!(
-        get(&format!("{}/system/async/dead-letters", p.url))
-            .await
-            .json(),
-        serde_json::json!([])
-    );
+    assert!(dir.path().join("data/queue.redb").exists(), "the worker owns the store");
+    assert_eq!(get(&format!("{}/system/async/dead-letters", p.url)).await.json(), serde_json::json!([]));
 }

@@ -24,53 +24,30 @@ async fn watchdog(env: &[(&str, &str)]) -> Watchdog {
     all.extend_from_slice(env);
     let proc = Proc::spawn(&["watchdog"], tmp.path(), &all);
     let url = format!("http://127.0.0.1:{port}");
-    let up = eventually(Duration::from_secs(15), || async {
-        get(&format!("{url}/_/health")).await.status == 200
-    })
-    .await;
+    let up =
+        eventually(Duration::from_secs(15), || async { get(&format!("{url}/_/health")).await.status == 200 }).await;
     assert!(up, "watchdog did not start:\n{}", proc.output());
     Watchdog { proc, url, tmp }
 }
 
 #[tokio::test]
 async fn serializing_mode_reports_exit_status_and_timeouts() {
-    let w = watchdog(&[
-        ("fprocess", "sh -c cat"),
-        ("mode", "serializing"),
-        ("content_type", "text/plain"),
-    ])
-    .await;
+    let w = watchdog(&[("fprocess", "sh -c cat"), ("mode", "serializing"), ("content_type", "text/plain")]).await;
     let r = post(&w.url, "round trip").await;
     assert_eq!((r.status, r.text().as_str()), (200, "round trip"));
     assert_eq!(r.header("content-type").as_deref(), Some("text/plain"));
     assert!(r.header("x-duration-seconds").is_some());
 
-    let w = watchdog(&[
-        ("fprocess", "ls /definitely-not-here"),
-        ("mode", "serializing"),
-    ])
-    .await;
+    let w = watchdog(&[("fprocess", "ls /definitely-not-here"), ("mode", "serializing")]).await;
     let r = post(&w.url, "").await;
     assert_eq!(r.status, 500);
-    assert!(
-        r.text().contains("exit status") && r.text().contains("definitely-not-here"),
-        "{}",
-        r.text()
-    );
+    assert!(r.text().contains("exit status") && r.text().contains("definitely-not-here"), "{}", r.text());
 
-    let w = watchdog(&[
-        ("fprocess", "sleep 10"),
-        ("mode", "serializing"),
-        ("exec_timeout", "300ms"),
-    ])
-    .await;
+    let w = watchdog(&[("fprocess", "sleep 10"), ("mode", "serializing"), ("exec_timeout", "300ms")]).await;
     let r = post(&w.url, "").await;
     assert_eq!(r.status, 504);
     assert!(r.text().contains("exec_timeout"), "{}", r.text());
-    assert_eq!(
-        r.header("x-openfaas-internal").as_deref(),
-        Some("of-watchdog")
-    );
+    assert_eq!(r.header("x-openfaas-internal").as_deref(), Some("of-watchdog"));
 }
 
 #[tokio::test]
@@ -84,32 +61,16 @@ async fn streaming_mode_streams_large_bodies() {
 
 #[tokio::test]
 async fn max_inflight_answers_429() {
-    let w = watchdog(&[
-        ("fprocess", "sleep 1"),
-        ("mode", "serializing"),
-        ("max_inflight", "1"),
-    ])
-    .await;
+    let w = watchdog(&[("fprocess", "sleep 1"), ("mode", "serializing"), ("max_inflight", "1")]).await;
     let url = w.url.clone();
     let first = tokio::spawn(async move { post(&url, "").await.status });
-    let busy = eventually(Duration::from_secs(5), || async {
-        get(&format!("{}/_/ready", w.url)).await.status == 429
-    })
-    .await;
-    assert!(
-        busy,
-        "/_/ready never reported 429 while a request was in flight"
-    );
+    let busy =
+        eventually(Duration::from_secs(5), || async { get(&format!("{}/_/ready", w.url)).await.status == 429 }).await;
+    assert!(busy, "/_/ready never reported 429 while a request was in flight");
     let r = post(&w.url, "").await;
     assert_eq!(r.status, 429);
-    assert_eq!(
-        r.text(),
-        "Concurrent request limit exceeded. Max concurrent requests: 1\n"
-    );
-    assert_eq!(
-        r.header("x-openfaas-internal").as_deref(),
-        Some("faas-middleware")
-    );
+    assert_eq!(r.text(), "Concurrent request limit exceeded. Max concurrent requests: 1\n");
+    assert_eq!(r.header("x-openfaas-internal").as_deref(), Some("faas-middleware"));
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(get(&format!("{}/_/ready", w.url)).await.status, 200);
 }
@@ -123,12 +84,7 @@ async fn health_lock_file_and_graceful_drain() {
         ("healthcheck_interval", "200ms"),
     ])
     .await;
-    assert_eq!(
-        call("POST", &format!("{}/_/health", w.url), &[], "")
-            .await
-            .status,
-        405
-    );
+    assert_eq!(call("POST", &format!("{}/_/health", w.url), &[], "").await.status, 405);
     let lock = w.tmp.path().join(".lock");
     assert!(lock.exists(), "lock file not written");
 
@@ -137,17 +93,8 @@ async fn health_lock_file_and_graceful_drain() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     w.proc.signal(Signal::SIGTERM);
     let r = inflight.await.unwrap();
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (200, "finish me"),
-        "in-flight request was not drained"
-    );
-    assert_eq!(
-        w.proc.wait_exit(Duration::from_secs(10)),
-        Some(0),
-        "{}",
-        w.proc.output()
-    );
+    assert_eq!((r.status, r.text().as_str()), (200, "finish me"), "in-flight request was not drained");
+    assert_eq!(w.proc.wait_exit(Duration::from_secs(10)), Some(0), "{}", w.proc.output());
     assert!(!lock.exists(), "lock file not removed on SIGTERM");
 }
 
@@ -156,13 +103,9 @@ async fn http_mode_proxies_and_exits_when_upstream_dies() {
     let upstream = free_port().to_string();
     let fprocess = format!("python3 {}", fixture("crashy.py"));
     let upstream_url = format!("http://127.0.0.1:{upstream}");
-    let mut w = watchdog(&[
-        ("fprocess", &fprocess),
-        ("mode", "http"),
-        ("upstream_url", &upstream_url),
-        ("PORT", &upstream),
-    ])
-    .await;
+    let mut w =
+        watchdog(&[("fprocess", &fprocess), ("mode", "http"), ("upstream_url", &upstream_url), ("PORT", &upstream)])
+            .await;
     let r = get(&format!("{}/anything", w.url)).await;
     assert_eq!(r.status, 200);
     assert!(r.text().starts_with("pid "), "{}", r.text());
@@ -170,15 +113,8 @@ async fn http_mode_proxies_and_exits_when_upstream_dies() {
 
     let _ = try_call("GET", &format!("{}/crash", w.url), &[], "").await;
     let code = w.proc.wait_exit(Duration::from_secs(10));
-    assert!(
-        matches!(code, Some(c) if c != 0),
-        "watchdog should exit non-zero, got {code:?}"
-    );
-    assert!(
-        w.proc.output().contains("upstream process"),
-        "{}",
-        w.proc.output()
-    );
+    assert!(matches!(code, Some(c) if c != 0), "watchdog should exit non-zero, got {code:?}");
+    assert!(w.proc.output().contains("upstream process"), "{}", w.proc.output());
 }
 
 #[tokio::test]
@@ -187,10 +123,7 @@ async fn bad_environment_is_named() {
     for (env, key) in [
         (vec![("mode", "http"), ("fprocess", "x")], "upstream_url"),
         (vec![("fprocess", "cat"), ("mode", "turbo")], "mode"),
-        (
-            vec![("fprocess", "cat"), ("exec_timeout", "forever")],
-            "exec_timeout",
-        ),
+        (vec![("fprocess", "cat"), ("exec_timeout", "forever")], "exec_timeout"),
     ] {
         let mut p = Proc::spawn(&["watchdog"], tmp.path(), &env);
         assert_ne!(p.wait_exit(Duration::from_secs(10)), Some(0));

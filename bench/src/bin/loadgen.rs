@@ -20,14 +20,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let body: &'static [u8] = Box::leak(a.body.into_bytes().into_boxed_slice());
-    let r = bench::load(
-        &a.url,
-        &a.method,
-        body,
-        a.connections,
-        Duration::from_secs(a.duration),
-    )
-    .await?;
+    let r = bench::load(&a.url, &a.method, body, a.connections, Duration::from_secs(a.duration)).await?;
     println!("{}\n{}", bench::TABLE_HEAD, bench::row(&a.url, &r, None));
     Ok(())
 }

@@ -29,12 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let d = Duration::from_secs(a.duration);
     let (up, wd, wd_cat, gw) = (free_port()?, free_port()?, free_port()?, free_port()?);
-    let (up_s, wd_s, cat_s, gw_s) = (
-        up.to_string(),
-        wd.to_string(),
-        wd_cat.to_string(),
-        gw.to_string(),
-    );
+    let (up_s, wd_s, cat_s, gw_s) = (up.to_string(), wd.to_string(), wd_cat.to_string(), gw.to_string());
     let upstream_url = format!("http://127.0.0.1:{up}");
 
     // The watchdog starts the upstream itself, as it does for a function.
@@ -73,35 +68,14 @@ async fn main() -> anyhow::Result<()> {
             "provider:\n  kind: static\n  functions:\n    fn:\n      upstream: http://127.0.0.1:{wd}\nqueue:\n  enabled: false\n"
         ),
     )?;
-    let _gateway = Proc::start(
-        &a.switchboard,
-        &[
-            "gateway",
-            "--config",
-            &config.display().to_string(),
-            "--port",
-            &gw_s,
-        ],
-        &[],
-    )?;
+    let _gateway =
+        Proc::start(&a.switchboard, &["gateway", "--config", &config.display().to_string(), "--port", &gw_s], &[])?;
 
     let paths = [
         ("(a) upstream direct", upstream_url.clone(), a.connections),
-        (
-            "(b) watchdog http → upstream",
-            format!("http://127.0.0.1:{wd}/"),
-            a.connections,
-        ),
-        (
-            "(c) gateway → watchdog http → upstream",
-            format!("http://127.0.0.1:{gw}/function/fn"),
-            a.connections,
-        ),
-        (
-            "(d) watchdog serializing, fork `cat`",
-            format!("http://127.0.0.1:{wd_cat}/"),
-            1,
-        ),
+        ("(b) watchdog http → upstream", format!("http://127.0.0.1:{wd}/"), a.connections),
+        ("(c) gateway → watchdog http → upstream", format!("http://127.0.0.1:{gw}/function/fn"), a.connections),
+        ("(d) watchdog serializing, fork `cat`", format!("http://127.0.0.1:{wd_cat}/"), 1),
     ];
     for (_, url, _) in &paths {
         wait_ok(url).await?;

@@ -47,10 +47,7 @@ pub enum ProviderConfig {
         #[serde(default)]
         stack: Option<PathBuf>,
         /// How long a replica may take to stop after SIGTERM before SIGKILL.
-        #[serde(
-            default = "default_stop_timeout",
-            with = "openfaas::duration::serde_duration"
-        )]
+        #[serde(default = "default_stop_timeout", with = "openfaas::duration::serde_duration")]
         stop_timeout: Duration,
         /// Lines of output kept per function for `/system/logs`.
         #[serde(default = "default_log_lines")]
@@ -65,11 +62,7 @@ pub enum ProviderConfig {
 
 impl Default for ProviderConfig {
     fn default() -> Self {
-        ProviderConfig::Process {
-            stack: None,
-            stop_timeout: default_stop_timeout(),
-            log_lines: default_log_lines(),
-        }
+        ProviderConfig::Process { stack: None, stop_timeout: default_stop_timeout(), log_lines: default_log_lines() }
     }
 }
 

@@ -26,53 +26,34 @@ fn ensure_call_id(headers: &mut HeaderMap) -> (HeaderValue, bool) {
     if let Some(v) = headers.get(h::CALL_ID) {
         return (v.clone(), false);
     }
-    let v =
-        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid header");
+    let v = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a valid header");
     headers.insert(h::CALL_ID, v.clone());
     (v, true)
 }
 
 fn start_time() -> HeaderValue {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     HeaderValue::from_str(&nanos.to_string()).expect("digits are a valid header")
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn too_large(limit: u64) -> Response {
-    text(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body exceeds max_body_size ({limit} bytes)\n"),
-    )
+    text(StatusCode::PAYLOAD_TOO_LARGE, format!("request body exceeds max_body_size ({limit} bytes)\n"))
 }
 
 /// Buffers a body of unknown length within the limit; a body with a
 /// Content-Length over the limit is refused before it is read.
-async fn bounded_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: u64,
-) -> Result<bytes::Bytes, Response> {
+async fn bounded_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<bytes::Bytes, Response> {
     if content_length(headers).is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
     match Limited::new(body, limit as usize).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
-        Err(e) => Err(text(
-            StatusCode::BAD_REQUEST,
-            format!("cannot read the request body: {e}\n"),
-        )),
+        Err(e) => Err(text(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}\n"))),
     }
 }
 
@@ -83,80 +64,52 @@ enum Target {
 
 fn resolve(gw: &Shared, qualified: &str) -> Target {
     if !is_valid_function_name(qualified) {
-        return Target::Missing(text(
-            StatusCode::NOT_FOUND,
-            format!("invalid function name {qualified:?}\n"),
-        ));
+        return Target::Missing(text(StatusCode::NOT_FOUND, format!("invalid function name {qualified:?}\n")));
     }
     let (name, ns) = split_function_name(qualified, &gw.config.function_namespace);
     let label = format!("{name}.{ns}");
     match gw.provider.route(name, ns) {
         Route::Ready(base) => Target::Ready { label, base },
         Route::NoReplicas => {
-            let mut res = text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("No endpoints available for: {label}.\n"),
-            );
-            res.headers_mut()
-                .insert(h::OPENFAAS_INTERNAL, HeaderValue::from_static("proxy"));
+            let mut res = text(StatusCode::SERVICE_UNAVAILABLE, format!("No endpoints available for: {label}.\n"));
+            res.headers_mut().insert(h::OPENFAAS_INTERNAL, HeaderValue::from_static("proxy"));
             Target::Missing(res)
         }
-        Route::Unknown => Target::Missing(text(
-            StatusCode::NOT_FOUND,
-            format!("function {label} not found\n"),
-        )),
+        Route::Unknown => Target::Missing(text(StatusCode::NOT_FOUND, format!("function {label} not found\n"))),
     }
 }
 
-pub async fn function(
-    State(gw): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
+pub async fn function(State(gw): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
     let (qualified, rest) = split_route(req.uri().path(), "/function/");
     let (label, base) = match resolve(&gw, qualified) {
         Target::Ready { label, base } => (label, base),
         Target::Missing(res) => return res,
     };
     // Replicas and static upstreams are `http://host:port[/prefix]`.
-    let Some((authority, prefix)) = base
-        .strip_prefix("http://")
-        .map(|b| b.split_at(b.find('/').unwrap_or(b.len())))
+    let Some((authority, prefix)) = base.strip_prefix("http://").map(|b| b.split_at(b.find('/').unwrap_or(b.len())))
     else {
-        return text(
-            StatusCode::BAD_GATEWAY,
-            format!("function {label} has a non-http upstream {base}\n"),
-        );
+        return text(StatusCode::BAD_GATEWAY, format!("function {label} has a non-http upstream {base}\n"));
     };
-    let path = if rest.is_empty() && prefix.is_empty() {
-        "/"
-    } else {
-        rest
-    };
+    let path = if rest.is_empty() && prefix.is_empty() { "/" } else { rest };
     let uri = match req.uri().query() {
         Some(q) => format!("{prefix}{path}?{q}"),
         None => format!("{prefix}{path}"),
     };
-    let links = req
-        .extensions()
-        .get::<Links<Body>>()
-        .cloned()
-        .unwrap_or_default();
+    let links = req.extensions().get::<Links<Body>>().cloned().unwrap_or_default();
     let (mut parts, body) = req.into_parts();
     let limit = gw.config.max_body_size;
-    let body = if content_length(&parts.headers).is_some()
-        || !parts.headers.contains_key(http::header::TRANSFER_ENCODING)
-    {
-        if content_length(&parts.headers).is_some_and(|n| n > limit) {
-            return too_large(limit);
-        }
-        body
-    } else {
-        match bounded_body(&parts.headers, body, limit).await {
-            Ok(bytes) => Body::from(bytes),
-            Err(res) => return res,
-        }
-    };
+    let body =
+        if content_length(&parts.headers).is_some() || !parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            if content_length(&parts.headers).is_some_and(|n| n > limit) {
+                return too_large(limit);
+            }
+            body
+        } else {
+            match bounded_body(&parts.headers, body, limit).await {
+                Ok(bytes) => Body::from(bytes),
+                Err(res) => return res,
+            }
+        };
     let (call_id, generated) = ensure_call_id(&mut parts.headers);
     let start = start_time();
     parts.headers.insert(h::START_TIME, start.clone());
@@ -172,31 +125,20 @@ pub async fn function(
     parts.uri = match uri.parse() {
         Ok(u) => u,
         Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("invalid request path: {e}\n"),
-            );
+            return text(StatusCode::BAD_REQUEST, format!("invalid request path: {e}\n"));
         }
     };
 
     gw.metrics.started.with_label_values(&[&label]).inc();
     let began = Instant::now();
     let timeout = gw.config.upstream_timeout;
-    let mut res = match tokio::time::timeout(
-        timeout,
-        links.send(authority, Request::from_parts(parts, body)),
-    )
-    .await
-    {
+    let mut res = match tokio::time::timeout(timeout, links.send(authority, Request::from_parts(parts, body))).await {
         Ok(Ok(res)) => {
             let (mut parts, body) = res.into_parts();
             h::strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, Body::new(body))
         }
-        Ok(Err(e)) => text(
-            StatusCode::BAD_GATEWAY,
-            format!("cannot reach function {label} at {base}: {e}\n"),
-        ),
+        Ok(Err(e)) => text(StatusCode::BAD_GATEWAY, format!("cannot reach function {label} at {base}: {e}\n")),
         Err(_) => text(
             StatusCode::GATEWAY_TIMEOUT,
             format!(
@@ -206,14 +148,8 @@ pub async fn function(
         ),
     };
     let code = res.status().as_u16().to_string();
-    gw.metrics
-        .invocations
-        .with_label_values(&[&label, &code])
-        .inc();
-    gw.metrics
-        .seconds
-        .with_label_values(&[&label, &code])
-        .observe(began.elapsed().as_secs_f64());
+    gw.metrics.invocations.with_label_values(&[&label, &code]).inc();
+    gw.metrics.seconds.with_label_values(&[&label, &code]).observe(began.elapsed().as_secs_f64());
     if generated {
         res.headers_mut().insert(h::CALL_ID, call_id);
     }
@@ -223,10 +159,7 @@ pub async fn function(
 
 pub async fn async_function(State(gw): State<Shared>, req: Request) -> Response {
     let Some(queue) = gw.queue.clone() else {
-        return text(
-            StatusCode::NOT_FOUND,
-            "asynchronous invocation is not enabled on this gateway\n",
-        );
+        return text(StatusCode::NOT_FOUND, "asynchronous invocation is not enabled on this gateway\n");
     };
     let (qualified, rest) = split_route(req.uri().path(), "/async-function/");
     let rest = rest.to_string();
@@ -241,12 +174,7 @@ pub async fn async_function(State(gw): State<Shared>, req: Request) -> Response 
     };
     let callback_url = match req.headers().get(h::CALLBACK_URL) {
         None => None,
-        Some(v) => match v
-            .to_str()
-            .ok()
-            .and_then(|s| url::Url::parse(s).ok())
-            .filter(|u| u.scheme() == "http")
-        {
+        Some(v) => match v.to_str().ok().and_then(|s| url::Url::parse(s).ok()).filter(|u| u.scheme() == "http") {
             Some(u) => Some(u.to_string()),
             None => {
                 return text(
@@ -267,26 +195,14 @@ pub async fn async_function(State(gw): State<Shared>, req: Request) -> Response 
     let mut header = std::collections::BTreeMap::<String, Vec<String>>::new();
     for (name, value) in &parts.headers {
         if let Ok(v) = value.to_str() {
-            header
-                .entry(name.as_str().to_string())
-                .or_default()
-                .push(v.to_string());
+            header.entry(name.as_str().to_string()).or_default().push(v.to_string());
         }
     }
     let (name, ns) = split_function_name(&label, "");
-    let annotations = gw
-        .provider
-        .get(name, ns)
-        .map(|f| f.annotations)
-        .unwrap_or_default();
+    let annotations = gw.provider.get(name, ns).map(|f| f.annotations).unwrap_or_default();
     let request = QueueRequest {
         header,
-        host: parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
+        host: parts.headers.get(http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string(),
         body: body.to_vec(),
         method: parts.method.to_string(),
         path: rest,
@@ -301,10 +217,7 @@ pub async fn async_function(State(gw): State<Shared>, req: Request) -> Response 
             res.headers_mut().insert(h::CALL_ID, call_id);
             res
         }
-        Err(e) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot queue the request: {e}\n"),
-        ),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot queue the request: {e}\n")),
     }
 }
 
@@ -312,17 +225,8 @@ pub async fn async_function(State(gw): State<Shared>, req: Request) -> Response 
 mod tests {
     #[test]
     fn splits_routes() {
-        assert_eq!(
-            super::split_route("/function/echo", "/function/"),
-            ("echo", "")
-        );
-        assert_eq!(
-            super::split_route("/function/echo.ns/a/b", "/function/"),
-            ("echo.ns", "/a/b")
-        );
-        assert_eq!(
-            super::split_route("/function/echo/", "/function/"),
-            ("echo", "/")
-        );
+        assert_eq!(super::split_route("/function/echo", "/function/"), ("echo", ""));
+        assert_eq!(super::split_route("/function/echo.ns/a/b", "/function/"), ("echo.ns", "/a/b"));
+        assert_eq!(super::split_route("/function/echo/", "/function/"), ("echo", "/"));
     }
 }

@@ -45,60 +45,36 @@ impl Gateway {
         provider: Provider,
         queue: Option<Arc<dyn Queue>>,
     ) -> Result<Self, openfaas::auth::MissingSecret> {
-        let credentials = if config.basic_auth {
-            Some(Credentials::from_secret_mount(&config.secret_mount_path)?)
-        } else {
-            None
-        };
-        Ok(Self {
-            config,
-            provider,
-            queue,
-            metrics: Default::default(),
-            credentials,
-        })
+        let credentials =
+            if config.basic_auth { Some(Credentials::from_secret_mount(&config.secret_mount_path)?) } else { None };
+        Ok(Self { config, provider, queue, metrics: Default::default(), credentials })
     }
 }
 
 pub(crate) fn text(status: http::StatusCode, body: impl Into<Body>) -> Response {
     let mut res = Response::new(body.into());
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
     res
 }
 
 pub fn router(gw: Shared) -> Router {
     let system = Router::new()
-        .route(
-            "/system/functions",
-            get(system::list)
-                .post(system::deploy)
-                .put(system::update)
-                .delete(system::delete),
-        )
+        .route("/system/functions", get(system::list).post(system::deploy).put(system::update).delete(system::delete))
         .route("/system/function/{name}", get(system::get_one))
         .route("/system/namespaces", get(system::namespaces))
         .route("/system/info", get(system::info))
         .route("/system/scale-function/{name}", post(system::scale))
         .route("/system/logs", get(system::logs))
         .route("/system/async/dead-letters", get(system::dead_letters))
-        .route_layer(axum::middleware::from_fn_with_state(
-            gw.clone(),
-            system::require_auth,
-        ));
+        .route_layer(axum::middleware::from_fn_with_state(gw.clone(), system::require_auth));
     Router::new()
         .route("/function/{name}", any(invoke::function))
         .route("/function/{name}/", any(invoke::function))
         .route("/function/{name}/{*path}", any(invoke::function))
         .route("/async-function/{name}", any(invoke::async_function))
         .route("/async-function/{name}/", any(invoke::async_function))
-        .route(
-            "/async-function/{name}/{*path}",
-            any(invoke::async_function),
-        )
+        .route("/async-function/{name}/{*path}", any(invoke::async_function))
         .route("/healthz", get(|| async { "OK" }))
         .route("/metrics", get(render_metrics))
         .merge(system)
@@ -108,10 +84,7 @@ pub fn router(gw: Shared) -> Router {
 async fn render_metrics(axum::extract::State(gw): axum::extract::State<Shared>) -> String {
     for ns in gw.provider.namespaces(&gw.config.function_namespace) {
         for f in gw.provider.list(&ns) {
-            gw.metrics
-                .service_count
-                .with_label_values(&[&format!("{}.{ns}", f.name)])
-                .set(f.replicas as f64);
+            gw.metrics.service_count.with_label_values(&[&format!("{}.{ns}", f.name)]).set(f.replicas as f64);
         }
     }
     gw.metrics.render()
@@ -121,14 +94,7 @@ async fn render_metrics(axum::extract::State(gw): axum::extract::State<Shared>) 
 /// (within `upstream_timeout`).
 pub async fn serve(gw: Shared, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let drain = gw.config.upstream_timeout;
-    switchboard_http::serve(
-        listener,
-        App(router(gw)),
-        std::time::Duration::from_secs(60),
-        drain,
-        shutdown,
-    )
-    .await
+    switchboard_http::serve(listener, App(router(gw)), std::time::Duration::from_secs(60), drain, shutdown).await
 }
 
 /// The router, handed each connection's peer address and upstream links.
@@ -138,12 +104,7 @@ struct App(Router);
 impl switchboard_http::Handler<Body> for App {
     type Body = Body;
 
-    async fn call(
-        &self,
-        req: http::Request<Incoming>,
-        peer: SocketAddr,
-        links: Links<Body>,
-    ) -> Response {
+    async fn call(&self, req: http::Request<Incoming>, peer: SocketAddr, links: Links<Body>) -> Response {
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
         req.extensions_mut().insert(links);

@@ -14,11 +14,7 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            lines: Mutex::new(HashMap::new()),
-            live: broadcast::channel(1024).0,
-            capacity,
-        }
+        Self { lines: Mutex::new(HashMap::new()), live: broadcast::channel(1024).0, capacity }
     }
 
     pub fn push(&self, msg: LogMessage) {
@@ -37,10 +33,7 @@ impl LogStore {
     /// Lines kept for `name.namespace`, oldest first.
     pub fn history(&self, name: &str, namespace: &str) -> Vec<LogMessage> {
         let lines = self.lines.lock().expect("log store lock");
-        lines
-            .get(&format!("{name}.{namespace}"))
-            .map(|b| b.iter().cloned().collect())
-            .unwrap_or_default()
+        lines.get(&format!("{name}.{namespace}")).map(|b| b.iter().cloned().collect()).unwrap_or_default()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<LogMessage> {

@@ -38,10 +38,7 @@ pub struct StackError {
 }
 
 pub fn load(path: &Path) -> Result<Vec<FunctionDeployment>, StackError> {
-    let err = |reason: String| StackError {
-        path: path.display().to_string(),
-        reason,
-    };
+    let err = |reason: String| StackError { path: path.display().to_string(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     let stack: Stack = serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))?;
     stack
@@ -55,9 +52,7 @@ pub fn load(path: &Path) -> Result<Vec<FunctionDeployment>, StackError> {
                     serde_yaml_ng::Value::String(s) => Ok((k, s)),
                     serde_yaml_ng::Value::Number(n) => Ok((k, n.to_string())),
                     serde_yaml_ng::Value::Bool(b) => Ok((k, b.to_string())),
-                    _ => Err(err(format!(
-                        "functions.{name}.environment.{k}: expected a string, number or boolean"
-                    ))),
+                    _ => Err(err(format!("functions.{name}.environment.{k}: expected a string, number or boolean"))),
                 })
                 .collect::<Result<_, _>>()?;
             Ok(FunctionDeployment {

@@ -9,9 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode};
-use openfaas::{
-    DeleteFunctionRequest, FunctionDeployment, FunctionStatus, LogMessage, ScaleServiceRequest,
-};
+use openfaas::{DeleteFunctionRequest, FunctionDeployment, FunctionStatus, LogMessage, ScaleServiceRequest};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -20,10 +18,8 @@ pub async fn require_auth(State(gw): State<Shared>, req: Request, next: Next) ->
     match &gw.credentials {
         Some(c) if !c.accepts(req.headers().get(http::header::AUTHORIZATION)) => {
             let mut res = text(StatusCode::UNAUTHORIZED, "invalid credentials");
-            res.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"Restricted\""),
-            );
+            res.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Restricted\""));
             res
         }
         _ => next.run(req).await,
@@ -49,10 +45,7 @@ pub struct NamespaceQuery {
 
 impl NamespaceQuery {
     fn or_default<'a>(&'a self, gw: &'a Shared) -> &'a str {
-        self.namespace
-            .as_deref()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(&gw.config.function_namespace)
+        self.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(&gw.config.function_namespace)
     }
 }
 
@@ -62,24 +55,11 @@ fn with_counts(gw: &Shared, mut f: FunctionStatus) -> FunctionStatus {
     f
 }
 
-pub async fn list(
-    State(gw): State<Shared>,
-    Query(q): Query<NamespaceQuery>,
-) -> Json<Vec<FunctionStatus>> {
-    Json(
-        gw.provider
-            .list(q.or_default(&gw))
-            .into_iter()
-            .map(|f| with_counts(&gw, f))
-            .collect(),
-    )
+pub async fn list(State(gw): State<Shared>, Query(q): Query<NamespaceQuery>) -> Json<Vec<FunctionStatus>> {
+    Json(gw.provider.list(q.or_default(&gw)).into_iter().map(|f| with_counts(&gw, f)).collect())
 }
 
-pub async fn get_one(
-    State(gw): State<Shared>,
-    Path(name): Path<String>,
-    Query(q): Query<NamespaceQuery>,
-) -> Response {
+pub async fn get_one(State(gw): State<Shared>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>) -> Response {
     match gw.provider.get(&name, q.or_default(&gw)) {
         Some(f) => Json(with_counts(&gw, f)).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
@@ -94,13 +74,8 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        let what = std::any::type_name::<T>()
-            .rsplit("::")
-            .next()
-            .unwrap_or("body");
+        let body = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        let what = std::any::type_name::<T>().rsplit("::").next().unwrap_or("body");
         serde_json::from_slice(&body)
             .map(JsonBody)
             .map_err(|e| text(StatusCode::BAD_REQUEST, format!("invalid {what}: {e}\n")))
@@ -108,34 +83,19 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody
 }
 
 fn accepted(result: Result<(), ProviderError>) -> Response {
-    result.map_or_else(IntoResponse::into_response, |()| {
-        StatusCode::ACCEPTED.into_response()
-    })
+    result.map_or_else(IntoResponse::into_response, |()| StatusCode::ACCEPTED.into_response())
 }
 
-pub async fn deploy(
-    State(gw): State<Shared>,
-    JsonBody(d): JsonBody<FunctionDeployment>,
-) -> Response {
+pub async fn deploy(State(gw): State<Shared>, JsonBody(d): JsonBody<FunctionDeployment>) -> Response {
     accepted(gw.provider.deploy(d).await)
 }
 
-pub async fn update(
-    State(gw): State<Shared>,
-    JsonBody(d): JsonBody<FunctionDeployment>,
-) -> Response {
+pub async fn update(State(gw): State<Shared>, JsonBody(d): JsonBody<FunctionDeployment>) -> Response {
     accepted(gw.provider.update(d).await)
 }
 
-pub async fn delete(
-    State(gw): State<Shared>,
-    JsonBody(d): JsonBody<DeleteFunctionRequest>,
-) -> Response {
-    let ns = d
-        .namespace
-        .as_deref()
-        .filter(|n| !n.is_empty())
-        .unwrap_or(&gw.config.function_namespace);
+pub async fn delete(State(gw): State<Shared>, JsonBody(d): JsonBody<DeleteFunctionRequest>) -> Response {
+    let ns = d.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(&gw.config.function_namespace);
     accepted(gw.provider.delete(&d.function_name, ns).await)
 }
 
@@ -145,11 +105,7 @@ pub async fn scale(
     Query(q): Query<NamespaceQuery>,
     JsonBody(req): JsonBody<ScaleServiceRequest>,
 ) -> Response {
-    let ns = req
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| q.or_default(&gw).to_string());
+    let ns = req.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| q.or_default(&gw).to_string());
     accepted(gw.provider.scale(&name, &ns, req.replicas).await)
 }
 
@@ -160,9 +116,7 @@ pub async fn namespaces(State(gw): State<Shared>) -> Json<Vec<String>> {
 pub async fn info(State(gw): State<Shared>) -> Json<openfaas::GatewayInfo> {
     let version = openfaas::VersionInfo {
         commit_message: String::new(),
-        sha: option_env!("SWITCHBOARD_GIT_SHA")
-            .unwrap_or("unknown")
-            .to_string(),
+        sha: option_env!("SWITCHBOARD_GIT_SHA").unwrap_or("unknown").to_string(),
         release: env!("CARGO_PKG_VERSION").to_string(),
     };
     Json(openfaas::GatewayInfo {
@@ -178,10 +132,7 @@ pub async fn info(State(gw): State<Shared>) -> Json<openfaas::GatewayInfo> {
 
 pub async fn dead_letters(State(gw): State<Shared>) -> Response {
     let Some(queue) = gw.queue.clone() else {
-        return text(
-            StatusCode::NOT_FOUND,
-            "asynchronous invocation is not enabled on this gateway\n",
-        );
+        return text(StatusCode::NOT_FOUND, "asynchronous invocation is not enabled on this gateway\n");
     };
     match queue.dead_letters().await {
         Ok(letters) => Json(letters).into_response(),
@@ -192,25 +143,16 @@ pub async fn dead_letters(State(gw): State<Shared>) -> Response {
 /// `GET /system/logs?name&namespace&tail&follow&since` as NDJSON.
 pub async fn logs(State(gw): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
     let Some(store) = gw.provider.logs() else {
-        return text(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("the {} provider keeps no logs\n", gw.provider.name()),
-        );
+        return text(StatusCode::NOT_IMPLEMENTED, format!("the {} provider keeps no logs\n", gw.provider.name()));
     };
     let bad = |key: &str, expected: &str| {
-        text(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid query parameter `{key}`: expected {expected}\n"),
-        )
+        text(StatusCode::UNPROCESSABLE_ENTITY, format!("invalid query parameter `{key}`: expected {expected}\n"))
     };
     let Some(name) = q.get("name").filter(|n| !n.is_empty()).cloned() else {
         return bad("name", "the function's name");
     };
-    let namespace = q
-        .get("namespace")
-        .filter(|n| !n.is_empty())
-        .cloned()
-        .unwrap_or_else(|| gw.config.function_namespace.clone());
+    let namespace =
+        q.get("namespace").filter(|n| !n.is_empty()).cloned().unwrap_or_else(|| gw.config.function_namespace.clone());
     let tail: Option<usize> = match q.get("tail") {
         None => None,
         Some(t) => match t.parse::<i64>() {
@@ -231,30 +173,21 @@ pub async fn logs(State(gw): State<Shared>, Query(q): Query<HashMap<String, Stri
             Err(_) => return bad("since", "an RFC 3339 time such as 2026-01-01T00:00:00Z"),
         },
     };
-    let after_since = move |m: &LogMessage| {
-        since.is_none_or(|s| humantime::parse_rfc3339_weak(&m.timestamp).is_ok_and(|t| t >= s))
-    };
+    let after_since =
+        move |m: &LogMessage| since.is_none_or(|s| humantime::parse_rfc3339_weak(&m.timestamp).is_ok_and(|t| t >= s));
     // Subscribe before reading history so no line falls between the two.
     let live = store.subscribe();
-    let mut lines: Vec<LogMessage> = store
-        .history(&name, &namespace)
-        .into_iter()
-        .filter(&after_since)
-        .collect();
+    let mut lines: Vec<LogMessage> = store.history(&name, &namespace).into_iter().filter(&after_since).collect();
     if let Some(n) = tail {
         lines.drain(..lines.len().saturating_sub(n));
     }
     let encode = |m: &LogMessage| {
-        Ok::<_, std::convert::Infallible>(Bytes::from(
-            serde_json::to_string(m).expect("serializable") + "\n",
-        ))
+        Ok::<_, std::convert::Infallible>(Bytes::from(serde_json::to_string(m).expect("serializable") + "\n"))
     };
     let history = futures_util::stream::iter(lines.iter().map(encode).collect::<Vec<_>>());
     let body = if follow {
         let live = tokio_stream::wrappers::BroadcastStream::new(live).filter_map(move |m| {
-            let keep = m
-                .ok()
-                .filter(|m| m.name == name && m.namespace == namespace);
+            let keep = m.ok().filter(|m| m.name == name && m.namespace == namespace);
             async move { keep.as_ref().map(encode) }
         });
         Body::from_stream(history.chain(live))
@@ -262,9 +195,6 @@ pub async fn logs(State(gw): State<Shared>, Query(q): Query<HashMap<String, Stri
         Body::from_stream(history)
     };
     let mut res = Response::new(body);
-    res.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
+    res.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     res
 }

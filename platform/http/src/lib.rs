@@ -41,17 +41,10 @@ where
 {
     /// Sends `req` (origin-form URI) to `authority` (`host:port`), reusing
     /// this connection's link to it when it is still open.
-    pub async fn send(
-        &self,
-        authority: &str,
-        req: http::Request<B>,
-    ) -> Result<http::Response<Incoming>, String> {
+    pub async fn send(&self, authority: &str, req: http::Request<B>) -> Result<http::Response<Incoming>, String> {
         let cached = {
             let mut links = self.0.lock().expect("links lock");
-            links
-                .iter()
-                .position(|(a, _)| a == authority)
-                .map(|i| links.swap_remove(i).1)
+            links.iter().position(|(a, _)| a == authority).map(|i| links.swap_remove(i).1)
         };
         let mut sender = match cached.filter(|s| !s.is_closed()) {
             Some(s) => s,
@@ -59,10 +52,7 @@ where
         };
         sender.ready().await.map_err(|e| e.to_string())?;
         let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        self.0
-            .lock()
-            .expect("links lock")
-            .push((authority.to_string(), sender));
+        self.0.lock().expect("links lock").push((authority.to_string(), sender));
         Ok(res)
     }
 }
@@ -73,13 +63,10 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|e| e.to_string())?;
+    let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     Ok(sender)
 }
@@ -109,8 +96,7 @@ pub async fn serve<B, H>(
     <H::Body as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+    http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -130,13 +116,7 @@ pub async fn serve<B, H>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?drain,
-            "requests still in flight after the drain limit; stopping anyway"
-        );
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(?drain, "requests still in flight after the drain limit; stopping anyway");
     }
 }

@@ -25,24 +25,15 @@ impl Credentials {
             let path = dir.join(file);
             std::fs::read_to_string(&path)
                 .map(|s| s.trim().to_string())
-                .map_err(|source| MissingSecret {
-                    path: path.display().to_string(),
-                    source,
-                })
+                .map_err(|source| MissingSecret { path: path.display().to_string(), source })
         };
-        Ok(Self {
-            user: read("basic-auth-user")?,
-            password: read("basic-auth-password")?,
-        })
+        Ok(Self { user: read("basic-auth-user")?, password: read("basic-auth-password")? })
     }
 
     /// The `Authorization` header value a client sends.
     pub fn header_value(&self) -> String {
         let raw = format!("{}:{}", self.user, self.password);
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
     }
 
     /// Whether an `Authorization` header carries these credentials.
@@ -71,16 +62,10 @@ mod tests {
 
     #[test]
     fn round_trips_header() {
-        let c = Credentials {
-            user: "admin".into(),
-            password: "s3cret".into(),
-        };
+        let c = Credentials { user: "admin".into(), password: "s3cret".into() };
         let v = http::HeaderValue::from_str(&c.header_value()).unwrap();
         assert!(c.accepts(Some(&v)));
-        let wrong = Credentials {
-            user: "admin".into(),
-            password: "nope".into(),
-        };
+        let wrong = Credentials { user: "admin".into(), password: "nope".into() };
         assert!(!wrong.accepts(Some(&v)));
         assert!(!c.accepts(None));
     }

@@ -27,12 +27,8 @@ pub mod serde_duration {
         }
         match Raw::deserialize(d)? {
             Raw::Secs(s) => Ok(Duration::from_secs(s)),
-            Raw::Text(t) => super::parse_duration("duration", &t).map_err(|e| {
-                D::Error::custom(format!(
-                    "invalid value {:?}: expected {}",
-                    e.value, e.expected
-                ))
-            }),
+            Raw::Text(t) => super::parse_duration("duration", &t)
+                .map_err(|e| D::Error::custom(format!("invalid value {:?}: expected {}", e.value, e.expected))),
         }
     }
 
@@ -48,20 +44,9 @@ mod tests {
     #[test]
     fn parses_openfaas_forms() {
         assert_eq!(parse_duration("t", "30").unwrap(), Duration::from_secs(30));
-        assert_eq!(
-            parse_duration("t", "1m30s").unwrap(),
-            Duration::from_secs(90)
-        );
-        assert_eq!(
-            parse_duration("t", "500ms").unwrap(),
-            Duration::from_millis(500)
-        );
-        let err = parse_duration("exec_timeout", "soon")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("exec_timeout") && err.contains("soon"),
-            "{err}"
-        );
+        assert_eq!(parse_duration("t", "1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("t", "500ms").unwrap(), Duration::from_millis(500));
+        let err = parse_duration("exec_timeout", "soon").unwrap_err().to_string();
+        assert!(err.contains("exec_timeout") && err.contains("soon"), "{err}");
     }
 }

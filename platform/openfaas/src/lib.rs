@@ -24,11 +24,7 @@ pub struct InvalidSetting {
 
 impl InvalidSetting {
     pub fn new(key: impl Into<String>, value: impl Into<String>, expected: &'static str) -> Self {
-        Self {
-            key: key.into(),
-            value: value.into(),
-            expected,
-        }
+        Self { key: key.into(), value: value.into(), expected }
     }
 }
 
@@ -42,10 +38,7 @@ pub fn split_function_name<'a>(qualified: &'a str, default_ns: &'a str) -> (&'a 
 
 /// OpenFaaS function names: `[-a-zA-Z_0-9.]+`.
 pub fn is_valid_function_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 #[cfg(test)]
@@ -56,10 +49,7 @@ mod tests {
     fn splits_at_last_dot() {
         assert_eq!(split_function_name("fn.ns", "openfaas-fn"), ("fn", "ns"));
         assert_eq!(split_function_name("a.b.ns", "x"), ("a.b", "ns"));
-        assert_eq!(
-            split_function_name("fn", "openfaas-fn"),
-            ("fn", "openfaas-fn")
-        );
+        assert_eq!(split_function_name("fn", "openfaas-fn"), ("fn", "openfaas-fn"));
         assert_eq!(split_function_name("fn.", "d"), ("fn.", "d"));
     }
 

@@ -37,23 +37,19 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// This policy with a function's `com.openfaas.retry.*` annotations applied.
-    pub fn with_annotations(
-        &self,
-        annotations: &BTreeMap<String, String>,
-    ) -> Result<Self, InvalidSetting> {
+    pub fn with_annotations(&self, annotations: &BTreeMap<String, String>) -> Result<Self, InvalidSetting> {
         let mut policy = self.clone();
         if let Some(v) = annotations.get(ATTEMPTS) {
-            policy.attempts = v.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                InvalidSetting::new(ATTEMPTS, v, "a whole number of attempts, at least 1")
-            })?;
+            policy.attempts = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| InvalidSetting::new(ATTEMPTS, v, "a whole number of attempts, at least 1"))?;
         }
         if let Some(v) = annotations.get(CODES) {
             policy.codes = parse_codes(v).ok_or_else(|| {
-                InvalidSetting::new(
-                    CODES,
-                    v,
-                    "comma-separated HTTP status codes such as 429,502,503",
-                )
+                InvalidSetting::new(CODES, v, "comma-separated HTTP status codes such as 429,502,503")
             })?;
         }
         if let Some(v) = annotations.get(MIN_WAIT) {
@@ -68,11 +64,7 @@ impl RetryPolicy {
 
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.attempts == 0 {
-            return Err(InvalidSetting::new(
-                "retry.attempts",
-                "0",
-                "at least 1 attempt",
-            ));
+            return Err(InvalidSetting::new("retry.attempts", "0", "at least 1 attempt"));
         }
         if self.max_wait < self.min_wait {
             return Err(InvalidSetting::new(
@@ -100,24 +92,14 @@ impl RetryPolicy {
         if let Some(wait) = retry_after {
             return wait.clamp(self.min_wait, self.max_wait);
         }
-        let window = self
-            .min_wait
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-            .min(self.max_wait);
+        let window = self.min_wait.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(self.max_wait);
         let spread = window.saturating_sub(self.min_wait);
         self.min_wait + spread.mul_f64(rand::random::<f64>())
     }
 }
 
 fn parse_codes(v: &str) -> Option<Vec<u16>> {
-    v.split(',')
-        .map(|c| {
-            c.trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|c| (100..600).contains(c))
-        })
-        .collect()
+    v.split(',').map(|c| c.trim().parse::<u16>().ok().filter(|c| (100..600).contains(c))).collect()
 }
 
 /// `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
@@ -151,10 +133,7 @@ mod tests {
     fn bad_annotation_is_named() {
         let mut a = BTreeMap::new();
         a.insert(CODES.into(), "5xx".into());
-        let err = RetryPolicy::default()
-            .with_annotations(&a)
-            .unwrap_err()
-            .to_string();
+        let err = RetryPolicy::default().with_annotations(&a).unwrap_err().to_string();
         assert!(err.contains(CODES) && err.contains("5xx"), "{err}");
     }
 
@@ -175,15 +154,9 @@ mod tests {
 
     #[test]
     fn parses_retry_after() {
-        assert_eq!(
-            parse_retry_after(&http::HeaderValue::from_static("7")),
-            Some(Duration::from_secs(7))
-        );
+        assert_eq!(parse_retry_after(&http::HeaderValue::from_static("7")), Some(Duration::from_secs(7)));
         let past = http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT");
         assert_eq!(parse_retry_after(&past), Some(Duration::ZERO));
-        assert_eq!(
-            parse_retry_after(&http::HeaderValue::from_static("later")),
-            None
-        );
+        assert_eq!(parse_retry_after(&http::HeaderValue::from_static("later")), None);
     }
 }

@@ -162,8 +162,6 @@ mod base64_bytes {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = Option::<String>::deserialize(d)?.unwrap_or_default();
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(D::Error::custom)
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(D::Error::custom)
     }
 }

@@ -37,13 +37,7 @@ macro_rules! store_errors {
         }
     )*};
 }
-store_errors!(
-    redb::Error,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+store_errors!(redb::Error, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 /// A queued request with its delivery state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -82,10 +76,7 @@ pub struct EmbeddedQueue {
 
 impl EmbeddedQueue {
     pub fn open(path: &Path) -> Result<Self, QueueError> {
-        Ok(Self {
-            store: Arc::new(Store::open(path)?),
-            ready: Arc::new(tokio::sync::Notify::new()),
-        })
+        Ok(Self { store: Arc::new(Store::open(path)?), ready: Arc::new(tokio::sync::Notify::new()) })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -106,11 +97,7 @@ impl EmbeddedQueue {
 impl Queue for EmbeddedQueue {
     fn enqueue(&self, request: QueueRequest) -> BoxFuture<'_, Result<(), QueueError>> {
         Box::pin(async move {
-            let envelope = Envelope {
-                request,
-                attempts: 0,
-                enqueued_at_ms: store::now_ms(),
-            };
+            let envelope = Envelope { request, attempts: 0, enqueued_at_ms: store::now_ms() };
             self.blocking(move |s| s.push(&envelope, 0)).await?;
             self.ready.notify_one();
             Ok(())

@@ -21,42 +21,21 @@ pub struct RemoteQueue {
 
 impl RemoteQueue {
     pub fn new(url: &str) -> Self {
-        let client =
-            Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new());
-        Self {
-            url: url.trim_end_matches('/').to_string(),
-            client,
-        }
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new());
+        Self { url: url.trim_end_matches('/').to_string(), client }
     }
 
-    async fn call(
-        &self,
-        method: http::Method,
-        path: &str,
-        body: Vec<u8>,
-    ) -> Result<Bytes, QueueError> {
-        let err = |reason: String| QueueError::Remote {
-            url: self.url.clone(),
-            reason,
-        };
+    async fn call(&self, method: http::Method, path: &str, body: Vec<u8>) -> Result<Bytes, QueueError> {
+        let err = |reason: String| QueueError::Remote { url: self.url.clone(), reason };
         let req = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.url))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| err(e.to_string()))?;
-        let res = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| err(e.to_string()))?;
+        let res = self.client.request(req).await.map_err(|e| err(e.to_string()))?;
         let status = res.status();
-        let body = res
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| err(e.to_string()))?
-            .to_bytes();
+        let body = res.into_body().collect().await.map_err(|e| err(e.to_string()))?.to_bytes();
         if !status.is_success() {
             return Err(err(format!("{status}: {}", String::from_utf8_lossy(&body))));
         }
@@ -67,17 +46,14 @@ impl RemoteQueue {
 impl Queue for RemoteQueue {
     fn enqueue(&self, request: QueueRequest) -> BoxFuture<'_, Result<(), QueueError>> {
         Box::pin(async move {
-            self.call(http::Method::POST, "/queue", serde_json::to_vec(&request)?)
-                .await?;
+            self.call(http::Method::POST, "/queue", serde_json::to_vec(&request)?).await?;
             Ok(())
         })
     }
 
     fn dead_letters(&self) -> BoxFuture<'_, Result<Vec<DeadLetter>, QueueError>> {
         Box::pin(async move {
-            let body = self
-                .call(http::Method::GET, "/dead-letters", vec![])
-                .await?;
+            let body = self.call(http::Method::GET, "/dead-letters", vec![]).await?;
             Ok(serde_json::from_slice(&body)?)
         })
     }
@@ -85,22 +61,14 @@ impl Queue for RemoteQueue {
 
 /// The queue-worker's intake: `POST /queue` (a QueueRequest), `GET /dead-letters`, `GET /healthz`.
 pub fn intake_router(queue: EmbeddedQueue) -> Router {
-    async fn enqueue(
-        State(q): State<EmbeddedQueue>,
-        Json(req): Json<QueueRequest>,
-    ) -> (StatusCode, String) {
+    async fn enqueue(State(q): State<EmbeddedQueue>, Json(req): Json<QueueRequest>) -> (StatusCode, String) {
         match q.enqueue(req).await {
             Ok(()) => (StatusCode::ACCEPTED, String::new()),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
-    async fn dead(
-        State(q): State<EmbeddedQueue>,
-    ) -> Result<Json<Vec<DeadLetter>>, (StatusCode, String)> {
-        q.dead_letters()
-            .await
-            .map(Json)
-            .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    async fn dead(State(q): State<EmbeddedQueue>) -> Result<Json<Vec<DeadLetter>>, (StatusCode, String)> {
+        q.dead_letters().await.map(Json).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     }
     Router::new()
         .route("/queue", post(enqueue))

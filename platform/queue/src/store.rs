@@ -15,10 +15,7 @@ const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 pub struct Store {
@@ -34,11 +31,9 @@ pub struct Lease {
 impl Store {
     pub fn open(path: &Path) -> Result<Self, QueueError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| QueueError::Open(path.display().to_string(), e.to_string()))?;
+            std::fs::create_dir_all(dir).map_err(|e| QueueError::Open(path.display().to_string(), e.to_string()))?;
         }
-        let db = Database::create(path)
-            .map_err(|e| QueueError::Open(path.display().to_string(), e.to_string()))?;
+        let db = Database::create(path).map_err(|e| QueueError::Open(path.display().to_string(), e.to_string()))?;
         let store = Self { db };
         store.recover()?;
         Ok(store)
@@ -57,10 +52,7 @@ impl Store {
                 count += 1;
             }
             if count > 0 {
-                tracing::warn!(
-                    count,
-                    "requeued invocations left in flight by a previous run"
-                );
+                tracing::warn!(count, "requeued invocations left in flight by a previous run");
             }
         }
         tx.commit()?;
@@ -74,8 +66,7 @@ impl Store {
             let mut meta = tx.open_table(META)?;
             let seq = meta.get("seq")?.map(|v| v.value()).unwrap_or(0) + 1;
             meta.insert("seq", seq)?;
-            tx.open_table(PENDING)?
-                .insert((due_ms, seq), bytes.as_slice())?;
+            tx.open_table(PENDING)?.insert((due_ms, seq), bytes.as_slice())?;
             seq
         };
         tx.commit()?;
@@ -87,17 +78,12 @@ impl Store {
         let tx = self.db.begin_write()?;
         let taken = {
             let mut pending = tx.open_table(PENDING)?;
-            let first = pending
-                .first()?
-                .map(|(k, v)| (k.value(), v.value().to_vec()));
+            let first = pending.first()?.map(|(k, v)| (k.value(), v.value().to_vec()));
             match first {
                 Some(((due, seq), bytes)) if due <= now => {
                     pending.remove((due, seq))?;
                     tx.open_table(LEASED)?.insert(seq, bytes.as_slice())?;
-                    Ok(Lease {
-                        seq,
-                        envelope: serde_json::from_slice(&bytes)?,
-                    })
+                    Ok(Lease { seq, envelope: serde_json::from_slice(&bytes)? })
                 }
                 Some(((due, _), _)) => Err(Some(due)),
                 None => Err(None),
@@ -122,8 +108,7 @@ impl Store {
         let bytes = serde_json::to_vec(envelope)?;
         let tx = self.db.begin_write()?;
         tx.open_table(LEASED)?.remove(seq)?;
-        tx.open_table(PENDING)?
-            .insert((due_ms, seq), bytes.as_slice())?;
+        tx.open_table(PENDING)?.insert((due_ms, seq), bytes.as_slice())?;
         tx.commit()?;
         Ok(())
     }

@@ -47,11 +47,7 @@ impl Worker {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-        Self {
-            queue,
-            config,
-            client,
-        }
+        Self { queue, config, client }
     }
 
     /// Runs until `shutdown` resolves, then waits for invocations in flight.
@@ -77,9 +73,8 @@ impl Worker {
                 }
                 Ok(Err(next_due)) => {
                     drop(slot);
-                    let wait = next_due.map_or(Duration::from_secs(3600), |due| {
-                        Duration::from_millis(due.saturating_sub(now_ms()))
-                    });
+                    let wait = next_due
+                        .map_or(Duration::from_secs(3600), |due| Duration::from_millis(due.saturating_sub(now_ms())));
                     tokio::select! {
                         () = worker.queue.ready.notified() => {}
                         () = tokio::time::sleep(wait) => {}
@@ -116,10 +111,7 @@ impl Worker {
             tracing::info!(function = %req.function, %call_id, attempt = n, status = ?attempt.status, error = %attempt.error, ?wait, "retrying");
             let due = now_ms() + wait.as_millis() as u64;
             let env = envelope.clone();
-            let rescheduled = self
-                .queue
-                .blocking(move |s| s.reschedule(seq, &env, due))
-                .await;
+            let rescheduled = self.queue.blocking(move |s| s.reschedule(seq, &env, due)).await;
             // The run loop may be asleep until a later item is due.
             self.queue.ready.notify_one();
             rescheduled
@@ -136,9 +128,7 @@ impl Worker {
                     failed_at_ms: now_ms(),
                     request: req.clone(),
                 };
-                self.queue
-                    .blocking(move |s| s.dead_letter(seq, &letter))
-                    .await
+                self.queue.blocking(move |s| s.dead_letter(seq, &letter)).await
             } else {
                 self.queue.blocking(move |s| s.complete(seq)).await
             }
@@ -159,12 +149,8 @@ impl Worker {
             retry_after: None,
             duration: started.elapsed(),
         };
-        let mut uri = format!(
-            "{}/function/{}{}",
-            self.config.gateway_url.trim_end_matches('/'),
-            req.function,
-            req.path
-        );
+        let mut uri =
+            format!("{}/function/{}{}", self.config.gateway_url.trim_end_matches('/'), req.function, req.path);
         if !req.query_string.is_empty() {
             uri.push('?');
             uri.push_str(&req.query_string);
@@ -185,45 +171,25 @@ impl Worker {
             }
         }
         h::strip_hop_by_hop(headers);
-        headers.insert(
-            http::header::USER_AGENT,
-            HeaderValue::from_static("switchboard/queue-worker"),
-        );
+        headers.insert(http::header::USER_AGENT, HeaderValue::from_static("switchboard/queue-worker"));
         let request = match builder.body(Full::new(Bytes::from(req.body.clone()))) {
             Ok(r) => r,
             Err(e) => return failed(format!("cannot build the request to {uri}: {e}")),
         };
-        let response =
-            match tokio::time::timeout(self.config.invoke_timeout, self.client.request(request))
-                .await
-            {
-                Err(_) => {
-                    return failed(format!(
-                        "no answer from {uri} within {:?}",
-                        self.config.invoke_timeout
-                    ));
-                }
-                Ok(Err(e)) => return failed(format!("cannot reach {uri}: {e}")),
-                Ok(Ok(r)) => r,
-            };
+        let response = match tokio::time::timeout(self.config.invoke_timeout, self.client.request(request)).await {
+            Err(_) => {
+                return failed(format!("no answer from {uri} within {:?}", self.config.invoke_timeout));
+            }
+            Ok(Err(e)) => return failed(format!("cannot reach {uri}: {e}")),
+            Ok(Ok(r)) => r,
+        };
         let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let status = parts.status.as_u16();
         Attempt {
             status: Some(status),
-            retry_after: parts
-                .headers
-                .get(http::header::RETRY_AFTER)
-                .and_then(openfaas::retry::parse_retry_after),
-            error: if parts.status.is_success() {
-                String::new()
-            } else {
-                format!("HTTP {status}")
-            },
+            retry_after: parts.headers.get(http::header::RETRY_AFTER).and_then(openfaas::retry::parse_retry_after),
+            error: if parts.status.is_success() { String::new() } else { format!("HTTP {status}") },
             headers: parts.headers,
             body,
             duration: started.elapsed(),
@@ -255,17 +221,10 @@ impl Worker {
         set(h::FUNCTION_STATUS, status.to_string());
         set(h::FUNCTION_NAME, req.function.clone());
         set(h::CALL_ID, req.call_id().unwrap_or_default().to_string());
-        set(
-            h::DURATION_SECONDS,
-            format!("{:.6}", attempt.duration.as_secs_f64()),
-        );
+        set(h::DURATION_SECONDS, format!("{:.6}", attempt.duration.as_secs_f64()));
         set(h::RETRY, envelope.attempts.saturating_sub(1).to_string());
         set(h::RETRY_MAX, policy.attempts.saturating_sub(1).to_string());
-        let body = if attempt.status.is_some() {
-            attempt.body.clone()
-        } else {
-            Bytes::new()
-        };
+        let body = if attempt.status.is_some() { attempt.body.clone() } else { Bytes::new() };
         let request = match builder.body(Full::new(body)) {
             Ok(r) => r,
             Err(e) => return tracing::warn!(%url, error = %e, "invalid callback request"),

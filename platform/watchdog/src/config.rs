@@ -46,22 +46,14 @@ impl Config {
             Some("serializing") => Mode::Serializing,
             Some("http") => Mode::Http,
             Some(other) => {
-                return Err(InvalidSetting::new(
-                    "mode",
-                    other,
-                    "one of streaming, serializing, http",
-                ));
+                return Err(InvalidSetting::new("mode", other, "one of streaming, serializing, http"));
             }
         };
         let fprocess: Vec<String> = first(&["fprocess", "function_process"])
             .map(|v| v.split_whitespace().map(String::from).collect())
             .unwrap_or_default();
         if fprocess.is_empty() {
-            return Err(InvalidSetting::new(
-                "fprocess",
-                "",
-                "the command that runs the function, e.g. `cat`",
-            ));
+            return Err(InvalidSetting::new("fprocess", "", "the command that runs the function, e.g. `cat`"));
         }
         let upstream_url = first(&["upstream_url", "http_upstream_url"]);
         if mode == Mode::Http {
@@ -69,37 +61,26 @@ impl Config {
                 Some(u) if u.starts_with("http://") => {}
                 Some(u) => return Err(InvalidSetting::new("upstream_url", u, "an http:// URL")),
                 None => {
-                    return Err(InvalidSetting::new(
-                        "upstream_url",
-                        "",
-                        "an http:// URL (required in http mode)",
-                    ));
+                    return Err(InvalidSetting::new("upstream_url", "", "an http:// URL (required in http mode)"));
                 }
             }
         }
         let port = match get("port") {
-            Some(p) => p
-                .trim()
-                .parse::<u16>()
-                .map_err(|_| InvalidSetting::new("port", p, "a TCP port number"))?,
+            Some(p) => p.trim().parse::<u16>().map_err(|_| InvalidSetting::new("port", p, "a TCP port number"))?,
             None => 8080,
         };
         let bind = get("bind_address").unwrap_or_else(|| "0.0.0.0".into());
-        let listen = format!("{bind}:{port}").parse().map_err(|_| {
-            InvalidSetting::new("bind_address", bind, "an IP address such as 127.0.0.1")
-        })?;
+        let listen = format!("{bind}:{port}")
+            .parse()
+            .map_err(|_| InvalidSetting::new("bind_address", bind, "an IP address such as 127.0.0.1"))?;
         let write_timeout = duration("write_timeout", Duration::from_secs(30))?;
         if write_timeout.is_zero() {
-            return Err(InvalidSetting::new(
-                "write_timeout",
-                "0",
-                "a duration above zero",
-            ));
+            return Err(InvalidSetting::new("write_timeout", "0", "a duration above zero"));
         }
         let max_inflight = match get("max_inflight") {
-            Some(v) => v.trim().parse().map_err(|_| {
-                InvalidSetting::new("max_inflight", v, "a whole number (0 = no limit)")
-            })?,
+            Some(v) => {
+                v.trim().parse().map_err(|_| InvalidSetting::new("max_inflight", v, "a whole number (0 = no limit)"))?
+            }
             None => 0,
         };
         let suppress_lock = match get("suppress_lock").as_deref().map(str::trim) {
@@ -135,10 +116,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, InvalidSetting> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -157,14 +135,8 @@ mod tests {
             (vec![("fprocess", "cat"), ("mode", "fast")], "mode"),
             (vec![], "fprocess"),
             (vec![("fprocess", "node"), ("mode", "http")], "upstream_url"),
-            (
-                vec![("fprocess", "cat"), ("exec_timeout", "eventually")],
-                "exec_timeout",
-            ),
-            (
-                vec![("fprocess", "cat"), ("max_inflight", "-1")],
-                "max_inflight",
-            ),
+            (vec![("fprocess", "cat"), ("exec_timeout", "eventually")], "exec_timeout"),
+            (vec![("fprocess", "cat"), ("max_inflight", "-1")], "max_inflight"),
         ] {
             let err = cfg(&pairs).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");

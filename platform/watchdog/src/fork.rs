@@ -35,12 +35,7 @@ impl Runner {
     pub async fn run(&self, req: Request<Incoming>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let mut command = Command::new(&self.program);
-        command
-            .args(&self.args)
-            .envs(cgi_env(&parts))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true);
+        command.args(&self.args).envs(cgi_env(&parts)).stdin(Stdio::piped()).stdout(Stdio::piped()).kill_on_drop(true);
         match self.mode {
             Mode::Streaming => command.stderr(Stdio::inherit()),
             _ => command.stderr(Stdio::piped()),
@@ -62,10 +57,7 @@ impl Runner {
     }
 
     fn command(&self) -> String {
-        std::iter::once(self.program.as_str())
-            .chain(self.args.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ")
+        std::iter::once(self.program.as_str()).chain(self.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
     }
 
     async fn serialize(
@@ -77,10 +69,7 @@ impl Runner {
         let input = match body.collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the request body: {e}\n"),
-                );
+                return text(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}\n"));
             }
         };
         // A process may exit without reading its input; a broken pipe is then
@@ -102,28 +91,23 @@ impl Runner {
                 );
             }
             Ok(Err(e)) => {
-                return internal(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot run `{}`: {e}\n", self.command()),
-                );
+                return internal(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot run `{}`: {e}\n", self.command()));
             }
             Ok(Ok(output)) => output,
         };
         if !output.stderr.is_empty() {
-            eprint!("{}", String::from_utf8_lossy(&output.stderr));
+            // Line-based log collectors need the last line ended.
+            let text = String::from_utf8_lossy(&output.stderr);
+            if text.ends_with('\n') { eprint!("{text}") } else { eprintln!("{text}") }
         }
         if !output.status.success() {
             let mut msg = format!("function `{}` failed: {}\n", self.command(), output.status);
             msg.push_str(&String::from_utf8_lossy(&output.stderr));
             return text(StatusCode::INTERNAL_SERVER_ERROR, msg);
         }
-        let mut res = Response::new(
-            http_body_util::Full::new(Bytes::from(output.stdout))
-                .map_err(|e| match e {})
-                .boxed_unsync(),
-        );
-        res.headers_mut()
-            .insert(http::header::CONTENT_TYPE, self.content_type.clone());
+        let mut res =
+            Response::new(http_body_util::Full::new(Bytes::from(output.stdout)).map_err(|e| match e {}).boxed_unsync());
+        res.headers_mut().insert(http::header::CONTENT_TYPE, self.content_type.clone());
         res
     }
 
@@ -159,15 +143,11 @@ impl Runner {
                 }
             }
         });
-        let frames =
-            futures_util::StreamExt::map(tokio_util::io::ReaderStream::new(stdout), |chunk| {
-                chunk
-                    .map(Frame::data)
-                    .map_err(|e| Box::new(e) as crate::BoxError)
-            });
+        let frames = futures_util::StreamExt::map(tokio_util::io::ReaderStream::new(stdout), |chunk| {
+            chunk.map(Frame::data).map_err(|e| Box::new(e) as crate::BoxError)
+        });
         let mut res = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
-        res.headers_mut()
-            .insert(http::header::CONTENT_TYPE, self.content_type.clone());
+        res.headers_mut().insert(http::header::CONTENT_TYPE, self.content_type.clone());
         res
     }
 }
@@ -184,10 +164,7 @@ fn cgi_env(parts: &http::request::Parts) -> Vec<(String, String)> {
     }
     for name in parts.headers.keys() {
         if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
-            env.push((
-                format!("Http_{}", canonical(name.as_str())),
-                value.to_string(),
-            ));
+            env.push((format!("Http_{}", canonical(name.as_str())), value.to_string()));
         }
     }
     env
@@ -198,10 +175,7 @@ fn canonical(name: &str) -> String {
     name.split('-')
         .map(|word| {
             let mut chars = word.chars();
-            chars
-                .next()
-                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
-                .unwrap_or_default()
+            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
         })
         .collect::<Vec<_>>()
         .join("_")

@@ -25,38 +25,19 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot start the function process `{command}`: {source}")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
-    #[error(
-        "the upstream process `{command}` exited ({status}); the watchdog stops so that it can be restarted"
-    )]
+    Spawn { command: String, source: std::io::Error },
+    #[error("the upstream process `{command}` exited ({status}); the watchdog stops so that it can be restarted")]
     UpstreamExited { command: String, status: String },
     #[error("the upstream process `{command}` did not accept connections at {url} within {secs}s")]
-    UpstreamNotReady {
-        command: String,
-        url: String,
-        secs: u64,
-    },
+    UpstreamNotReady { command: String, url: String, secs: u64 },
 }
 
 pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut res = Response::new(
-        Full::new(body.into())
-            .map_err(|e| match e {})
-            .boxed_unsync(),
-    );
+    let mut res = Response::new(Full::new(body.into()).map_err(|e| match e {}).boxed_unsync());
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain"),
-    );
+    res.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
     res
 }
 
@@ -64,10 +45,7 @@ pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body>
 /// retry logic can tell it from a function's own answer.
 pub(crate) fn internal(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut res = text(status, body);
-    res.headers_mut().insert(
-        openfaas::headers::OPENFAAS_INTERNAL,
-        http::HeaderValue::from_static("of-watchdog"),
-    );
+    res.headers_mut().insert(openfaas::headers::OPENFAAS_INTERNAL, http::HeaderValue::from_static("of-watchdog"));
     res
 }
 
@@ -85,11 +63,7 @@ struct Watchdog {
 }
 
 impl Watchdog {
-    async fn serve(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        links: Links<Incoming>,
-    ) -> Response<Body> {
+    async fn serve(self: Arc<Self>, req: Request<Incoming>, links: Links<Incoming>) -> Response<Body> {
         match req.uri().path() {
             "/_/health" => return self.health(&req),
             "/_/ready" => return self.ready(&req),
@@ -103,10 +77,8 @@ impl Watchdog {
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("Concurrent request limit exceeded. Max concurrent requests: {max}\n"),
             );
-            res.headers_mut().insert(
-                openfaas::headers::OPENFAAS_INTERNAL,
-                http::HeaderValue::from_static("faas-middleware"),
-            );
+            res.headers_mut()
+                .insert(openfaas::headers::OPENFAAS_INTERNAL, http::HeaderValue::from_static("faas-middleware"));
             return res;
         }
         let started = std::time::Instant::now();
@@ -116,8 +88,7 @@ impl Watchdog {
         };
         let secs = format!("{:.6}", started.elapsed().as_secs_f64());
         if let Ok(v) = http::HeaderValue::from_str(&secs) {
-            res.headers_mut()
-                .insert(openfaas::headers::DURATION_SECONDS, v);
+            res.headers_mut().insert(openfaas::headers::DURATION_SECONDS, v);
         }
         res
     }
@@ -130,11 +101,7 @@ impl Watchdog {
         if req.method() != http::Method::GET {
             return text(StatusCode::METHOD_NOT_ALLOWED, "");
         }
-        if self.healthy() {
-            text(StatusCode::OK, "OK")
-        } else {
-            text(StatusCode::SERVICE_UNAVAILABLE, "")
-        }
+        if self.healthy() { text(StatusCode::OK, "OK") } else { text(StatusCode::SERVICE_UNAVAILABLE, "") }
     }
 
     fn ready(&self, req: &Request<Incoming>) -> Response<Body> {
@@ -174,12 +141,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         Mode::Serializing | Mode::Streaming => (Handler::Fork(fork::Runner::new(&config)), None),
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| Error::Listen { addr: config.listen, source })?;
     let lock_file = (!config.suppress_lock).then(|| std::env::temp_dir().join(".lock"));
     if let Some(path) = &lock_file
         && let Err(e) = std::fs::write(path, b"")
@@ -204,13 +167,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         tokio::time::sleep(config.healthcheck_interval).await;
     };
-    let server = switchboard_http::serve(
-        listener,
-        Service(watchdog.clone()),
-        config.read_timeout,
-        config.write_timeout,
-        drain,
-    );
+    let server =
+        switchboard_http::serve(listener, Service(watchdog.clone()), config.read_timeout, config.write_timeout, drain);
     let upstream_died = async {
         match upstream_exit {
             Some(rx) => rx.await.unwrap_or_else(|_| "unknown".into()),

@@ -24,67 +24,37 @@ impl Upstream {
     /// Starts `fprocess`, waits until `upstream_url` accepts connections, and
     /// returns a receiver that fires with the exit status if the process dies.
     pub async fn start(config: &Config) -> Result<(Self, oneshot::Receiver<String>), Error> {
-        let base = config
-            .upstream_url
-            .clone()
-            .expect("validated in Config")
-            .trim_end_matches('/')
-            .to_string();
+        let base = config.upstream_url.clone().expect("validated in Config").trim_end_matches('/').to_string();
         let command = config.fprocess.join(" ");
         let mut child = tokio::process::Command::new(&config.fprocess[0])
             .args(&config.fprocess[1..])
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| Error::Spawn {
-                command: command.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::Spawn { command: command.clone(), source })?;
 
-        let authority = base
-            .parse::<Uri>()
-            .ok()
-            .and_then(|u| u.authority().map(|a| a.to_string()))
-            .unwrap_or_default();
+        let authority = base.parse::<Uri>().ok().and_then(|u| u.authority().map(|a| a.to_string())).unwrap_or_default();
         let deadline = Instant::now() + STARTUP_LIMIT;
         loop {
             if tokio::net::TcpStream::connect(&authority).await.is_ok() {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(Error::UpstreamExited {
-                    command,
-                    status: status.to_string(),
-                });
+                return Err(Error::UpstreamExited { command, status: status.to_string() });
             }
             if Instant::now() > deadline {
-                return Err(Error::UpstreamNotReady {
-                    command,
-                    url: base,
-                    secs: STARTUP_LIMIT.as_secs(),
-                });
+                return Err(Error::UpstreamNotReady { command, url: base, secs: STARTUP_LIMIT.as_secs() });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
 
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
-            let status = child
-                .wait()
-                .await
-                .map(|s| s.to_string())
-                .unwrap_or_else(|e| e.to_string());
+            let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
             let _ = tx.send(status);
         });
         tracing::info!(%base, %command, "upstream ready");
-        Ok((
-            Self {
-                base,
-                authority,
-                exec_timeout: config.exec_timeout,
-            },
-            rx,
-        ))
+        Ok((Self { base, authority, exec_timeout: config.exec_timeout }, rx))
     }
 
     pub async fn forward(&self, req: Request<Incoming>, links: &Links<Incoming>) -> Response<Body> {
@@ -107,17 +77,11 @@ impl Upstream {
             }
             Ok(Err(e)) => internal(
                 StatusCode::BAD_GATEWAY,
-                format!(
-                    "cannot reach the function's upstream at {}: {e}\n",
-                    self.base
-                ),
+                format!("cannot reach the function's upstream at {}: {e}\n", self.base),
             ),
             Err(_) => internal(
                 StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "the function did not answer within {}\n",
-                    humantime::format_duration(timeout)
-                ),
+                format!("the function did not answer within {}\n", humantime::format_duration(timeout)),
             ),
         }
     }

@@ -17,19 +17,11 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 pub fn fixture(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-        .display()
-        .to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name).display().to_string()
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A running `switchboard` process; stopped (SIGTERM, then SIGKILL to its
@@ -43,10 +35,7 @@ impl Proc {
     pub fn spawn(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Self {
         let log = dir.join(format!(
             "switchboard-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
         ));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
@@ -60,10 +49,7 @@ impl Proc {
             .process_group(0)
             .spawn()
             .expect("start switchboard");
-        Self {
-            child: Some(child),
-            log,
-        }
+        Self { child: Some(child), log }
     }
 
     pub fn pid(&self) -> Pid {
@@ -144,48 +130,23 @@ impl Platform {
         Self::start_in(dir, config, stack, &[]).await
     }
 
-    pub async fn start_in(
-        dir: tempfile::TempDir,
-        config: &str,
-        stack: &str,
-        env: &[(&str, &str)],
-    ) -> Self {
+    pub async fn start_in(dir: tempfile::TempDir, config: &str, stack: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         std::fs::write(dir.path().join("stack.yml"), stack).unwrap();
         let config = config.replace("STACK", &dir.path().join("stack.yml").display().to_string());
         std::fs::write(dir.path().join("switchboard.yml"), config).unwrap();
-        let proc = Proc::spawn(
-            &[
-                "up",
-                "--config",
-                "switchboard.yml",
-                "--port",
-                &port.to_string(),
-            ],
-            dir.path(),
-            env,
-        );
+        let proc = Proc::spawn(&["up", "--config", "switchboard.yml", "--port", &port.to_string()], dir.path(), env);
         let url = format!("http://127.0.0.1:{port}");
-        let p = Self {
-            proc,
-            url,
-            port,
-            dir,
-        };
+        let p = Self { proc, url, port, dir };
         p.wait_healthy().await;
         p
     }
 
     async fn wait_healthy(&self) {
-        let ok = eventually(Duration::from_secs(20), || async {
-            get(&format!("{}/healthz", self.url)).await.status == 200
-        })
-        .await;
-        assert!(
-            ok,
-            "switchboard did not become healthy; output:\n{}",
-            self.proc.output()
-        );
+        let ok =
+            eventually(Duration::from_secs(20), || async { get(&format!("{}/healthz", self.url)).await.status == 200 })
+                .await;
+        assert!(ok, "switchboard did not become healthy; output:\n{}", self.proc.output());
     }
 
     /// Waits until every function is ready to serve.
@@ -200,20 +161,14 @@ impl Platform {
                         >= r.json()["replicas"].as_u64().unwrap_or(1).max(1)
             })
             .await;
-            assert!(
-                ok,
-                "function {f} never became ready; output:\n{}",
-                self.proc.output()
-            );
+            assert!(ok, "function {f} never became ready; output:\n{}", self.proc.output());
         }
     }
 }
 
 /// Platform config with the given extra YAML appended under the defaults.
 pub fn config(extra: &str) -> String {
-    format!(
-        "provider:\n  kind: process\n  stack: STACK\n  stop_timeout: 3s\nqueue:\n  path: data/queue.redb\n{extra}"
-    )
+    format!("provider:\n  kind: process\n  stack: STACK\n  stop_timeout: 3s\nqueue:\n  path: data/queue.redb\n{extra}")
 }
 
 #[derive(Debug)]
@@ -231,22 +186,12 @@ impl Resp {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from)
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(String::from)
     }
 }
 
-pub async fn call(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> Resp {
-    try_call(method, url, headers, body)
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+pub async fn call(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+    try_call(method, url, headers, body).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"))
 }
 
 pub async fn try_call(
@@ -261,27 +206,18 @@ pub async fn try_call(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let res = client
-        .request(req.body(Full::new(body.into())).unwrap())
-        .await
-        .map_err(|e| format!("{e:?}"))?;
+    let res = client.request(req.body(Full::new(body.into())).unwrap()).await.map_err(|e| format!("{e:?}"))?;
     let (parts, body) = res.into_parts();
     let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Resp {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-    })
+    Ok(Resp { status: parts.status.as_u16(), headers: parts.headers, body })
 }
 
 pub async fn get(url: &str) -> Resp {
-    try_call("GET", url, &[], Bytes::new())
-        .await
-        .unwrap_or(Resp {
-            status: 0,
-            headers: Default::default(),
-            body: Bytes::new(),
-        })
+    try_call("GET", url, &[], Bytes::new()).await.unwrap_or(Resp {
+        status: 0,
+        headers: Default::default(),
+        body: Bytes::new(),
+    })
 }
 
 pub async fn post(url: &str, body: &str) -> Resp {
@@ -326,37 +262,20 @@ pub async fn recorder() -> (String, tokio::sync::mpsc::UnboundedReceiver<Receive
             };
             let tx = tx.clone();
             tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let tx = tx.clone();
-                        async move {
-                            let path = req.uri().to_string();
-                            let headers = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| {
-                                    (
-                                        k.as_str().to_string(),
-                                        v.to_str().unwrap_or_default().to_string(),
-                                    )
-                                })
-                                .collect();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let _ = tx.send(Received {
-                                path,
-                                headers,
-                                body: String::from_utf8_lossy(&body).into_owned(),
-                            });
-                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                                Bytes::from_static(b"ok"),
-                            )))
-                        }
-                    });
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        let path = req.uri().to_string();
+                        let headers = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+                            .collect();
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let _ = tx.send(Received { path, headers, body: String::from_utf8_lossy(&body).into_owned() });
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                     .await;

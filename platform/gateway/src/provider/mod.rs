@@ -78,39 +78,31 @@ impl Provider {
     pub async fn deploy(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
         match self {
             Provider::Process(p) => p.deploy(d).await,
-            Provider::Static(_) => Err(ProviderError::Unsupported(
-                "static",
-                "deploy functions; declare them in the config file",
-            )),
+            Provider::Static(_) => {
+                Err(ProviderError::Unsupported("static", "deploy functions; declare them in the config file"))
+            }
         }
     }
 
     pub async fn update(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
         match self {
             Provider::Process(p) => p.update(d).await,
-            Provider::Static(_) => Err(ProviderError::Unsupported(
-                "static",
-                "update functions; declare them in the config file",
-            )),
+            Provider::Static(_) => {
+                Err(ProviderError::Unsupported("static", "update functions; declare them in the config file"))
+            }
         }
     }
 
     pub async fn delete(&self, name: &str, namespace: &str) -> Result<(), ProviderError> {
         match self {
             Provider::Process(p) => p.delete(name, namespace).await,
-            Provider::Static(_) => Err(ProviderError::Unsupported(
-                "static",
-                "delete functions; declare them in the config file",
-            )),
+            Provider::Static(_) => {
+                Err(ProviderError::Unsupported("static", "delete functions; declare them in the config file"))
+            }
         }
     }
 
-    pub async fn scale(
-        &self,
-        name: &str,
-        namespace: &str,
-        replicas: u64,
-    ) -> Result<(), ProviderError> {
+    pub async fn scale(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), ProviderError> {
         match self {
             Provider::Process(p) => p.scale(name, namespace, replicas).await,
             Provider::Static(_) => Err(ProviderError::Unsupported("static", "scale functions")),

@@ -69,11 +69,7 @@ impl Replica {
 impl ProcessProvider {
     pub fn new(settings: ProcessSettings) -> Self {
         let logs = Arc::new(LogStore::new(settings.log_lines));
-        Self {
-            settings: Arc::new(settings),
-            functions: RwLock::new(BTreeMap::new()),
-            logs,
-        }
+        Self { settings: Arc::new(settings), functions: RwLock::new(BTreeMap::new()), logs }
     }
 
     pub fn logs(&self) -> Arc<LogStore> {
@@ -81,11 +77,7 @@ impl ProcessProvider {
     }
 
     fn find(&self, name: &str, namespace: &str) -> Option<Arc<Function>> {
-        self.functions
-            .read()
-            .expect("functions lock")
-            .get(&(name.to_string(), namespace.to_string()))
-            .cloned()
+        self.functions.read().expect("functions lock").get(&(name.to_string(), namespace.to_string())).cloned()
     }
 
     pub fn route(&self, name: &str, namespace: &str) -> Route {
@@ -103,36 +95,21 @@ impl ProcessProvider {
 
     pub fn list(&self, namespace: &str) -> Vec<FunctionStatus> {
         let functions = self.functions.read().expect("functions lock");
-        functions
-            .values()
-            .filter(|f| f.namespace == namespace)
-            .map(|f| f.status())
-            .collect()
+        functions.values().filter(|f| f.namespace == namespace).map(|f| f.status()).collect()
     }
 
     pub fn namespaces(&self) -> Vec<String> {
-        self.functions
-            .read()
-            .expect("functions lock")
-            .keys()
-            .map(|(_, ns)| ns.clone())
-            .collect()
+        self.functions.read().expect("functions lock").keys().map(|(_, ns)| ns.clone()).collect()
     }
 
-    fn validate(
-        &self,
-        mut d: FunctionDeployment,
-    ) -> Result<(FunctionDeployment, String), ProviderError> {
+    fn validate(&self, mut d: FunctionDeployment) -> Result<(FunctionDeployment, String), ProviderError> {
         if !is_valid_function_name(&d.service) || d.service.contains('.') {
             return Err(ProviderError::Invalid(format!(
                 "service {:?}: expected a name of letters, digits, '-' and '_'",
                 d.service
             )));
         }
-        let namespace = d
-            .namespace
-            .clone()
-            .unwrap_or_else(|| self.settings.default_namespace.clone());
+        let namespace = d.namespace.clone().unwrap_or_else(|| self.settings.default_namespace.clone());
         if !is_valid_function_name(&namespace) || namespace.contains('.') {
             return Err(ProviderError::Invalid(format!(
                 "namespace {namespace:?}: expected letters, digits, '-' and '_'"
@@ -140,15 +117,14 @@ impl ProcessProvider {
         }
         if d.env_process.as_deref().is_none_or(|p| p.trim().is_empty()) {
             return Err(ProviderError::Invalid(
-                "envProcess: required by the process provider, which runs a command (e.g. \"cat\"), not an image".into(),
+                "envProcess: required by the process provider, which runs a command (e.g. \"cat\"), not an image"
+                    .into(),
             ));
         }
         if let Some(v) = d.labels.get(SCALE_MIN)
             && v.parse::<u64>().is_err()
         {
-            return Err(ProviderError::Invalid(format!(
-                "labels.{SCALE_MIN} {v:?}: expected a whole number"
-            )));
+            return Err(ProviderError::Invalid(format!("labels.{SCALE_MIN} {v:?}: expected a whole number")));
         }
         d.namespace = Some(namespace.clone());
         Ok((d, namespace))
@@ -166,12 +142,7 @@ impl ProcessProvider {
             functions.insert(key, f.clone());
             f
         };
-        let initial = f
-            .deployment
-            .labels
-            .get(SCALE_MIN)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
+        let initial = f.deployment.labels.get(SCALE_MIN).and_then(|v| v.parse().ok()).unwrap_or(1);
         f.scale(initial, &self.settings, &self.logs).await;
         tracing::info!(function = %f.qualified(), replicas = initial, "deployed");
         Ok(())
@@ -182,54 +153,37 @@ impl ProcessProvider {
     pub async fn update(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
         let (d, namespace) = self.validate(d)?;
         let key = (d.service.clone(), namespace.clone());
-        let old = self
-            .find(&key.0, &key.1)
-            .ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
+        let old =
+            self.find(&key.0, &key.1).ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
         let replicas = old.replicas.read().expect("replicas lock").len() as u64;
         let new = Arc::new(Function::new(d, namespace));
         new.scale(replicas, &self.settings, &self.logs).await;
         new.wait_ready(Duration::from_secs(10)).await;
-        self.functions
-            .write()
-            .expect("functions lock")
-            .insert(key, new.clone());
+        self.functions.write().expect("functions lock").insert(key, new.clone());
         old.scale(0, &self.settings, &self.logs).await;
         tracing::info!(function = %new.qualified(), "updated");
         Ok(())
     }
 
     pub async fn delete(&self, name: &str, namespace: &str) -> Result<(), ProviderError> {
-        let removed = self
-            .functions
-            .write()
-            .expect("functions lock")
-            .remove(&(name.to_string(), namespace.to_string()));
+        let removed =
+            self.functions.write().expect("functions lock").remove(&(name.to_string(), namespace.to_string()));
         let f = removed.ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
         f.scale(0, &self.settings, &self.logs).await;
         tracing::info!(function = %f.qualified(), "deleted");
         Ok(())
     }
 
-    pub async fn scale(
-        &self,
-        name: &str,
-        namespace: &str,
-        replicas: u64,
-    ) -> Result<(), ProviderError> {
-        let f = self
-            .find(name, namespace)
-            .ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
+    pub async fn scale(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), ProviderError> {
+        let f = self.find(name, namespace).ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
         f.scale(replicas, &self.settings, &self.logs).await;
         tracing::info!(function = %f.qualified(), replicas, "scaled");
         Ok(())
     }
 
     pub async fn shutdown(&self) {
-        let all: Vec<_> = std::mem::take(&mut *self.functions.write().expect("functions lock"))
-            .into_values()
-            .collect();
-        futures_util::future::join_all(all.iter().map(|f| f.scale(0, &self.settings, &self.logs)))
-            .await;
+        let all: Vec<_> = std::mem::take(&mut *self.functions.write().expect("functions lock")).into_values().collect();
+        futures_util::future::join_all(all.iter().map(|f| f.scale(0, &self.settings, &self.logs))).await;
     }
 }
 
@@ -261,10 +215,7 @@ impl Function {
             annotations: d.annotations.clone(),
             invocation_count: 0.0,
             replicas: replicas.len() as u64,
-            available_replicas: replicas
-                .iter()
-                .filter(|r| r.endpoint.ready.load(Ordering::Acquire))
-                .count() as u64,
+            available_replicas: replicas.iter().filter(|r| r.endpoint.ready.load(Ordering::Acquire)).count() as u64,
             created_at: self.created_at.clone(),
         }
     }
@@ -290,12 +241,8 @@ impl Function {
     async fn wait_ready(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            let all_ready = self
-                .replicas
-                .read()
-                .expect("replicas lock")
-                .iter()
-                .all(|r| r.endpoint.ready.load(Ordering::Acquire));
+            let all_ready =
+                self.replicas.read().expect("replicas lock").iter().all(|r| r.endpoint.ready.load(Ordering::Acquire));
             if all_ready {
                 return;
             }
@@ -303,40 +250,26 @@ impl Function {
         }
     }
 
-    fn start_replica(
-        &self,
-        settings: &Arc<ProcessSettings>,
-        logs: &Arc<LogStore>,
-    ) -> std::io::Result<Replica> {
+    fn start_replica(&self, settings: &Arc<ProcessSettings>, logs: &Arc<LogStore>) -> std::io::Result<Replica> {
         let d = &self.deployment;
         let port = free_port()?;
-        let mut env: BTreeMap<String, String> = INHERITED_ENV
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-            .collect();
+        let mut env: BTreeMap<String, String> =
+            INHERITED_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
         env.extend(d.env_vars.clone());
         env.insert("fprocess".into(), d.env_process.clone().unwrap_or_default());
-        env.entry("mode".into())
-            .or_insert_with(|| "serializing".into());
+        env.entry("mode".into()).or_insert_with(|| "serializing".into());
         env.insert("port".into(), port.to_string());
         env.insert("bind_address".into(), "127.0.0.1".into());
         // Each replica is removed from routing before it is stopped, and
         // replicas share /tmp, so neither the drain delay nor the lock file helps.
         env.insert("suppress_lock".into(), "true".into());
         env.insert("healthcheck_interval".into(), "0s".into());
-        if env.get("mode").map(String::as_str) == Some("http") && !env.contains_key("upstream_url")
-        {
+        if env.get("mode").map(String::as_str) == Some("http") && !env.contains_key("upstream_url") {
             let upstream = free_port()?;
-            env.insert(
-                "upstream_url".into(),
-                format!("http://127.0.0.1:{upstream}"),
-            );
+            env.insert("upstream_url".into(), format!("http://127.0.0.1:{upstream}"));
             env.insert("PORT".into(), upstream.to_string());
         }
-        let endpoint = Arc::new(Endpoint {
-            url: format!("http://127.0.0.1:{port}"),
-            ready: AtomicBool::new(false),
-        });
+        let endpoint = Arc::new(Endpoint { url: format!("http://127.0.0.1:{port}"), ready: AtomicBool::new(false) });
         let (stop, stopped) = oneshot::channel();
         let supervisor = tokio::spawn(supervise(Supervised {
             settings: settings.clone(),
@@ -349,18 +282,12 @@ impl Function {
             endpoint: endpoint.clone(),
             stopped,
         }));
-        Ok(Replica {
-            endpoint,
-            stop,
-            supervisor,
-        })
+        Ok(Replica { endpoint, stop, supervisor })
     }
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 struct Supervised {
@@ -390,20 +317,11 @@ async fn supervise(mut s: Supervised) {
             .kill_on_drop(true)
             .spawn();
         match spawned {
-            Err(e) => s.log(format!(
-                "cannot start the watchdog {}: {e}",
-                s.settings.watchdog_exe.display()
-            )),
+            Err(e) => s.log(format!("cannot start the watchdog {}: {e}", s.settings.watchdog_exe.display())),
             Ok(mut child) => {
                 for out in [
-                    child
-                        .stdout
-                        .take()
-                        .map(|o| Box::new(o) as Box<dyn AsyncRead + Send + Unpin>),
-                    child
-                        .stderr
-                        .take()
-                        .map(|e| Box::new(e) as Box<dyn AsyncRead + Send + Unpin>),
+                    child.stdout.take().map(|o| Box::new(o) as Box<dyn AsyncRead + Send + Unpin>),
+                    child.stderr.take().map(|e| Box::new(e) as Box<dyn AsyncRead + Send + Unpin>),
                 ]
                 .into_iter()
                 .flatten()
@@ -450,11 +368,7 @@ impl Supervised {
     }
 
     fn log(&self, text: String) {
-        self.logs.push(LogMessage {
-            text,
-            timestamp: now_rfc3339(),
-            ..self.template()
-        });
+        self.logs.push(LogMessage { text, timestamp: now_rfc3339(), ..self.template() });
     }
 }
 
@@ -465,20 +379,13 @@ fn now_rfc3339() -> String {
 async fn forward_lines(out: impl AsyncRead + Unpin, logs: Arc<LogStore>, template: LogMessage) {
     let mut lines = BufReader::new(out).lines();
     while let Ok(Some(text)) = lines.next_line().await {
-        logs.push(LogMessage {
-            text,
-            timestamp: now_rfc3339(),
-            ..template.clone()
-        });
+        logs.push(LogMessage { text, timestamp: now_rfc3339(), ..template.clone() });
     }
 }
 
 async fn mark_ready(endpoint: Arc<Endpoint>, port: u16) {
     loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             endpoint.ready.store(true, Ordering::Release);
             return;
         }
@@ -489,10 +396,7 @@ async fn mark_ready(endpoint: Arc<Endpoint>, port: u16) {
 /// SIGTERM, then SIGKILL if the watchdog has not drained within `limit`.
 async fn terminate(child: &mut tokio::process::Child, limit: Duration) {
     if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
     }
     if tokio::time::timeout(limit, child.wait()).await.is_err() {
         tracing::warn!(?limit, "replica did not stop after SIGTERM; killing it");

@@ -8,10 +8,7 @@ pub struct StaticProvider {
 }
 
 impl StaticProvider {
-    pub fn new(
-        functions: BTreeMap<String, StaticFunction>,
-        default_ns: &str,
-    ) -> Result<Self, ProviderError> {
+    pub fn new(functions: BTreeMap<String, StaticFunction>, default_ns: &str) -> Result<Self, ProviderError> {
         let functions = functions
             .into_iter()
             .map(|(name, f)| {
@@ -21,29 +18,15 @@ impl StaticProvider {
                         f.upstream
                     )));
                 }
-                let ns = f
-                    .namespace
-                    .clone()
-                    .unwrap_or_else(|| default_ns.to_string());
-                Ok((
-                    name,
-                    ns,
-                    StaticFunction {
-                        upstream: f.upstream.trim_end_matches('/').to_string(),
-                        ..f
-                    },
-                ))
+                let ns = f.namespace.clone().unwrap_or_else(|| default_ns.to_string());
+                Ok((name, ns, StaticFunction { upstream: f.upstream.trim_end_matches('/').to_string(), ..f }))
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { functions })
     }
 
     pub fn route(&self, name: &str, namespace: &str) -> Route {
-        match self
-            .functions
-            .iter()
-            .find(|(n, ns, _)| n == name && ns == namespace)
-        {
+        match self.functions.iter().find(|(n, ns, _)| n == name && ns == namespace) {
             Some((_, _, f)) => Route::Ready(f.upstream.clone()),
             None => Route::Unknown,
         }

@@ -1,0 +1,73 @@
+use crate::subscription::LimitSettings;
+use openfaas::RetryPolicy;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The `hub:` section: how the hub finds functions and delivers to them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubConfig {
+    /// The OpenFaaS-compatible gateway to discover and invoke through
+    /// (`switchboard up` uses its own).
+    pub gateway: String,
+    /// Read gateway credentials from `secret_mount_path` for `/system/*`.
+    pub basic_auth: bool,
+    pub secret_mount_path: PathBuf,
+    /// `/healthz`, `/readyz` and `/metrics` of the hub.
+    pub listen: SocketAddr,
+    /// Separator of topics in the `topic` annotation.
+    pub topic_delimiter: String,
+    /// Only these namespaces (empty: all the gateway lists).
+    pub namespaces: Vec<String>,
+    #[serde(with = "openfaas::duration::serde_duration")]
+    pub refresh_interval: Duration,
+    /// Longest wait for a function's answer.
+    #[serde(with = "openfaas::duration::serde_duration")]
+    pub upstream_timeout: Duration,
+    /// Invoke through `/async-function` (the gateway's queue retries) instead of `/function`.
+    pub async_invocation: bool,
+    /// `X-Callback-Url` for asynchronous invocations.
+    pub callback_url: Option<String>,
+    /// `Content-Type` for events that carry none.
+    pub content_type: Option<String>,
+    /// Events in flight across all sources before sources stop reading.
+    pub max_pending: usize,
+    /// Deliver events with the same key one after another.
+    pub ordered_keys: bool,
+    /// Defaults; `com.openfaas.retry.*` annotations override them per function.
+    pub retry: RetryPolicy,
+    /// Defaults; `com.switchboard.{rate_limit,burst,max_inflight}` annotations override them.
+    pub limits: LimitSettings,
+    /// JSON-lines file of events that could not be delivered.
+    pub dead_letter_file: PathBuf,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            gateway: "http://127.0.0.1:8080".into(),
+            basic_auth: false,
+            secret_mount_path: PathBuf::from("/run/secrets"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            topic_delimiter: ",".into(),
+            namespaces: vec![],
+            refresh_interval: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(60),
+            async_invocation: false,
+            callback_url: None,
+            content_type: None,
+            max_pending: 1024,
+            ordered_keys: false,
+            retry: RetryPolicy {
+                attempts: 5,
+                codes: vec![408, 429, 500, 502, 503, 504],
+                min_wait: Duration::from_millis(100),
+                max_wait: Duration::from_secs(10),
+            },
+            limits: LimitSettings { rate_limit: 0.0, burst: 0, max_inflight: 256 },
+            dead_letter_file: PathBuf::from("data/dead-letters.jsonl"),
+        }
+    }
+}

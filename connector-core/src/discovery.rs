@@ -1,0 +1,134 @@
+//! Builds the topic map from any OpenFaaS-compatible gateway:
+//! `GET /system/namespaces`, then `GET /system/functions?namespace=`. A failed
+//! refresh keeps the last map, backs off and tries again: never exits.
+
+use crate::config::HubConfig;
+use crate::gateway::{Gateway, GatewayError};
+use crate::metrics::Metrics;
+use crate::subscription::{LimitSettings, Limits, Subscription};
+use crate::topics::TopicMap;
+use openfaas::RetryPolicy;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+pub struct Discovery {
+    gateway: Gateway,
+    delimiter: String,
+    namespaces: Vec<String>,
+    interval: Duration,
+    retry: RetryPolicy,
+    limits: LimitSettings,
+    map: watch::Sender<Arc<TopicMap>>,
+    refresh: Notify,
+    ready: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl Discovery {
+    pub fn new(config: &HubConfig, gateway: Gateway, metrics: Arc<Metrics>) -> Self {
+        Self {
+            gateway,
+            delimiter: config.topic_delimiter.clone(),
+            namespaces: config.namespaces.clone(),
+            interval: config.refresh_interval,
+            retry: config.retry.clone(),
+            limits: config.limits,
+            map: watch::channel(Arc::new(TopicMap::default())).0,
+            refresh: Notify::new(),
+            ready: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<TopicMap>> {
+        self.map.subscribe()
+    }
+
+    /// Whether a discovery has succeeded yet.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Asks for a refresh now rather than at the next interval.
+    pub fn refresh_now(&self) {
+        self.refresh.notify_one();
+    }
+
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let wait = match self.fetch().await {
+                Ok(subs) => {
+                    let map = TopicMap::new(subs);
+                    self.metrics.topics.set(map.topics().len() as f64);
+                    self.metrics.functions.set(map.functions.len() as f64);
+                    if !self.ready.swap(true, Ordering::AcqRel) {
+                        tracing::info!(gateway = %self.gateway.url(), functions = map.functions.len(), "discovered functions");
+                    }
+                    self.map.send_replace(Arc::new(map));
+                    backoff = Duration::from_millis(250);
+                    self.interval
+                }
+                Err(e) => {
+                    self.metrics.discovery_errors.inc();
+                    tracing::warn!(error = %e, retry_in = ?backoff, "discovery failed; keeping the last topic map");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(self.interval.max(Duration::from_secs(1)));
+                    wait
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.refresh.notified() => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<Vec<Subscription>, GatewayError> {
+        let mut namespaces = self.gateway.namespaces().await?;
+        if namespaces.is_empty() {
+            namespaces.push(String::new());
+        }
+        if !self.namespaces.is_empty() {
+            namespaces.retain(|ns| self.namespaces.contains(ns));
+        }
+        // Limiters survive a refresh when their settings do not change.
+        let previous: HashMap<String, Arc<Limits>> =
+            self.map.borrow().functions.iter().map(|(f, s)| (f.clone(), s.limits.clone())).collect();
+        let mut subs = vec![];
+        for ns in namespaces {
+            for f in self.gateway.functions(&ns).await? {
+                let Some(topic) = f.annotations.get("topic") else {
+                    continue;
+                };
+                let topics: Vec<String> = topic
+                    .split(self.delimiter.as_str())
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect();
+                let ns = f.namespace.clone().filter(|n| !n.is_empty()).unwrap_or(ns.clone());
+                let function = if ns.is_empty() { f.name.clone() } else { format!("{}.{ns}", f.name) };
+                let retry = self.retry.with_annotations(&f.annotations).unwrap_or_else(|e| {
+                    tracing::warn!(%function, error = %e, "ignoring invalid retry annotation");
+                    self.retry.clone()
+                });
+                let settings = self.limits.with_annotations(&f.annotations).unwrap_or_else(|e| {
+                    tracing::warn!(%function, error = %e, "ignoring invalid limit annotation");
+                    self.limits
+                });
+                let limits = match previous.get(&function) {
+                    Some(l) if l.settings == settings => l.clone(),
+                    _ => Arc::new(Limits::new(settings)),
+                };
+                subs.push(Subscription { function, topics, annotations: f.annotations, retry, limits });
+            }
+        }
+        Ok(subs)
+    }
+}

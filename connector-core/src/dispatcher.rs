@@ -1,0 +1,260 @@
+//! Delivery of one event to every function subscribed to its topic: limits,
+//! invocation, retries, dead letters, and the outcome the source acks by.
+
+use crate::config::HubConfig;
+use crate::deadletter::{DeadEvent, DeadLetter, DeadLetterSink};
+use crate::event::{Event, Outcome, Response};
+use crate::gateway::{Gateway, Invocation};
+use crate::metrics::Metrics;
+use crate::order::{KeyOrder, Turn};
+use crate::subscription::Subscription;
+use crate::topics::TopicMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+struct Shared {
+    gateway: Gateway,
+    map: watch::Receiver<Arc<TopicMap>>,
+    metrics: Arc<Metrics>,
+    pending: Arc<Semaphore>,
+    order: Option<KeyOrder>,
+    asynchronous: Option<String>,
+    content_type: Option<String>,
+    shutdown: CancellationToken,
+}
+
+/// A source's handle on the hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+    source: &'static str,
+    connector: Arc<str>,
+    sink: Arc<dyn DeadLetterSink>,
+}
+
+/// Admission of one event: a place among the events in flight and, with
+/// ordered keys, its turn behind earlier events of the same key. Take tickets
+/// in arrival order; dispatch them concurrently.
+pub struct Ticket {
+    dispatcher: Dispatcher,
+    _pending: OwnedSemaphorePermit,
+    turn: Option<Turn>,
+}
+
+enum Delivery {
+    Delivered(Response),
+    DeadLettered,
+    Retry(Duration),
+    Failed(String),
+}
+
+impl Dispatcher {
+    pub fn new(
+        config: &HubConfig,
+        gateway: Gateway,
+        map: watch::Receiver<Arc<TopicMap>>,
+        sink: Arc<dyn DeadLetterSink>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let shared = Shared {
+            gateway,
+            map,
+            metrics,
+            pending: Arc::new(Semaphore::new(config.max_pending.max(1))),
+            order: config.ordered_keys.then(KeyOrder::default),
+            asynchronous: config.async_invocation.then(|| config.callback_url.clone().unwrap_or_default()),
+            content_type: config.content_type.clone(),
+            shutdown,
+        };
+        Self { shared: Arc::new(shared), source: "hub", connector: Arc::from("switchboard"), sink }
+    }
+
+    /// The same hub, labelled for one source (`X-Connector: switchboard/<source>`).
+    pub fn for_source(&self, source: &'static str) -> Self {
+        Self { source, connector: Arc::from(format!("switchboard/{source}")), ..self.clone() }
+    }
+
+    /// The same hub with this source's own dead-letter sink (a NATS subject, a Redis stream…).
+    pub fn with_dead_letters(&self, sink: Arc<dyn DeadLetterSink>) -> Self {
+        Self { sink, ..self.clone() }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub fn topics(&self) -> watch::Receiver<Arc<TopicMap>> {
+        self.shared.map.clone()
+    }
+
+    /// Waits while `max_pending` events are in flight: the backpressure that
+    /// stops a source from reading faster than functions take events.
+    pub async fn ticket(&self, event: &Event) -> Ticket {
+        let pending = self.shared.pending.clone().acquire_owned().await.expect("semaphore is never closed");
+        self.admit(pending, event)
+    }
+
+    /// A ticket if one is free now: for sources that answer "too busy"
+    /// (HTTP 429) rather than wait.
+    pub fn try_ticket(&self, event: &Event) -> Option<Ticket> {
+        let pending = self.shared.pending.clone().try_acquire_owned().ok()?;
+        Some(self.admit(pending, event))
+    }
+
+    fn admit(&self, pending: OwnedSemaphorePermit, event: &Event) -> Ticket {
+        let turn = match (&self.shared.order, &event.key) {
+            (Some(order), Some(key)) => Some(order.turn(&event.topic, key)),
+            _ => None,
+        };
+        Ticket { dispatcher: self.clone(), _pending: pending, turn }
+    }
+
+    /// Whether invocations go through the gateway's async queue.
+    pub fn asynchronous(&self) -> bool {
+        self.shared.asynchronous.is_some()
+    }
+
+    /// `ticket` then `dispatch`, for sources that handle one event at a time.
+    pub async fn dispatch(&self, event: Event) -> Outcome {
+        self.ticket(&event).await.dispatch(event).await
+    }
+}
+
+impl Ticket {
+    pub async fn dispatch(mut self, event: Event) -> Outcome {
+        if let Some(turn) = &mut self.turn {
+            turn.wait().await;
+        }
+        let d = &self.dispatcher;
+        let m = &d.shared.metrics;
+        m.received.with_label_values(&[d.source, &event.topic]).inc();
+        let map = d.shared.map.borrow().clone();
+        let subscribers: Vec<Arc<Subscription>> = match &event.function {
+            Some(f) => map.functions.get(f).cloned().into_iter().collect(),
+            None => map.subscribers(&event.topic),
+        };
+        if subscribers.is_empty() {
+            return d
+                .dead_letter(&event, None, None, 0, format!("no function subscribes to topic {:?}", event.topic))
+                .await;
+        }
+        let results = futures_util::future::join_all(subscribers.iter().map(|s| d.deliver(s, &event))).await;
+        let mut responses = vec![];
+        let (mut dead, mut retry, mut failed) = (false, None::<Duration>, None::<String>);
+        for r in results {
+            match r {
+                Delivery::Delivered(res) => responses.push(res),
+                Delivery::DeadLettered => dead = true,
+                Delivery::Retry(after) => retry = Some(retry.map_or(after, |r| r.max(after))),
+                Delivery::Failed(e) => failed = Some(e),
+            }
+        }
+        match (failed, retry, dead) {
+            (Some(e), _, _) => Outcome::Failed(e),
+            (None, Some(after), _) => Outcome::Retry { after },
+            (None, None, true) => Outcome::DeadLettered,
+            (None, None, false) => Outcome::Delivered(responses),
+        }
+    }
+}
+
+impl Dispatcher {
+    async fn deliver(&self, sub: &Subscription, event: &Event) -> Delivery {
+        let m = &self.shared.metrics;
+        let labels = [self.source, event.topic.as_str(), sub.function.as_str()];
+        let mut attempt = event.redelivery.unwrap_or(1);
+        loop {
+            let permit = tokio::select! {
+                p = sub.limits.acquire() => p,
+                () = self.shared.shutdown.cancelled() => return self.failed(&labels, "shutting down".into()),
+            };
+            let inflight = m.in_flight.with_label_values(&[&sub.function]);
+            inflight.inc();
+            let invocation = Invocation {
+                function: &sub.function,
+                event,
+                connector: &self.connector,
+                asynchronous: self.shared.asynchronous.as_deref(),
+                content_type: self.shared.content_type.as_deref(),
+            };
+            let a = self.shared.gateway.invoke(&invocation).await;
+            inflight.dec();
+            drop(permit);
+            let code = a.status.map_or("error".to_string(), |s| s.to_string());
+            m.invocation_seconds.with_label_values(&[&sub.function, &code]).observe(a.elapsed.as_secs_f64());
+            if a.ok() {
+                m.delivered.with_label_values(&labels).inc();
+                let status = a.status.unwrap_or(200);
+                return Delivery::Delivered(Response {
+                    function: sub.function.clone(),
+                    status,
+                    headers: a.headers,
+                    body: a.body,
+                });
+            }
+            // Like Knative: a status that is not worth retrying is final, and
+            // the event goes to the dead letters rather than being acked as done.
+            let retryable = a.status.is_none_or(|s| sub.retry.is_retryable(s));
+            if retryable && sub.retry.has_attempts_after(attempt) {
+                m.retried.with_label_values(&labels).inc();
+                let wait = sub.retry.backoff(attempt, a.retry_after);
+                tracing::debug!(function = %sub.function, attempt, error = %a.error, ?wait, "retrying");
+                if event.redelivery.is_some() {
+                    return Delivery::Retry(wait);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.shared.shutdown.cancelled() => return self.failed(&labels, "shutting down".into()),
+                }
+                attempt += 1;
+                continue;
+            }
+            return match self.dead_letter(event, Some(&sub.function), a.status, attempt, a.error).await {
+                Outcome::DeadLettered => Delivery::DeadLettered,
+                Outcome::Failed(e) => self.failed(&labels, e),
+                _ => unreachable!("dead_letter settles or fails"),
+            };
+        }
+    }
+
+    fn failed(&self, labels: &[&str; 3], error: String) -> Delivery {
+        self.shared.metrics.failed.with_label_values(labels).inc();
+        Delivery::Failed(error)
+    }
+
+    async fn dead_letter(
+        &self,
+        event: &Event,
+        function: Option<&str>,
+        status: Option<u16>,
+        attempts: u32,
+        error: String,
+    ) -> Outcome {
+        let letter = DeadLetter {
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            source: self.source.to_string(),
+            topic: event.topic.clone(),
+            function: function.map(String::from),
+            status,
+            attempts,
+            error: error.clone(),
+            event: DeadEvent::of(event),
+        };
+        let labels = [self.source, event.topic.as_str(), function.unwrap_or("")];
+        match self.sink.send(letter).await {
+            Ok(()) => {
+                tracing::warn!(source = self.source, topic = %event.topic, function = ?function, attempts, %error, "dead-lettered");
+                self.shared.metrics.dead_lettered.with_label_values(&labels).inc();
+                Outcome::DeadLettered
+            }
+            Err(e) => {
+                tracing::error!(sink = %self.sink.describe(), error = %e, "cannot dead-letter; the event will be redelivered");
+                self.shared.metrics.failed.with_label_values(&labels).inc();
+                Outcome::Failed(format!("dead-letter sink: {e}"))
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! What a source hands the hub, and what the hub answers.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// CloudEvents context attributes of an event that is one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CloudEventAttrs {
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub specversion: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataschema: Option<String>,
+    /// Extension attributes, by lower-case name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extensions: BTreeMap<String, String>,
+}
+
+impl CloudEventAttrs {
+    /// The binary-mode HTTP headers (`ce-*`) for these attributes.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let mut h = vec![
+            ("ce-id".to_string(), self.id.clone()),
+            ("ce-source".to_string(), self.source.clone()),
+            ("ce-type".to_string(), self.ty.clone()),
+            ("ce-specversion".to_string(), self.specversion.clone()),
+        ];
+        for (k, v) in [("ce-subject", &self.subject), ("ce-time", &self.time), ("ce-dataschema", &self.dataschema)] {
+            if let Some(v) = v {
+                h.push((k.to_string(), v.clone()));
+            }
+        }
+        h.extend(self.extensions.iter().map(|(k, v)| (format!("ce-{k}"), v.clone())));
+        h
+    }
+
+    /// Reads binary-mode attributes from `ce-*` headers (HTTP, NATS, MQTT
+    /// user properties); `None` unless the four required ones are present.
+    pub fn from_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Self> {
+        let mut attrs = CloudEventAttrs::default();
+        let (mut id, mut source, mut ty, mut version) = (false, false, false, false);
+        for (name, value) in headers {
+            let lower = name.to_ascii_lowercase();
+            let Some(attr) = lower.strip_prefix("ce-").or_else(|| lower.strip_prefix("ce_")) else {
+                continue;
+            };
+            let value = value.to_string();
+            match attr {
+                "id" => (attrs.id, id) = (value, true),
+                "source" => (attrs.source, source) = (value, true),
+                "type" => (attrs.ty, ty) = (value, true),
+                "specversion" => (attrs.specversion, version) = (value, true),
+                "subject" => attrs.subject = Some(value),
+                "time" => attrs.time = Some(value),
+                "dataschema" => attrs.dataschema = Some(value),
+                other => {
+                    attrs.extensions.insert(other.to_string(), value);
+                }
+            }
+        }
+        (id && source && ty && version).then_some(attrs)
+    }
+}
+
+/// One event from a source.
+#[derive(Clone, Debug, Default)]
+pub struct Event {
+    /// Unique per event within its source (message id, stream id, …); sent as `X-Message-Id`.
+    pub id: String,
+    pub topic: String,
+    /// Ordering key: events with the same key are delivered in order when ordering is on.
+    pub key: Option<String>,
+    /// Source-specific headers (`X-Nats-Subject`, `X-Kafka-Offset`, …), passed to the function.
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+    pub content_type: Option<String>,
+    pub cloudevent: Option<CloudEventAttrs>,
+    /// Deliver to this function only (cron schedules belong to one function).
+    pub function: Option<String>,
+    /// How many times the broker has delivered this event (1 = first time),
+    /// for sources whose broker redelivers; `None` when the hub retries itself.
+    pub redelivery: Option<u32>,
+}
+
+/// A function's answer, for sources that route responses (reply subjects).
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub function: String,
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// How delivery of one event settled; the source acks or redelivers by it.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every subscriber answered 2xx (or a non-retryable status, which is the
+    /// function's own answer). Ack.
+    Delivered(Vec<Response>),
+    /// At least one subscriber could not be reached within its retries and
+    /// the event is in the dead-letter sink. Ack (terminate).
+    DeadLettered,
+    /// Redeliver after `after`: retries remain and the broker does them.
+    Retry { after: Duration },
+    /// Neither delivered nor dead-lettered (shutdown, dead-letter sink down). Redeliver.
+    Failed(String),
+}
+
+impl Outcome {
+    /// Whether the source may ack: delivered or dead-lettered.
+    pub fn settled(&self) -> bool {
+        matches!(self, Outcome::Delivered(_) | Outcome::DeadLettered)
+    }
+}

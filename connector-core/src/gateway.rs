@@ -1,0 +1,175 @@
+//! The hub's one HTTP client: discovery reads from the gateway and
+//! invocations go through it, over one keep-alive pool.
+
+use crate::event::Event;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use openfaas::{Credentials, FunctionStatus, headers as h};
+use std::time::{Duration, Instant};
+
+#[derive(Clone)]
+pub struct Gateway {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+}
+
+/// The result of one invocation attempt.
+#[derive(Debug)]
+pub struct Attempt {
+    pub status: Option<u16>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub error: String,
+    pub retry_after: Option<Duration>,
+    pub elapsed: Duration,
+}
+
+impl Attempt {
+    pub fn ok(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("gateway {url}: {reason}")]
+pub struct GatewayError {
+    pub url: String,
+    pub reason: String,
+}
+
+/// How an invocation is made.
+pub struct Invocation<'a> {
+    pub function: &'a str,
+    pub event: &'a Event,
+    /// `X-Connector`, naming the source.
+    pub connector: &'a str,
+    /// Use `/async-function` with this `X-Callback-Url` (empty: no callback).
+    pub asynchronous: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+}
+
+impl Gateway {
+    pub fn new(base: &str, credentials: Option<Credentials>, timeout: Duration) -> Result<Self, GatewayError> {
+        let base = base.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") || url::Url::parse(&base).is_err() {
+            return Err(GatewayError {
+                url: base,
+                reason: "expected an http:// URL such as http://127.0.0.1:8080".into(),
+            });
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(usize::MAX)
+            .build(connector);
+        Ok(Self { base, client, credentials, timeout })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, GatewayError> {
+        let url = format!("{}{path}", self.base);
+        let err = |reason: String| GatewayError { url: url.clone(), reason };
+        let mut req = Request::get(&url);
+        if let Some(c) = &self.credentials {
+            req = req.header(http::header::AUTHORIZATION, c.header_value());
+        }
+        let req = req.body(Full::new(Bytes::new())).map_err(|e| err(e.to_string()))?;
+        let res = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| err("timed out".into()))?
+            .map_err(|e| err(format!("unreachable: {e}")))?;
+        let status = res.status();
+        let body = res.into_body().collect().await.map_err(|e| err(e.to_string()))?.to_bytes();
+        if !status.is_success() {
+            return Err(err(format!("answered {status}: {}", String::from_utf8_lossy(&body).trim())));
+        }
+        serde_json::from_slice(&body).map_err(|e| err(format!("unexpected body: {e}")))
+    }
+
+    pub async fn namespaces(&self) -> Result<Vec<String>, GatewayError> {
+        self.get_json("/system/namespaces").await
+    }
+
+    pub async fn functions(&self, namespace: &str) -> Result<Vec<FunctionStatus>, GatewayError> {
+        let ns: String = url::form_urlencoded::byte_serialize(namespace.as_bytes()).collect();
+        self.get_json(&format!("/system/functions?namespace={ns}")).await
+    }
+
+    pub async fn invoke(&self, inv: &Invocation<'_>) -> Attempt {
+        let started = Instant::now();
+        let event = inv.event;
+        let failed = |error: String| Attempt {
+            status: None,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            error,
+            retry_after: None,
+            elapsed: started.elapsed(),
+        };
+        let route = if inv.asynchronous.is_some() { "async-function" } else { "function" };
+        let url = format!("{}/{route}/{}", self.base, inv.function);
+        let mut req = Request::post(&url);
+        let headers = req.headers_mut().expect("valid builder");
+        let mut set = |name: &str, value: &str| {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                headers.insert(n, v);
+            }
+        };
+        // Source headers first, so the hub's own cannot be overridden or duplicated.
+        for (k, v) in &event.headers {
+            set(k, v);
+        }
+        if let Some(ce) = &event.cloudevent {
+            for (k, v) in ce.headers() {
+                set(&k, &v);
+            }
+        }
+        set("x-topic", &event.topic);
+        set("x-connector", inv.connector);
+        set("x-message-id", &event.id);
+        set("user-agent", concat!("switchboard/", env!("CARGO_PKG_VERSION")));
+        if let Some(ct) = event.content_type.as_deref().or(inv.content_type) {
+            set("content-type", ct);
+        }
+        if let Some(cb) = inv.asynchronous.filter(|c| !c.is_empty()) {
+            set(h::CALLBACK_URL, cb);
+        }
+        let req = match req.body(Full::new(event.payload.clone())) {
+            Ok(r) => r,
+            Err(e) => return failed(format!("cannot build the request to {url}: {e}")),
+        };
+        let res = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => {
+                return failed(format!("{url} did not answer within {}", humantime::format_duration(self.timeout)));
+            }
+            Ok(Err(e)) => return failed(format!("cannot reach {url}: {e}")),
+            Ok(Ok(r)) => r,
+        };
+        let (parts, body) = res.into_parts();
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return failed(format!("{url}: response body: {e}")),
+        };
+        let status = parts.status.as_u16();
+        Attempt {
+            status: Some(status),
+            error: if parts.status.is_success() {
+                String::new()
+            } else {
+                format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]).trim())
+            },
+            retry_after: parts.headers.get(http::header::RETRY_AFTER).and_then(openfaas::retry::parse_retry_after),
+            headers: parts.headers,
+            body,
+            elapsed: started.elapsed(),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Runs discovery, the hub's health and metrics endpoints, and its sources.
+
+use crate::config::HubConfig;
+use crate::deadletter::{DeadLetterSink, FileSink};
+use crate::discovery::Discovery;
+use crate::dispatcher::Dispatcher;
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::source::{Source, SourceContext, SourceError};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub struct Hub {
+    pub config: HubConfig,
+    pub discovery: Arc<Discovery>,
+    pub dispatcher: Dispatcher,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
+    #[error(transparent)]
+    Secret(#[from] openfaas::auth::MissingSecret),
+    #[error("cannot listen on {0} (hub.listen): {1}")]
+    Listen(std::net::SocketAddr, std::io::Error),
+    #[error("source {0}: {1}")]
+    Source(&'static str, SourceError),
+}
+
+impl Hub {
+    pub fn new(config: HubConfig, shutdown: CancellationToken) -> Result<Self, HubError> {
+        let credentials = if config.basic_auth {
+            Some(openfaas::Credentials::from_secret_mount(&config.secret_mount_path)?)
+        } else {
+            None
+        };
+        let gateway = Gateway::new(&config.gateway, credentials, config.upstream_timeout)?;
+        let metrics = Arc::new(Metrics::default());
+        let discovery = Arc::new(Discovery::new(&config, gateway.clone(), metrics.clone()));
+        let sink: Arc<dyn DeadLetterSink> = Arc::new(FileSink::new(&config.dead_letter_file));
+        let dispatcher =
+            Dispatcher::new(&config, gateway, discovery.subscribe(), sink, metrics.clone(), shutdown.clone());
+        Ok(Self { config, discovery, dispatcher, metrics, shutdown })
+    }
+
+    /// Runs until shutdown, or until a source fails for good.
+    pub async fn run(self, sources: Vec<Box<dyn Source>>) -> Result<(), HubError> {
+        let listener = tokio::net::TcpListener::bind(self.config.listen)
+            .await
+            .map_err(|e| HubError::Listen(self.config.listen, e))?;
+        tokio::spawn(self.discovery.clone().run(self.shutdown.clone()));
+        let ops = Router::new()
+            .route("/healthz", get(|| async { "OK" }))
+            .route("/readyz", get(ready))
+            .route("/metrics", get(|State(h): State<Ops>| async move { h.metrics.render() }))
+            .route(
+                "/refresh",
+                post(|State(h): State<Ops>| async move {
+                    h.discovery.refresh_now();
+                    StatusCode::ACCEPTED
+                }),
+            )
+            .with_state(Ops { discovery: self.discovery.clone(), metrics: self.metrics.clone() });
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move { axum::serve(listener, ops).with_graceful_shutdown(stop.cancelled_owned()).await });
+        tracing::info!(gateway = %self.config.gateway, listen = %self.config.listen, sources = ?sources.iter().map(|s| s.name()).collect::<Vec<_>>(), "hub started");
+
+        let mut running = tokio::task::JoinSet::new();
+        for source in sources {
+            let name = source.name();
+            let ctx = SourceContext {
+                dispatcher: self.dispatcher.for_source(name),
+                topics: self.discovery.subscribe(),
+                shutdown: self.shutdown.clone(),
+            };
+            running.spawn(async move { source.run(ctx).await.map_err(|e| HubError::Source(name, e)) });
+        }
+        while let Some(done) = running.join_next().await {
+            if let Ok(Err(e)) = done {
+                self.shutdown.cancel();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Ops {
+    discovery: Arc<Discovery>,
+    metrics: Arc<Metrics>,
+}
+
+async fn ready(State(h): State<Ops>) -> (StatusCode, &'static str) {
+    if h.discovery.ready() {
+        (StatusCode::OK, "OK")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first function discovery")
+    }
+}

@@ -1,0 +1,78 @@
+//! The hub's Prometheus metrics.
+
+use prometheus::{
+    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub received: CounterVec,
+    pub delivered: CounterVec,
+    pub retried: CounterVec,
+    pub dead_lettered: CounterVec,
+    pub failed: CounterVec,
+    pub invocation_seconds: HistogramVec,
+    pub in_flight: GaugeVec,
+    pub topics: Gauge,
+    pub functions: Gauge,
+    pub discovery_errors: IntCounter,
+    pub schedule_errors: CounterVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+    let c = CounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let r = Registry::new();
+        let by_fn = &["source", "topic", "function"];
+        let invocation_seconds = HistogramVec::new(
+            HistogramOpts::new("switchboard_invocation_seconds", "Time for one invocation attempt"),
+            &["function", "code"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(invocation_seconds.clone())).expect("registered once");
+        let in_flight =
+            GaugeVec::new(Opts::new("switchboard_invocations_in_flight", "Invocations in flight"), &["function"])
+                .expect("valid metric");
+        r.register(Box::new(in_flight.clone())).expect("registered once");
+        let topics = Gauge::new("switchboard_topic_map_topics", "Topics in the topic map").expect("valid metric");
+        r.register(Box::new(topics.clone())).expect("registered once");
+        let functions =
+            Gauge::new("switchboard_topic_map_functions", "Functions with a topic annotation").expect("valid metric");
+        r.register(Box::new(functions.clone())).expect("registered once");
+        let discovery_errors =
+            IntCounter::new("switchboard_discovery_errors_total", "Failed function discoveries").expect("valid metric");
+        r.register(Box::new(discovery_errors.clone())).expect("registered once");
+        Self {
+            received: counter(&r, "switchboard_events_received_total", "Events received", &["source", "topic"]),
+            delivered: counter(&r, "switchboard_events_delivered_total", "Events delivered", by_fn),
+            retried: counter(&r, "switchboard_events_retried_total", "Delivery attempts retried", by_fn),
+            dead_lettered: counter(&r, "switchboard_events_dead_lettered_total", "Events dead-lettered", by_fn),
+            failed: counter(&r, "switchboard_events_failed_total", "Events left for redelivery", by_fn),
+            schedule_errors: counter(
+                &r,
+                "switchboard_cron_schedule_errors_total",
+                "Invalid cron schedules",
+                &["function"],
+            ),
+            invocation_seconds,
+            in_flight,
+            topics,
+            functions,
+            discovery_errors,
+            registry: r,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = vec![];
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}

@@ -1,0 +1,111 @@
+//! A function's subscription: its topics and the delivery settings its
+//! annotations choose (retry policy, rate limit, in-flight limit).
+
+use governor::{DefaultDirectRateLimiter, Quota};
+use openfaas::RetryPolicy;
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Events per second a function receives at most (a token bucket).
+pub const RATE_LIMIT: &str = "com.switchboard.rate_limit";
+/// Events the bucket lets through at once after a quiet spell.
+pub const BURST: &str = "com.switchboard.burst";
+/// Invocations of the function in flight at once.
+pub const MAX_INFLIGHT: &str = "com.switchboard.max_inflight";
+
+#[derive(Debug)]
+pub struct Subscription {
+    /// `name.namespace`, as the gateway addresses it.
+    pub function: String,
+    pub topics: Vec<String>,
+    pub annotations: BTreeMap<String, String>,
+    pub retry: RetryPolicy,
+    pub limits: Arc<Limits>,
+}
+
+impl Subscription {
+    #[cfg(test)]
+    pub fn for_test(function: &str, topics: &[&str]) -> Self {
+        Subscription {
+            function: function.into(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            annotations: BTreeMap::new(),
+            retry: RetryPolicy::default(),
+            limits: Arc::new(Limits::new(LimitSettings::default())),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Events per second; 0 = unlimited.
+    pub rate_limit: f64,
+    /// Bucket size; 0 = one second's worth of `rate_limit` (at least 1).
+    pub burst: u32,
+    /// 0 = unlimited.
+    pub max_inflight: usize,
+}
+
+impl LimitSettings {
+    /// These defaults with a function's annotations applied.
+    pub fn with_annotations(self, a: &BTreeMap<String, String>) -> Result<Self, openfaas::InvalidSetting> {
+        let mut s = self;
+        if let Some(v) = a.get(RATE_LIMIT) {
+            s.rate_limit = v.trim().parse().ok().filter(|r: &f64| r.is_finite() && *r >= 0.0).ok_or_else(|| {
+                openfaas::InvalidSetting::new(RATE_LIMIT, v, "events per second, a number ≥ 0 (0 = unlimited)")
+            })?;
+        }
+        if let Some(v) = a.get(BURST) {
+            s.burst =
+                v.trim().parse().map_err(|_| openfaas::InvalidSetting::new(BURST, v, "a whole number of events"))?;
+        }
+        if let Some(v) = a.get(MAX_INFLIGHT) {
+            s.max_inflight = v
+                .trim()
+                .parse()
+                .map_err(|_| openfaas::InvalidSetting::new(MAX_INFLIGHT, v, "a whole number (0 = unlimited)"))?;
+        }
+        Ok(s)
+    }
+}
+
+/// The live limiters of one function; kept across discovery refreshes while
+/// the settings stay the same, so a refresh neither refills the bucket nor
+/// forgets invocations in flight.
+#[derive(Debug)]
+pub struct Limits {
+    pub settings: LimitSettings,
+    rate: Option<DefaultDirectRateLimiter>,
+    inflight: Option<Arc<Semaphore>>,
+}
+
+impl Limits {
+    pub fn new(settings: LimitSettings) -> Self {
+        let rate = (settings.rate_limit > 0.0).then(|| {
+            let burst = if settings.burst > 0 { settings.burst } else { settings.rate_limit.ceil().max(1.0) as u32 };
+            let period = Duration::from_secs_f64(1.0 / settings.rate_limit);
+            let quota = Quota::with_period(period)
+                .expect("period above zero")
+                .allow_burst(NonZeroU32::new(burst).expect("burst ≥ 1"));
+            DefaultDirectRateLimiter::direct(quota)
+        });
+        let inflight = (settings.max_inflight > 0).then(|| Arc::new(Semaphore::new(settings.max_inflight)));
+        Self { settings, rate, inflight }
+    }
+
+    /// Waits for an in-flight slot, then for a token.
+    pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = match &self.inflight {
+            Some(s) => Some(s.clone().acquire_owned().await.expect("semaphore is never closed")),
+            None => None,
+        };
+        if let Some(rate) = &self.rate {
+            rate.until_ready().await;
+        }
+        permit
+    }
+}

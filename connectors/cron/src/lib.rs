@@ -1,0 +1,184 @@
+//! The cron source, compatible with OpenFaaS's cron-connector: a function
+//! annotated `topic: cron-function` and `schedule: "*/5 * * * *"` is invoked
+//! on that schedule. Beyond it: a seconds field, `@hourly`-style descriptors,
+//! `@every 30s`, `CRON_TZ=Area/City` with a bundled time-zone database,
+//! several schedules separated by `;`, and an overlap policy.
+
+mod schedule;
+
+pub use schedule::Schedule;
+
+use chrono::Utc;
+use connector_core::{Event, Outcome, Source, SourceContext, SourceError, TopicMap};
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_util::sync::CancellationToken;
+
+/// The reserved topic of scheduled functions (OpenFaaS's name).
+pub const TOPIC: &str = "cron-function";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CronConfig {
+    pub enabled: bool,
+    /// What to do when a tick comes while the previous run is in flight.
+    pub overlap: Overlap,
+}
+
+impl Default for CronConfig {
+    fn default() -> Self {
+        Self { enabled: true, overlap: Overlap::Skip }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// Skip the tick (logged); the default.
+    Skip,
+    /// Run anyway.
+    Allow,
+}
+
+pub struct CronSource {
+    config: CronConfig,
+}
+
+impl CronSource {
+    pub fn new(config: CronConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl Source for CronSource {
+    fn name(&self) -> &'static str {
+        "cron"
+    }
+
+    fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
+        Box::pin(async move {
+            // One task per (function, schedule annotation); a changed annotation is a new key.
+            let mut jobs: HashMap<(String, String), CancellationToken> = HashMap::new();
+            loop {
+                let map = ctx.topics.borrow_and_update().clone();
+                reconcile(&map, &mut jobs, &ctx, self.config.overlap);
+                tokio::select! {
+                    changed = ctx.topics.changed() => if changed.is_err() { break },
+                    () = ctx.shutdown.cancelled() => break,
+                }
+            }
+            for token in jobs.values() {
+                token.cancel();
+            }
+            Ok(())
+        })
+    }
+}
+
+fn reconcile(
+    map: &TopicMap,
+    jobs: &mut HashMap<(String, String), CancellationToken>,
+    ctx: &SourceContext,
+    overlap: Overlap,
+) {
+    let wanted: HashMap<(String, String), ()> = map
+        .functions
+        .values()
+        .filter(|s| s.topics.iter().any(|t| t == TOPIC))
+        .filter_map(|s| s.annotations.get("schedule").map(|sched| ((s.function.clone(), sched.clone()), ())))
+        .collect();
+    jobs.retain(|key, token| {
+        let keep = wanted.contains_key(key);
+        if !keep {
+            tracing::info!(function = %key.0, schedule = %key.1, "schedule removed");
+            token.cancel();
+        }
+        keep
+    });
+    for (function, annotation) in wanted.into_keys() {
+        if jobs.contains_key(&(function.clone(), annotation.clone())) {
+            continue;
+        }
+        let token = ctx.shutdown.child_token();
+        for expression in annotation.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+            match Schedule::parse(expression) {
+                Ok(schedule) => {
+                    tracing::info!(%function, %expression, "scheduled");
+                    let job = Job {
+                        function: function.clone(),
+                        schedule,
+                        overlap,
+                        running: Arc::new(AtomicBool::new(false)),
+                        dispatcher: ctx.dispatcher.clone(),
+                    };
+                    tokio::spawn(job.run(token.clone()));
+                }
+                Err(e) => {
+                    tracing::error!(%function, %expression, error = %e, "invalid schedule; this schedule will not run");
+                    ctx.dispatcher.metrics().schedule_errors.with_label_values(&[&function]).inc();
+                }
+            }
+        }
+        jobs.insert((function, annotation), token);
+    }
+}
+
+struct Job {
+    function: String,
+    schedule: Schedule,
+    overlap: Overlap,
+    running: Arc<AtomicBool>,
+    dispatcher: connector_core::Dispatcher,
+}
+
+impl Job {
+    async fn run(self, stop: CancellationToken) {
+        loop {
+            let Some(next) = self.schedule.next_after(Utc::now()) else {
+                tracing::warn!(function = %self.function, schedule = %self.schedule, "schedule has no future time");
+                return;
+            };
+            let wait = (next.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or_default();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = stop.cancelled() => return,
+            }
+            if self.overlap == Overlap::Skip && self.running.swap(true, Ordering::AcqRel) {
+                tracing::warn!(function = %self.function, scheduled = %next.to_rfc3339(), "previous run still in flight; tick skipped");
+                continue;
+            }
+            self.running.store(true, Ordering::Release);
+            let fired = Utc::now();
+            let body = serde_json::json!({
+                "function": self.function,
+                "schedule": self.schedule.to_string(),
+                "scheduled_time": next.to_rfc3339(),
+                "fire_time": fired.to_rfc3339(),
+            });
+            let event = Event {
+                id: uuid::Uuid::new_v4().to_string(),
+                topic: TOPIC.into(),
+                headers: vec![
+                    ("X-Cron-Schedule".into(), self.schedule.to_string()),
+                    ("X-Cron-Scheduled-Time".into(), next.to_rfc3339()),
+                ],
+                payload: body.to_string().into(),
+                content_type: Some("application/json".into()),
+                function: Some(self.function.clone()),
+                ..Default::default()
+            };
+            let (dispatcher, running, function) =
+                (self.dispatcher.clone(), self.running.clone(), self.function.clone());
+            tokio::spawn(async move {
+                match dispatcher.dispatch(event).await {
+                    Outcome::Delivered(_) => tracing::debug!(%function, "cron run delivered"),
+                    other => tracing::warn!(%function, outcome = ?other, "cron run not delivered"),
+                }
+                running.store(false, Ordering::Release);
+            });
+        }
+    }
+}

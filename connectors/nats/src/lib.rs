@@ -1,0 +1,314 @@
+//! The NATS source.
+//!
+//! Core NATS: each discovered topic is a subject (wildcards are NATS's own),
+//! subscribed in a queue group so replicas share it. Core NATS has no
+//! acknowledgement: delivery is **at most once**.
+//!
+//! JetStream: one durable pull consumer per topic on the configured stream.
+//! A message is acked once delivered, nakked with the backoff delay when a
+//! retry is due, terminated once dead-lettered, and kept alive with
+//! in-progress acks while a long invocation runs: **at least once**.
+//!
+//! Both: NATS headers reach the function as `X-Nats-<Name>`, `ce-*` headers
+//! are read as a CloudEvent in binary mode, and a message with a reply
+//! subject gets the function's response published to it.
+
+mod config;
+mod sink;
+
+pub use config::{JetStreamConfig, NatsConfig, TlsConfig};
+pub use sink::NatsSink;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use connector_core::{CloudEventAttrs, Dispatcher, Event, Outcome, Source, SourceContext, SourceError};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct NatsSource {
+    config: NatsConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid nats config: {0}")]
+pub struct ConfigError(String);
+
+impl NatsSource {
+    pub fn new(config: NatsConfig) -> Result<Self, ConfigError> {
+        for url in config.url.split(',') {
+            let url = url.trim();
+            if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+                return Err(ConfigError(format!("nats.url {url:?}: expected nats://host:port or tls://host:port")));
+            }
+        }
+        if config.password.is_some() != config.user.is_some() {
+            return Err(ConfigError("nats.user and nats.password go together".into()));
+        }
+        Ok(Self { config })
+    }
+
+    async fn connect(&self) -> Result<async_nats::Client, SourceError> {
+        let c = &self.config;
+        let mut options = async_nats::ConnectOptions::new().name("switchboard").retry_on_initial_connect();
+        if let Some(token) = &c.token {
+            options = options.token(token.clone());
+        }
+        if let (Some(user), Some(password)) = (&c.user, &c.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(creds) = &c.creds {
+            options =
+                options.credentials_file(creds).await.map_err(|e| format!("nats.creds {}: {e}", creds.display()))?;
+        }
+        if let Some(tls) = &c.tls {
+            options = options.require_tls(true);
+            if let Some(ca) = &tls.ca {
+                options = options.add_root_certificates(ca.clone());
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+                options = options.add_client_certificate(cert.clone(), key.clone());
+            }
+        }
+        let url = c.url.clone();
+        options = options.event_callback(move |event| {
+            let url = url.clone();
+            async move { tracing::info!(%url, %event, "nats connection event") }
+        });
+        Ok(options.connect(c.url.as_str()).await.map_err(|e| format!("cannot connect to {}: {e}", c.url))?)
+    }
+}
+
+impl Source for NatsSource {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
+        Box::pin(async move {
+            let client = self.connect().await?;
+            let dispatcher = match &self.config.dead_letter_subject {
+                Some(subject) => {
+                    let js = self.config.jetstream.is_some().then(|| jetstream::new(client.clone()));
+                    ctx.dispatcher.with_dead_letters(Arc::new(NatsSink::new(client.clone(), js, subject.clone())))
+                }
+                None => ctx.dispatcher.clone(),
+            };
+            let stream = match &self.config.jetstream {
+                Some(js) => Some((js.clone(), stream(&client, js).await?)),
+                None => {
+                    tracing::warn!(
+                        "core NATS subscriptions are at-most-once: a message in flight when the hub stops is lost; use nats.jetstream for at-least-once"
+                    );
+                    None
+                }
+            };
+            // One task per subscribed topic; it stops when its token is cancelled.
+            let mut subscribed: HashMap<String, CancellationToken> = HashMap::new();
+            loop {
+                let topics = ctx.topics.borrow_and_update().topics();
+                subscribed.retain(|topic, token| {
+                    let keep = topics.contains(topic);
+                    if !keep {
+                        tracing::info!(%topic, "unsubscribing: no function subscribes any more");
+                        token.cancel();
+                    }
+                    keep
+                });
+                for topic in topics {
+                    if subscribed.contains_key(&topic) || topic == "cron-function" {
+                        continue;
+                    }
+                    let token = ctx.shutdown.child_token();
+                    let (d, c, t, stop) = (dispatcher.clone(), client.clone(), topic.clone(), token.clone());
+                    match &stream {
+                        Some((js, s)) => {
+                            let consumer = consumer(s, js, &topic).await?;
+                            tracing::info!(%topic, stream = %js.stream, "consuming from JetStream");
+                            tokio::spawn(consume_jetstream(consumer, d, c, t, js.ack_wait, stop));
+                        }
+                        None => {
+                            let sub = client.queue_subscribe(topic.clone(), self.config.queue_group.clone()).await?;
+                            tracing::info!(%topic, queue_group = %self.config.queue_group, "subscribed");
+                            tokio::spawn(consume_core(sub, d, c, t, stop));
+                        }
+                    }
+                    subscribed.insert(topic, token);
+                }
+                tokio::select! {
+                    changed = ctx.topics.changed() => if changed.is_err() { break },
+                    () = ctx.shutdown.cancelled() => break,
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn stream(client: &async_nats::Client, c: &JetStreamConfig) -> Result<jetstream::stream::Stream, SourceError> {
+    let js = jetstream::new(client.clone());
+    if c.subjects.is_empty() {
+        return Ok(js.get_stream(&c.stream).await.map_err(|e| {
+            format!("JetStream stream {:?}: {e} (create it, or set nats.jetstream.subjects so the hub does)", c.stream)
+        })?);
+    }
+    let config =
+        jetstream::stream::Config { name: c.stream.clone(), subjects: c.subjects.clone(), ..Default::default() };
+    Ok(js.get_or_create_stream(config).await.map_err(|e| format!("JetStream stream {:?}: {e}", c.stream))?)
+}
+
+async fn consumer(
+    stream: &jetstream::stream::Stream,
+    c: &JetStreamConfig,
+    topic: &str,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, SourceError> {
+    // Consumer names allow no `.`, `*`, `>` or spaces.
+    let suffix: String =
+        topic.chars().map(|ch| if ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' { ch } else { '_' }).collect();
+    let name = format!("{}-{suffix}", c.durable);
+    let config = pull::Config {
+        durable_name: Some(name.clone()),
+        filter_subject: topic.to_string(),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: c.ack_wait,
+        max_deliver: c.max_deliver,
+        ..Default::default()
+    };
+    Ok(stream.get_or_create_consumer(&name, config).await.map_err(|e| format!("JetStream consumer {name:?}: {e}"))?)
+}
+
+fn event_from(subject: &str, headers: Option<&async_nats::HeaderMap>, payload: bytes::Bytes) -> Event {
+    let mut event = Event { topic: subject.to_string(), payload, ..Default::default() };
+    event.headers.push(("X-Nats-Subject".into(), subject.to_string()));
+    if let Some(h) = headers {
+        let pairs: Vec<(String, String)> =
+            h.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.as_str().to_string()))).collect();
+        event.cloudevent = CloudEventAttrs::from_headers(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for (k, v) in pairs {
+            match k.to_ascii_lowercase().as_str() {
+                "content-type" | "ce-datacontenttype" => event.content_type = Some(v.clone()),
+                "traceparent" | "tracestate" => event.headers.push((k.clone(), v.clone())),
+                "nats-msg-id" => event.id = v.clone(),
+                _ => {}
+            }
+            if !k.to_ascii_lowercase().starts_with("ce-") {
+                event.headers.push((format!("X-Nats-{k}"), v));
+            }
+        }
+    }
+    if let Some(ce) = &event.cloudevent {
+        event.id = ce.id.clone();
+    }
+    if event.id.is_empty() {
+        event.id = uuid::Uuid::new_v4().to_string();
+    }
+    event
+}
+
+async fn reply(client: &async_nats::Client, reply: Option<async_nats::Subject>, outcome: &Outcome) {
+    if let (Some(subject), Outcome::Delivered(responses)) = (reply, outcome)
+        && let Some(r) = responses.first()
+        && let Err(e) = client.publish(subject.clone(), r.body.clone()).await
+    {
+        tracing::warn!(%subject, error = %e, "cannot publish the function's response to the reply subject");
+    }
+}
+
+async fn consume_core(
+    mut sub: async_nats::Subscriber,
+    d: Dispatcher,
+    client: async_nats::Client,
+    topic: String,
+    stop: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            m = sub.next() => match m { Some(m) => m, None => break },
+            () = stop.cancelled() => break,
+        };
+        let event = event_from(&msg.subject, msg.headers.as_ref(), msg.payload.clone());
+        let ticket = d.ticket(&event).await;
+        let client = client.clone();
+        tokio::spawn(async move {
+            let outcome = ticket.dispatch(event).await;
+            reply(&client, msg.reply, &outcome).await;
+        });
+    }
+    let _ = sub.unsubscribe().await;
+    tracing::debug!(%topic, "subscription ended");
+}
+
+async fn consume_jetstream(
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    d: Dispatcher,
+    client: async_nats::Client,
+    topic: String,
+    ack_wait: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(%topic, error = %e, "cannot pull from JetStream; retrying in 1s");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = stop.cancelled() => return,
+                }
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                m = messages.next() => m,
+                () = stop.cancelled() => return,
+            };
+            let msg = match msg {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(%topic, error = %e, "JetStream pull failed; pulling again");
+                    break;
+                }
+                None => break,
+            };
+            let mut event = event_from(&msg.subject, msg.headers.as_ref(), msg.payload.clone());
+            if let Ok(info) = msg.info() {
+                event.redelivery = Some(info.delivered.max(1) as u32);
+                event.headers.push(("X-Nats-Stream".into(), info.stream.to_string()));
+                event.headers.push(("X-Nats-Sequence".into(), info.stream_sequence.to_string()));
+                event.headers.push(("X-Nats-Delivered".into(), info.delivered.to_string()));
+                if event.cloudevent.is_none() {
+                    event.id = format!("{}-{}", info.stream, info.stream_sequence);
+                }
+            }
+            let ticket = d.ticket(&event).await;
+            let client = client.clone();
+            tokio::spawn(async move {
+                let outcome = {
+                    let work = ticket.dispatch(event);
+                    tokio::pin!(work);
+                    // Keep the message ours while a long invocation runs.
+                    let mut progress = tokio::time::interval(ack_wait / 2);
+                    progress.tick().await;
+                    loop {
+                        tokio::select! {
+                            outcome = &mut work => break outcome,
+                            _ = progress.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
+                        }
+                    }
+                };
+                let ack = match &outcome {
+                    Outcome::Delivered(_) => AckKind::Ack,
+                    Outcome::DeadLettered => AckKind::Term,
+                    Outcome::Retry { after } => AckKind::Nak(Some(*after)),
+                    Outcome::Failed(_) => AckKind::Nak(Some(Duration::from_secs(1))),
+                };
+                if let Err(e) = msg.ack_with(ack).await {
+                    tracing::warn!(error = %e, "cannot acknowledge a JetStream message; it will be redelivered");
+                }
+                reply(&client, msg.reply.clone().filter(|r| !r.starts_with("$JS.ACK")), &outcome).await;
+            });
+        }
+    }
+}
