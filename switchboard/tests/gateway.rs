@@ -76,7 +76,7 @@ async fn errors_have_openfaas_status_codes() {
 async fn unreachable_upstream_is_502() {
     let dead = free_port();
     let cfg = format!(
-        "provider:\n  kind: static\n  functions:\n    gone:\n      upstream: http://127.0.0.1:{dead}\n      annotations:\n        topic: t\nqueue:\n  enabled: false\n"
+        "provider:\n  kind: static\n  functions:\n    gone:\n      upstream: http://127.0.0.1:{dead}\n      annotations:\n        topic: t\nqueue:\n  enabled: false\nhub:\n  listen: 127.0.0.1:HUB_PORT\ncloudevents:\n  listen: 127.0.0.1:CE_PORT\n"
     );
     let p = Platform::start(&cfg, NO_STACK).await;
     let r = post(&format!("{}/function/gone", p.url), "").await;

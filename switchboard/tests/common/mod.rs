@@ -117,6 +117,10 @@ pub struct Platform {
     pub proc: Proc,
     pub url: String,
     pub port: u16,
+    /// The hub's /healthz, /readyz, /metrics.
+    pub hub_url: String,
+    /// The CloudEvents receiver.
+    pub ce_url: String,
     pub dir: tempfile::TempDir,
 }
 
@@ -131,13 +135,17 @@ impl Platform {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, config: &str, stack: &str, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        let (port, hub, ce) = (free_port(), free_port(), free_port());
         std::fs::write(dir.path().join("stack.yml"), stack).unwrap();
-        let config = config.replace("STACK", &dir.path().join("stack.yml").display().to_string());
+        let config = config
+            .replace("STACK", &dir.path().join("stack.yml").display().to_string())
+            .replace("HUB_PORT", &hub.to_string())
+            .replace("CE_PORT", &ce.to_string());
         std::fs::write(dir.path().join("switchboard.yml"), config).unwrap();
         let proc = Proc::spawn(&["up", "--config", "switchboard.yml", "--port", &port.to_string()], dir.path(), env);
         let url = format!("http://127.0.0.1:{port}");
-        let p = Self { proc, url, port, dir };
+        let (hub_url, ce_url) = (format!("http://127.0.0.1:{hub}"), format!("http://127.0.0.1:{ce}"));
+        let p = Self { proc, url, port, hub_url, ce_url, dir };
         p.wait_healthy().await;
         p
     }
@@ -166,9 +174,17 @@ impl Platform {
     }
 }
 
-/// Platform config with the given extra YAML appended under the defaults.
+/// Platform config; `extra` is YAML appended to the `queue:` section (or
+/// new top-level sections). Hub and CloudEvents ports are free ones.
 pub fn config(extra: &str) -> String {
-    format!("provider:\n  kind: process\n  stack: STACK\n  stop_timeout: 3s\nqueue:\n  path: data/queue.redb\n{extra}")
+    config_with("", extra)
+}
+
+/// Platform config with `hub` YAML lines added under `hub:`.
+pub fn config_with(hub: &str, extra: &str) -> String {
+    format!(
+        "provider:\n  kind: process\n  stack: STACK\n  stop_timeout: 3s\nhub:\n  listen: 127.0.0.1:HUB_PORT\n  refresh_interval: 200ms\n  dead_letter_file: data/dead-letters.jsonl\n{hub}cloudevents:\n  listen: 127.0.0.1:CE_PORT\nqueue:\n  path: data/queue.redb\n{extra}"
+    )
 }
 
 #[derive(Debug)]

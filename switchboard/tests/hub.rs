@@ -1,0 +1,258 @@
+//! The hub inside `switchboard up`: discovery, cron, CloudEvents, fan-out,
+//! retries, dead letters and limits, against the real binary.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+/// One call of the record.sh fixture.
+#[derive(Debug)]
+pub struct Call {
+    pub time: f64,
+    pub topic: String,
+    pub message_id: String,
+    pub ce_type: String,
+    pub connector: String,
+    pub body: String,
+}
+
+pub fn calls(file: &Path) -> Vec<Call> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.splitn(7, '|').collect();
+            (f.len() == 7).then(|| Call {
+                time: f[0].parse().unwrap_or(0.0),
+                topic: f[1].into(),
+                message_id: f[2].into(),
+                ce_type: f[3].into(),
+                connector: f[5].into(),
+                body: f[6].into(),
+            })
+        })
+        .collect()
+}
+
+pub fn recorder_fn(name: &str, dir: &Path, annotations: &str) -> String {
+    format!(
+        "  {name}:\n    fprocess: {}\n    environment:\n      RECORD_FILE: {}/{name}.log\n    annotations:\n{annotations}",
+        fixture("record.sh"),
+        dir.display()
+    )
+}
+
+async fn wait_calls(file: &Path, n: usize) -> Vec<Call> {
+    let ok = eventually(Duration::from_secs(20), || async { calls(file).len() >= n }).await;
+    let got = calls(file);
+    assert!(ok, "expected {n} calls in {}, got {}: {got:?}", file.display(), got.len());
+    got
+}
+
+fn dead_letters(p: &Platform) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p.dir.path().join("data/dead-letters.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn ce(p: &Platform, ty: &str, id: &str, body: &str) -> Resp {
+    call(
+        "POST",
+        &format!("{}/", p.ce_url),
+        &[
+            ("ce-id", id),
+            ("ce-source", "/tests"),
+            ("ce-type", ty),
+            ("ce-specversion", "1.0"),
+            ("content-type", "text/plain"),
+        ],
+        body.to_string(),
+    )
+    .await
+}
+
+async fn hub_ready(p: &Platform) {
+    let ok =
+        eventually(Duration::from_secs(15), || async { get(&format!("{}/readyz", p.hub_url)).await.status == 200 })
+            .await;
+    assert!(ok, "hub not ready:\n{}", p.proc.output());
+}
+
+#[tokio::test]
+async fn cron_fires_six_field_schedules_in_their_time_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = String::from("functions:\n");
+    stack += &recorder_fn(
+        "tick",
+        dir.path(),
+        "      topic: cron-function\n      schedule: \"CRON_TZ=Asia/Tokyo */1 * * * * *\"\n",
+    );
+    stack += &recorder_fn("broken", dir.path(), "      topic: cron-function\n      schedule: \"every tuesday\"\n");
+    let file = dir.path().join("tick.log");
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    let got = wait_calls(&file, 2).await;
+    let body: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(body["function"], "tick.openfaas-fn");
+    assert!(body["scheduled_time"].as_str().unwrap().ends_with("+09:00"), "{body}");
+    assert!(body["fire_time"].is_string());
+    assert_eq!(got[0].topic, "cron-function");
+    assert_eq!(got[0].connector, "switchboard/cron");
+
+    let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+    assert!(
+        metrics.contains(r#"switchboard_cron_schedule_errors_total{function="broken.openfaas-fn"} 1"#),
+        "{metrics}"
+    );
+    assert!(p.proc.output().contains("every tuesday"), "the bad expression is not logged");
+}
+
+#[tokio::test]
+async fn cloudevents_binary_structured_batched_and_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = format!("functions:\n{}", recorder_fn("orders", dir.path(), "      topic: order.created\n"));
+    let file = dir.path().join("orders.log");
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    hub_ready(&p).await;
+
+    let r = ce(&p, "order.created", "b-1", "binary").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["delivered"], 1);
+
+    let structured = r#"{"specversion":"1.0","id":"s-1","source":"/tests","type":"order.created","datacontenttype":"application/json","data":{"n":1}}"#;
+    let r =
+        call("POST", &format!("{}/", p.ce_url), &[("content-type", "application/cloudevents+json")], structured).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let batch = r#"[{"specversion":"1.0","id":"m-1","source":"/t","type":"order.created","data":"one"},
+                    {"specversion":"1.0","id":"m-2","source":"/t","type":"order.created","data":"two"}]"#;
+    let r =
+        call("POST", &format!("{}/", p.ce_url), &[("content-type", "application/cloudevents-batch+json")], batch).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["delivered"], 2);
+
+    let got = wait_calls(&file, 4).await;
+    let mut ids: Vec<&str> = got.iter().map(|c| c.message_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["b-1", "m-1", "m-2", "s-1"]);
+    assert!(got.iter().all(|c| c.ce_type == "order.created" && c.topic == "order.created"));
+    assert!(got.iter().any(|c| c.body == r#"{"n":1}"#), "{got:?}");
+
+    let r =
+        call("POST", &format!("{}/", p.ce_url), &[("ce-id", "x"), ("ce-type", "t"), ("ce-specversion", "1.0")], "x")
+            .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("source"), "{}", r.text());
+    let r =
+        call("POST", &format!("{}/", p.ce_url), &[("content-type", "application/cloudevents-batch+json")], "[{").await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("batch"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn deployed_functions_subscribe_live_and_fan_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let p = Platform::start_in(dir, &config(""), NO_STACK, &[]).await;
+    hub_ready(&p).await;
+    let fns = format!("{}/system/functions", p.url);
+    for name in ["first", "second"] {
+        let body = serde_json::json!({
+            "service": name, "image": "x", "envProcess": fixture("record.sh"),
+            "envVars": {"RECORD_FILE": d.join(format!("{name}.log")).display().to_string()},
+            "annotations": {"topic": "payments, audit"}
+        });
+        assert_eq!(call("POST", &fns, &[], body.to_string()).await.status, 202);
+    }
+    p.wait_ready(&["first", "second"]).await;
+    let delivered =
+        eventually(Duration::from_secs(10), || async { ce(&p, "audit", "a-1", "fan").await.json()["delivered"] == 1 })
+            .await;
+    assert!(delivered, "the new topic never reached the hub");
+    // One event, every subscriber.
+    wait_calls(&d.join("first.log"), 1).await;
+    wait_calls(&d.join("second.log"), 1).await;
+
+    assert_eq!(call("DELETE", &fns, &[], r#"{"functionName":"first"}"#).await.status, 202);
+    assert_eq!(call("DELETE", &fns, &[], r#"{"functionName":"second"}"#).await.status, 202);
+    assert_eq!(post(&format!("{}/refresh", p.hub_url), "").await.status, 202);
+    let mut n = 0;
+    let unrouted = eventually(Duration::from_secs(10), || {
+        n += 1;
+        let id = format!("p-{n}");
+        let p = &p;
+        async move {
+            ce(p, "payments", &id, "late").await;
+            dead_letters(p).iter().any(|l| {
+                l["event"]["id"] == id.as_str() && l["error"].as_str().unwrap_or("").contains("no function subscribes")
+            })
+        }
+    })
+    .await;
+    assert!(unrouted, "events for a topic nobody subscribes to must be dead-lettered: {:?}", dead_letters(&p));
+}
+
+#[tokio::test]
+async fn retries_then_success_and_dead_letters_after_the_last_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let flaky = |name: &str, fail: u32| {
+        format!(
+            "  {name}:\n    fprocess: {}\n    environment:\n      FAIL_TIMES: {fail}\n      COUNTER_FILE: {}/{name}.count\n    annotations:\n      topic: {name}\n      com.openfaas.retry.attempts: \"3\"\n      com.openfaas.retry.min_wait: 10ms\n      com.openfaas.retry.max_wait: 50ms\n",
+            fixture("flaky.sh"),
+            d.display()
+        )
+    };
+    let stack = format!("functions:\n{}{}", flaky("recovers", 2), flaky("doomed", 100));
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    hub_ready(&p).await;
+
+    let r = ce(&p, "recovers", "r-1", "eventually").await;
+    assert_eq!((r.status, r.json()["delivered"].as_u64()), (200, Some(1)), "{}", r.text());
+    assert_eq!(std::fs::read_to_string(d.join("recovers.count")).unwrap().trim(), "3");
+
+    let r = ce(&p, "doomed", "d-1", "never").await;
+    assert_eq!((r.status, r.json()["dead_lettered"].as_u64()), (200, Some(1)), "{}", r.text());
+    let letters = dead_letters(&p);
+    let l = &letters[0];
+    assert_eq!(l["function"], "doomed.openfaas-fn");
+    assert_eq!(l["status"], 500);
+    assert_eq!(l["attempts"], 3);
+    assert_eq!(l["source"], "cloudevents");
+    assert_eq!(l["event"]["payload"], "never");
+    assert_eq!(l["event"]["cloudevent"]["id"], "d-1");
+    assert!(l["error"].as_str().unwrap().contains("500"));
+
+    let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+    assert!(metrics.contains(r#"switchboard_events_retried_total{function="recovers.openfaas-fn",source="cloudevents",topic="recovers"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"switchboard_events_dead_lettered_total{function="doomed.openfaas-fn",source="cloudevents",topic="doomed"} 1"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn the_rate_limit_holds_under_a_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let annotations =
+        "      topic: burst\n      com.switchboard.rate_limit: \"5\"\n      com.switchboard.burst: \"1\"\n";
+    let stack = format!("functions:\n{}", recorder_fn("limited", &d, annotations));
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    hub_ready(&p).await;
+    let batch: Vec<serde_json::Value> = (0..6)
+        .map(|i| serde_json::json!({"specversion":"1.0","id":format!("e{i}"),"source":"/t","type":"burst","data":i}))
+        .collect();
+    let r = call(
+        "POST",
+        &format!("{}/", p.ce_url),
+        &[("content-type", "application/cloudevents-batch+json")],
+        serde_json::to_string(&batch).unwrap(),
+    )
+    .await;
+    assert_eq!(r.json()["delivered"], 6, "{}", r.text());
+    let mut times: Vec<f64> = calls(&d.join("limited.log")).iter().map(|c| c.time).collect();
+    times.sort_by(f64::total_cmp);
+    // 6 events at 5/s with a bucket of 1 cannot all start within 1 s.
+    let spread = times[5] - times[0];
+    assert!(spread >= 0.95, "6 events started within {spread:.3}s despite a 5/s limit");
+}
