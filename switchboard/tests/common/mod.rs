@@ -317,3 +317,23 @@ pub async fn receive(
     }
     out
 }
+
+/// A client of the NATS server the tests need (scripts/services starts it).
+pub async fn nats() -> async_nats::Client {
+    match async_nats::connect("nats://127.0.0.1:4222").await {
+        Ok(c) => c,
+        Err(e) => {
+            panic!("NATS is not reachable at 127.0.0.1:4222 ({e}); start it with scripts/services (nats-server -js)")
+        }
+    }
+}
+
+/// A name no other test run uses, for subjects and streams.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid_like())
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}{}", nanos, std::process::id())
+}

@@ -1,0 +1,122 @@
+//! The NATS source against the real NATS server: core subjects with
+//! request/reply, and JetStream surviving a `kill -9` of the connector.
+
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+#[tokio::test]
+async fn core_subjects_pass_headers_and_answer_the_reply_subject() {
+    let client = nats().await;
+    let subject = unique("sbtest.core.");
+    let stack = format!("functions:\n  env:\n    fprocess: env\n    annotations:\n      topic: {subject}\n");
+    let cfg = config(&format!("nats:\n  enabled: true\n  url: nats://127.0.0.1:4222\n  queue_group: {subject}\n"));
+    let p = Platform::start(&cfg, &stack).await;
+    p.wait_ready(&["env"]).await;
+
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Trace", "abc");
+    let mut reply = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while reply.is_none() && std::time::Instant::now() < deadline {
+        let req = client.request_with_headers(subject.clone(), headers.clone(), "ping".into());
+        if let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_millis(500), req).await {
+            reply = Some(String::from_utf8_lossy(&msg.payload).into_owned());
+        }
+    }
+    assert!(reply.is_some(), "no reply from the function; output:\n{}", p.proc.output());
+    let env = reply.unwrap();
+    for expected in
+        [format!("Http_X_Topic={subject}"), "Http_X_Nats_Trace=abc".into(), "Http_X_Connector=switchboard/nats".into()]
+    {
+        assert!(env.contains(&expected), "missing {expected} in:\n{env}");
+    }
+}
+
+#[tokio::test]
+async fn jetstream_delivers_everything_after_the_connector_is_killed() {
+    let client = nats().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let id = unique("");
+    let (stream, subject) = (format!("SBTEST_{id}"), format!("sbtest.js.{id}"));
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![subject.clone()],
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+
+    // The platform runs the function; the hub runs separately, as a sidecar.
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("js.log");
+    let stack = format!(
+        "functions:\n  js:\n    fprocess: {}\n    environment:\n      RECORD_FILE: {}\n    annotations:\n      topic: {subject}\n      com.switchboard.max_inflight: \"2\"\n",
+        fixture("record.sh"),
+        record.display()
+    );
+    let p = Platform::start(&config(""), &stack).await;
+    p.wait_ready(&["js"]).await;
+    let connector_cfg = dir.path().join("connector.yml");
+    let hub_port = free_port();
+    std::fs::write(
+        &connector_cfg,
+        format!(
+            "hub:\n  listen: 127.0.0.1:{hub_port}\n  refresh_interval: 1s\nnats:\n  url: nats://127.0.0.1:4222\n  jetstream:\n    stream: {stream}\n    durable: sbtest\n    ack_wait: 5s\n"
+        ),
+    )
+    .unwrap();
+    let connect = |dir: &std::path::Path| {
+        Proc::spawn(
+            &["connect", "nats", "--gateway", &p.url, "--config", &connector_cfg.display().to_string()],
+            dir,
+            &[],
+        )
+    };
+
+    const N: u64 = 200;
+    for i in 0..N {
+        js.publish(subject.clone(), format!("m{i}").into()).await.unwrap().await.unwrap();
+    }
+    let mut first = connect(dir.path());
+    let seqs = |f: &std::path::Path| -> BTreeSet<u64> {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('|').nth(4).and_then(|s| s.parse().ok()))
+            .collect()
+    };
+    let started = eventually(Duration::from_secs(20), || async { seqs(&record).len() >= 20 }).await;
+    assert!(started, "the connector delivered nothing:\n{}", first.output());
+    first.crash();
+    let before = seqs(&record).len() as u64;
+    assert!(before < N, "everything was delivered before the kill; the test proves nothing");
+
+    let second = connect(dir.path());
+    let all = eventually(Duration::from_secs(60), || async { seqs(&record).len() as u64 >= N }).await;
+    let got = seqs(&record);
+    assert!(all, "lost {} of {N} messages after kill -9:\n{}", N - got.len() as u64, second.output());
+    assert_eq!(got, (1..=N).collect::<BTreeSet<u64>>());
+
+    // Everything was acked: nothing left pending on the consumer.
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .get_consumer(&format!("sbtest-{}", subject.replace('.', "_")))
+        .await
+        .unwrap();
+    let mut settled = false;
+    for _ in 0..150 {
+        let info = consumer.info().await.unwrap();
+        if info.num_ack_pending == 0 && info.num_pending == 0 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(settled, "messages left unacknowledged");
+    drop(second);
+    let _ = js.delete_stream(&stream).await;
+}
