@@ -36,6 +36,18 @@ pub async fn load(
     connections: usize,
     duration: Duration,
 ) -> Result<Report> {
+    load_with(url, method, &[], body, connections, duration).await
+}
+
+/// [`load`] with extra request headers.
+pub async fn load_with(
+    url: &str,
+    method: &str,
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static [u8],
+    connections: usize,
+    duration: Duration,
+) -> Result<Report> {
     let uri: http::Uri = url.parse().context("benchmark URL")?;
     let authority = uri.authority().context("URL without host")?.to_string();
     let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or("/".into());
@@ -53,11 +65,12 @@ pub async fn load(
             let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             while Instant::now() < deadline {
-                let req = http::Request::builder()
-                    .method(method.clone())
-                    .uri(&path)
-                    .header(http::header::HOST, &authority)
-                    .body(Full::new(Bytes::from_static(body)))?;
+                let mut req =
+                    http::Request::builder().method(method.clone()).uri(&path).header(http::header::HOST, &authority);
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                let req = req.body(Full::new(Bytes::from_static(body)))?;
                 let t = Instant::now();
                 let res = sender.send_request(req).await?;
                 let status = res.status();

@@ -69,7 +69,13 @@ impl Discovery {
                     if !self.ready.swap(true, Ordering::AcqRel) {
                         tracing::info!(gateway = %self.gateway.url(), functions = map.functions.len(), "discovered functions");
                     }
-                    self.map.send_replace(Arc::new(map));
+                    self.map.send_if_modified(|current| {
+                        let changed = !current.same_subscriptions(&map);
+                        if changed {
+                            *current = Arc::new(map);
+                        }
+                        changed
+                    });
                     backoff = Duration::from_millis(250);
                     self.interval
                 }

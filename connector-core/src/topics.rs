@@ -80,6 +80,15 @@ impl TopicMap {
         out
     }
 
+    /// Whether both maps hold the same functions with the same topics and
+    /// annotations (so sources need not hear about a refresh).
+    pub fn same_subscriptions(&self, other: &TopicMap) -> bool {
+        self.functions.len() == other.functions.len()
+            && self.functions.iter().all(|(f, s)| {
+                other.functions.get(f).is_some_and(|o| o.topics == s.topics && o.annotations == s.annotations)
+            })
+    }
+
     /// Every topic (and pattern) some function subscribes to: what sources subscribe to.
     pub fn topics(&self) -> BTreeSet<String> {
         self.functions.values().flat_map(|s| s.topics.iter().cloned()).collect()

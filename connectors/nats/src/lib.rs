@@ -124,11 +124,17 @@ impl Source for NatsSource {
                     let token = ctx.shutdown.child_token();
                     let (d, c, t, stop) = (dispatcher.clone(), client.clone(), topic.clone(), token.clone());
                     match &stream {
-                        Some((js, s)) => {
-                            let consumer = consumer(s, js, &topic).await?;
-                            tracing::info!(%topic, stream = %js.stream, "consuming from JetStream");
-                            tokio::spawn(consume_jetstream(consumer, d, c, t, js.ack_wait, stop));
-                        }
+                        Some((js, s)) => match consumer(s, js, &topic).await {
+                            Ok(consumer) => {
+                                tracing::info!(%topic, stream = %js.stream, "consuming from JetStream");
+                                tokio::spawn(consume_jetstream(consumer, d, c, t, js.ack_wait, stop));
+                            }
+                            // Functions may subscribe to topics of other sources.
+                            Err(e) => {
+                                tracing::warn!(%topic, stream = %js.stream, error = %e, "not consuming this topic from JetStream");
+                                continue;
+                            }
+                        },
                         None => {
                             let sub = client.queue_subscribe(topic.clone(), self.config.queue_group.clone()).await?;
                             tracing::info!(%topic, queue_group = %self.config.queue_group, "subscribed");
