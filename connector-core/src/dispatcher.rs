@@ -112,6 +112,13 @@ impl Dispatcher {
         Ticket { dispatcher: self.clone(), _pending: pending, turn }
     }
 
+    /// Dead-letters an event without invoking anything: for messages the
+    /// broker has delivered too often (poison messages).
+    pub async fn reject(&self, event: &Event, attempts: u32, reason: String) -> Outcome {
+        self.shared.metrics.received.with_label_values(&[self.source, &event.topic]).inc();
+        self.dead_letter(event, None, None, attempts, reason).await
+    }
+
     /// Whether invocations go through the gateway's async queue.
     pub fn asynchronous(&self) -> bool {
         self.shared.asynchronous.is_some()

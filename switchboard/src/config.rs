@@ -25,6 +25,10 @@ pub struct Config {
     pub cloudevents: switchboard_cloudevents::CloudEventsConfig,
     #[cfg(feature = "nats")]
     pub nats: switchboard_nats::NatsConfig,
+    #[cfg(feature = "redis")]
+    pub redis: switchboard_redis::RedisConfig,
+    #[cfg(feature = "mqtt")]
+    pub mqtt: switchboard_mqtt::MqttConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

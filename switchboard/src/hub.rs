@@ -15,6 +15,10 @@ pub enum SourceKind {
     Cloudevents,
     #[cfg(feature = "nats")]
     Nats,
+    #[cfg(feature = "redis")]
+    Redis,
+    #[cfg(feature = "mqtt")]
+    Mqtt,
 }
 
 fn build(config: &Config, kind: SourceKind) -> Result<Box<dyn Source>> {
@@ -27,6 +31,10 @@ fn build(config: &Config, kind: SourceKind) -> Result<Box<dyn Source>> {
         }
         #[cfg(feature = "nats")]
         SourceKind::Nats => Box::new(switchboard_nats::NatsSource::new(config.nats.clone())?),
+        #[cfg(feature = "redis")]
+        SourceKind::Redis => Box::new(switchboard_redis::RedisSource::new(config.redis.clone())?),
+        #[cfg(feature = "mqtt")]
+        SourceKind::Mqtt => Box::new(switchboard_mqtt::MqttSource::new(config.mqtt.clone())?),
     })
 }
 
@@ -44,6 +52,14 @@ pub fn enabled(config: &Config) -> Result<Vec<Box<dyn Source>>> {
     #[cfg(feature = "nats")]
     if config.nats.enabled {
         kinds.push(SourceKind::Nats);
+    }
+    #[cfg(feature = "redis")]
+    if config.redis.enabled {
+        kinds.push(SourceKind::Redis);
+    }
+    #[cfg(feature = "mqtt")]
+    if config.mqtt.enabled {
+        kinds.push(SourceKind::Mqtt);
     }
     kinds.into_iter().map(|k| build(config, k)).collect()
 }

@@ -337,3 +337,67 @@ fn uuid_like() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{:x}{}", nanos, std::process::id())
 }
+
+/// Requests recorded by the envlog.sh fixture: one block of `Http_*=...`
+/// lines and `body=...` per request.
+pub fn envlog(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .split("---\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A stack with one envlog.sh function subscribed to `topic`.
+pub fn envlog_stack(name: &str, topic: &str, record: &Path, extra_env: &str, annotations: &str) -> String {
+    format!(
+        "functions:\n  {name}:\n    fprocess: {}\n    environment:\n      RECORD_FILE: {}\n{extra_env}    annotations:\n      topic: \"{topic}\"\n{annotations}",
+        fixture("envlog.sh"),
+        record.display()
+    )
+}
+
+/// A broker process of the test's own on a free port, stopped by pid.
+pub struct Broker {
+    pub proc: Option<std::process::Child>,
+    pub port: u16,
+    args: Vec<String>,
+    program: String,
+}
+
+impl Broker {
+    pub fn start(program: &str, args: Vec<String>, port: u16) -> Self {
+        let mut b = Broker { proc: None, port, args, program: program.to_string() };
+        b.restart();
+        b
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} ({e}); scripts/services installs it", self.program));
+        self.proc = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "{} did not listen on {}", self.program, self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.proc.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

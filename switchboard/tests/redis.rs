@@ -1,0 +1,242 @@
+//! The Redis source against a real Redis: streams (at least once) and pub/sub.
+
+mod common;
+use common::*;
+use redis::AsyncCommands;
+use std::time::Duration;
+
+async fn redis_con(port: u16) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    match client.get_multiplexed_async_connection().await {
+        Ok(c) => c,
+        Err(e) => panic!("Redis is not reachable at 127.0.0.1:{port} ({e}); start it with scripts/services"),
+    }
+}
+
+fn redis_cfg(port: u16, consumer: &str, extra: &str) -> String {
+    config(&format!(
+        "redis:\n  enabled: true\n  url: redis://127.0.0.1:{port}\n  group: sbtest\n  consumer: {consumer}\n  start: \"0\"\n  claim_idle: 1s\n  block: 200ms\n{extra}"
+    ))
+}
+
+async fn pending(con: &mut redis::aio::MultiplexedConnection, stream: &str) -> usize {
+    let reply: redis::streams::StreamPendingReply = con.xpending(stream, "sbtest").await.unwrap();
+    reply.count()
+}
+
+#[tokio::test]
+async fn stream_entries_are_delivered_with_headers_and_acked() {
+    let mut con = redis_con(6379).await;
+    let stream = unique("sbtest:orders:");
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.log");
+    let stack = envlog_stack("orders", &stream, &record, "", "");
+    let p = Platform::start_in(dir, &redis_cfg(6379, "c1", ""), &stack, &[]).await;
+    p.wait_ready(&["orders"]).await;
+    let id: String = con.xadd(&stream, "*", &[("payload", "hello"), ("color", "blue")]).await.unwrap();
+    let ok = eventually(Duration::from_secs(15), || async { envlog(&record).len() == 1 }).await;
+    assert!(ok, "not delivered:\n{}", p.proc.output());
+    let req = &envlog(&record)[0];
+    for expected in [
+        format!("Http_X_Redis_Stream={stream}"),
+        format!("Http_X_Redis_Id={id}"),
+        "Http_X_Redis_Field_Color=blue".into(),
+        format!("Http_X_Topic={stream}"),
+        "Http_X_Connector=switchboard/redis".into(),
+        "body=hello".into(),
+    ] {
+        assert!(req.contains(&expected), "missing {expected} in\n{req}");
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let mut c = con.clone();
+            let s = stream.clone();
+            async move { pending(&mut c, &s).await == 0 }
+        })
+        .await,
+        "entry not acked"
+    );
+}
+
+#[tokio::test]
+async fn pending_entries_come_back_after_kill_9() {
+    let mut con = redis_con(6379).await;
+    let stream = unique("sbtest:jobs:");
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.log");
+    let stack =
+        envlog_stack("jobs", &stream, &record, "      SLEEP: \"0.2\"\n", "      com.switchboard.max_inflight: \"1\"\n");
+    let consumer = unique("c");
+    let cfg = redis_cfg(6379, &consumer, "");
+    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+    p.wait_ready(&["jobs"]).await;
+    for i in 0..10 {
+        let _: String = con.xadd(&stream, "*", &[("payload", format!("job{i}"))]).await.unwrap();
+    }
+    assert!(eventually(Duration::from_secs(15), || async { envlog(&record).len() >= 2 }).await, "nothing delivered");
+    let Platform { mut proc, dir, .. } = p;
+    proc.crash();
+    assert!(envlog(&record).len() < 10, "all delivered before the kill; the test proves nothing");
+
+    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+    let all = eventually(Duration::from_secs(30), || async {
+        let bodies: std::collections::BTreeSet<String> = envlog(&record)
+            .iter()
+            .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("body=").map(String::from)))
+            .collect();
+        bodies.len() == 10
+    })
+    .await;
+    assert!(all, "entries lost after kill -9:\n{}", p.proc.output());
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let mut c = con.clone();
+            let s = stream.clone();
+            async move { pending(&mut c, &s).await == 0 }
+        })
+        .await,
+        "entries left pending"
+    );
+}
+
+#[tokio::test]
+async fn entries_over_the_delivery_limit_are_dead_lettered_to_a_stream() {
+    let mut con = redis_con(6379).await;
+    let stream = unique("sbtest:poison:");
+    let dead = unique("sbtest:dead:");
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.log");
+    // A previous consumer "c-old" read the entry and died without acking it.
+    let _: () = con.xgroup_create_mkstream(&stream, "sbtest", "0").await.unwrap();
+    let _: String = con.xadd(&stream, "*", &[("payload", "poison")]).await.unwrap();
+    let opts = redis::streams::StreamReadOptions::default().group("sbtest", "c-old").count(10);
+    let _: redis::streams::StreamReadReply = con.xread_options(&[&stream], &[">"], &opts).await.unwrap();
+
+    let stack = envlog_stack("victim", &stream, &record, "", "");
+    let cfg = redis_cfg(6379, &unique("c"), &format!("  max_deliveries: 1\n  dead_letter_stream: {dead}\n"));
+    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+    let lettered = eventually(Duration::from_secs(20), || {
+        let (mut c, d) = (con.clone(), dead.clone());
+        async move {
+            let n: usize = c.xlen(&d).await.unwrap_or(0);
+            n == 1
+        }
+    })
+    .await;
+    assert!(lettered, "no dead letter:\n{}", p.proc.output());
+    let letters: redis::streams::StreamRangeReply = con.xrange_all(&dead).await.unwrap();
+    let letter: String = redis::from_redis_value(letters.ids[0].map.get("letter").unwrap()).unwrap();
+    let letter: serde_json::Value = serde_json::from_str(&letter).unwrap();
+    assert!(letter["error"].as_str().unwrap().contains("max_deliveries"), "{letter}");
+    assert_eq!(letter["event"]["payload"], "poison");
+    assert_eq!(letter["topic"], stream.as_str());
+    assert!(envlog(&record).is_empty(), "a poison entry must not be invoked again");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let mut c = con.clone();
+            let s = stream.clone();
+            async move { pending(&mut c, &s).await == 0 }
+        })
+        .await,
+        "dead-lettered entry not acked"
+    );
+}
+
+#[tokio::test]
+async fn reconnects_after_the_broker_restarts() {
+    let port = free_port();
+    let mut broker = Broker::start(
+        "redis-server",
+        ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            .map(String::from)
+            .to_vec(),
+        port,
+    );
+    let stream = unique("sbtest:restart:");
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.log");
+    let stack = envlog_stack("r", &stream, &record, "", "");
+    let p = Platform::start_in(dir, &redis_cfg(port, "c1", ""), &stack, &[]).await;
+    p.wait_ready(&["r"]).await;
+    let mut con = redis_con(port).await;
+    let delivered = eventually(Duration::from_secs(15), || {
+        let mut c = con.clone();
+        let s = stream.clone();
+        let rec = record.clone();
+        async move {
+            if envlog(&rec).is_empty() {
+                let _: redis::RedisResult<String> = c.xadd(&s, "*", &[("payload", "before")]).await;
+            }
+            !envlog(&rec).is_empty()
+        }
+    })
+    .await;
+    assert!(delivered, "not delivered before the restart:\n{}", p.proc.output());
+
+    broker.kill();
+    broker.restart();
+    con = redis_con(port).await;
+    let after = eventually(Duration::from_secs(30), || {
+        let mut c = con.clone();
+        let s = stream.clone();
+        let rec = record.clone();
+        async move {
+            let _: redis::RedisResult<String> = c.xadd(&s, "*", &[("payload", "after")]).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            envlog(&rec).iter().any(|b| b.contains("body=after"))
+        }
+    })
+    .await;
+    assert!(after, "not delivered after the broker restarted:\n{}", p.proc.output());
+    assert!(p.proc.output().contains("reconnecting"), "the reconnect is not logged");
+}
+
+#[tokio::test]
+async fn pubsub_channels_and_patterns() {
+    let mut con = redis_con(6379).await;
+    let channel = unique("sbtest.ps.");
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.log");
+    let stack = envlog_stack("ps", &format!("{channel}.*"), &record, "", "");
+    let cfg = config("redis:\n  enabled: true\n  mode: pubsub\n");
+    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+    p.wait_ready(&["ps"]).await;
+    let got = eventually(Duration::from_secs(15), || {
+        let mut c = con.clone();
+        let ch = format!("{channel}.news");
+        let rec = record.clone();
+        async move {
+            let _: redis::RedisResult<i64> = c.publish(&ch, "extra").await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            !envlog(&rec).is_empty()
+        }
+    })
+    .await;
+    assert!(got, "no pub/sub delivery:\n{}", p.proc.output());
+    let req = &envlog(&record)[0];
+    assert!(req.contains(&format!("Http_X_Redis_Channel={channel}.news")) && req.contains("body=extra"), "{req}");
+    assert!(p.proc.output().contains("at-most-once"), "the at-most-once warning is missing");
+    let _: () = con.set("unused", 1).await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_config_fails_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, expected) in [
+        ("redis:\n  url: http://127.0.0.1:6379\n", "redis.url"),
+        ("redis:\n  start: latest\n", "redis.start"),
+        ("mqtt:\n  url: mqtt://127.0.0.1:1883\n  qos: 3\n", "mqtt.qos"),
+        ("mqtt:\n  url: ftp://127.0.0.1\n", "mqtt.url"),
+        ("mqtt:\n  share_group: a/b\n", "mqtt.share_group"),
+    ] {
+        std::fs::write(dir.path().join("bad.yml"), yaml).unwrap();
+        let source = if yaml.starts_with("redis") { "redis" } else { "mqtt" };
+        let mut p = Proc::spawn(
+            &["connect", source, "--gateway", "http://127.0.0.1:9", "--config", "bad.yml"],
+            dir.path(),
+            &[],
+        );
+        assert_ne!(p.wait_exit(Duration::from_secs(10)), Some(0), "{yaml}");
+        assert!(p.output().contains(expected), "{expected}: {}", p.output());
+    }
+}
