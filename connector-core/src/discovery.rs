@@ -25,6 +25,7 @@ pub struct Discovery {
     map: watch::Sender<Arc<TopicMap>>,
     refresh: Notify,
     ready: AtomicBool,
+    first: Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -40,6 +41,7 @@ impl Discovery {
             map: watch::channel(Arc::new(TopicMap::default())).0,
             refresh: Notify::new(),
             ready: AtomicBool::new(false),
+            first: Notify::new(),
             metrics,
         }
     }
@@ -51,6 +53,17 @@ impl Discovery {
     /// Whether a discovery has succeeded yet.
     pub fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Waits for the first successful discovery: until then an event could
+    /// not be routed, and would be dead-lettered for want of a subscriber.
+    pub async fn wait_ready(&self) {
+        let first = self.first.notified();
+        tokio::pin!(first);
+        first.as_mut().enable();
+        if !self.ready() {
+            first.await;
+        }
     }
 
     /// Asks for a refresh now rather than at the next interval.
@@ -66,7 +79,8 @@ impl Discovery {
                     let map = TopicMap::new(subs);
                     self.metrics.topics.set(map.topics().len() as f64);
                     self.metrics.functions.set(map.functions.len() as f64);
-                    if !self.ready.swap(true, Ordering::AcqRel) {
+                    let first = !self.ready.load(Ordering::Acquire);
+                    if first {
                         tracing::info!(gateway = %self.gateway.url(), functions = map.functions.len(), "discovered functions");
                     }
                     self.map.send_if_modified(|current| {
@@ -76,6 +90,10 @@ impl Discovery {
                         }
                         changed
                     });
+                    if first {
+                        self.ready.store(true, Ordering::Release);
+                        self.first.notify_waiters();
+                    }
                     backoff = Duration::from_millis(250);
                     self.interval
                 }

@@ -72,6 +72,12 @@ impl Hub {
         tokio::spawn(async move { axum::serve(listener, ops).with_graceful_shutdown(stop.cancelled_owned()).await });
         tracing::info!(gateway = %self.config.gateway, listen = %self.config.listen, sources = ?sources.iter().map(|s| s.name()).collect::<Vec<_>>(), "hub started");
 
+        // Sources start once functions are known; a message read earlier
+        // could only be dead-lettered for want of a subscriber.
+        tokio::select! {
+            () = self.discovery.wait_ready() => {}
+            () = self.shutdown.cancelled() => return Ok(()),
+        }
         let mut running = tokio::task::JoinSet::new();
         for source in sources {
             let name = source.name();

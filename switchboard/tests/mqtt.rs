@@ -1,0 +1,205 @@
+//! The MQTT source against a real Mosquitto (3.1.1 and 5).
+
+mod common;
+use common::*;
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions, mqttbytes::QoS};
+use std::time::Duration;
+
+/// An MQTT 5 client of the tests' own, with its event loop driven in the background.
+async fn client(port: u16) -> (AsyncClient, tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::mqttbytes::v5::Publish>) {
+    if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        panic!("MQTT broker not reachable at 127.0.0.1:{port}; start it with scripts/services (mosquitto)");
+    }
+    let (c, mut events) = AsyncClient::new(MqttOptions::new(unique("sbtest-pub-"), "127.0.0.1", port), 100);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(e) = events.poll().await {
+            if let Event::Incoming(rumqttc::v5::Incoming::Publish(p)) = e {
+                let _ = tx.send(p);
+            }
+        }
+    });
+    (c, rx)
+}
+
+fn mqtt_cfg(port: u16, client_id: &str, version: u8) -> String {
+    config(&format!(
+        "mqtt:\n  enabled: true\n  url: mqtt://127.0.0.1:{port}\n  version: {version}\n  qos: 1\n  client_id: {client_id}\n  clean_session: false\n"
+    ))
+}
+
+#[tokio::test]
+async fn wildcard_filters_headers_and_cloudevents_user_properties() {
+    let base = unique("sbtest/");
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.log");
+    let stack = envlog_stack("temps", &format!("{base}/+/temperature"), &record, "", "");
+    let p = Platform::start_in(dir, &mqtt_cfg(1883, &unique("sbtest-hub-"), 5), &stack, &[]).await;
+    p.wait_ready(&["temps"]).await;
+    let (c, _) = client(1883).await;
+    let topic = format!("{base}/kitchen/temperature");
+    let props = PublishProperties {
+        content_type: Some("application/json".into()),
+        user_properties: vec![
+            ("specversion".into(), "1.0".into()),
+            ("id".into(), "ce-77".into()),
+            ("source".into(), "/sensors".into()),
+            ("type".into(), "reading".into()),
+        ],
+        ..Default::default()
+    };
+    let got = eventually(Duration::from_secs(15), || {
+        let (c, topic, props, rec) = (c.clone(), topic.clone(), props.clone(), record.clone());
+        async move {
+            if envlog(&rec).is_empty() {
+                let _ = c.publish_with_properties(topic, QoS::AtLeastOnce, false, "21.5", props).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            !envlog(&rec).is_empty()
+        }
+    })
+    .await;
+    assert!(got, "not delivered:\n{}", p.proc.output());
+    let _ = c.publish(format!("{base}/kitchen/humidity"), QoS::AtLeastOnce, false, "40").await;
+    let req = &envlog(&record)[0];
+    for expected in [
+        format!("Http_X_Topic={topic}"),
+        format!("Http_X_Mqtt_Topic={topic}"),
+        "Http_X_Mqtt_Qos=1".into(),
+        "Http_Ce_Id=ce-77".into(),
+        "Http_Ce_Type=reading".into(),
+        "Http_Content_Type=application/json".into(),
+        "Http_X_Connector=switchboard/mqtt".into(),
+        "body=21.5".into(),
+    ] {
+        assert!(req.contains(&expected), "missing {expected} in\n{req}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(envlog(&record).len(), 1, "humidity does not match sensors/+/temperature");
+}
+
+#[tokio::test]
+async fn the_response_goes_to_the_response_topic() {
+    let topic = unique("sbtest/rpc/");
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.log");
+    let p = Platform::start_in(
+        dir,
+        &mqtt_cfg(1883, &unique("sbtest-hub-"), 5),
+        &envlog_stack("rpc", &topic, &record, "", ""),
+        &[],
+    )
+    .await;
+    p.wait_ready(&["rpc"]).await;
+    let (c, mut rx) = client(1883).await;
+    let reply_to = format!("{topic}/reply");
+    c.subscribe(&reply_to, QoS::AtLeastOnce).await.unwrap();
+    let mut answer = None;
+    for _ in 0..50 {
+        let props = PublishProperties {
+            response_topic: Some(reply_to.clone()),
+            correlation_data: Some("req-1".into()),
+            ..Default::default()
+        };
+        c.publish_with_properties(&topic, QoS::AtLeastOnce, false, "ping", props).await.unwrap();
+        if let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+            answer = Some(p);
+            break;
+        }
+    }
+    let answer = answer.unwrap_or_else(|| panic!("no response:\n{}", p.proc.output()));
+    assert_eq!(&answer.payload[..], b"got ping");
+    assert_eq!(answer.properties.and_then(|p| p.correlation_data).as_deref(), Some(&b"req-1"[..]));
+}
+
+#[tokio::test]
+async fn qos1_messages_survive_kill_9_with_a_persistent_session() {
+    for version in [3u8, 5] {
+        let topic = unique("sbtest/jobs/");
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("r.log");
+        let stack = envlog_stack(
+            "jobs",
+            &topic,
+            &record,
+            "      SLEEP: \"0.2\"\n",
+            "      com.switchboard.max_inflight: \"1\"\n",
+        );
+        let cfg = mqtt_cfg(1883, &unique("sbtest-hub-"), version);
+        let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+        p.wait_ready(&["jobs"]).await;
+        let (c, _) = client(1883).await;
+        // Wait for the hub's subscription with a probe message.
+        let ready = eventually(Duration::from_secs(15), || {
+            let (c, t, rec) = (c.clone(), topic.clone(), record.clone());
+            async move {
+                if envlog(&rec).is_empty() {
+                    let _ = c.publish(t, QoS::AtLeastOnce, false, "probe").await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                !envlog(&rec).is_empty()
+            }
+        })
+        .await;
+        assert!(ready, "v{version}: hub never subscribed:\n{}", p.proc.output());
+        for i in 0..10 {
+            c.publish(&topic, QoS::AtLeastOnce, false, format!("job{i}")).await.unwrap();
+        }
+        assert!(eventually(Duration::from_secs(10), || async { envlog(&record).len() >= 3 }).await);
+        let Platform { mut proc, dir, .. } = p;
+        proc.crash();
+        let bodies = |r: &std::path::Path| -> std::collections::BTreeSet<String> {
+            envlog(r)
+                .iter()
+                .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("body=job").map(String::from)))
+                .collect()
+        };
+        assert!(bodies(&record).len() < 10, "v{version}: all delivered before the kill");
+        let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+        let all = eventually(Duration::from_secs(30), || async { bodies(&record).len() == 10 }).await;
+        assert!(all, "v{version}: lost {:?} after kill -9:\n{}", 10 - bodies(&record).len(), p.proc.output());
+    }
+}
+
+#[tokio::test]
+async fn reconnects_after_the_broker_restarts() {
+    let port = free_port();
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        conf.path(),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n"),
+    )
+    .unwrap();
+    let mut broker = Broker::start("mosquitto", vec!["-c".into(), conf.path().display().to_string()], port);
+    let topic = unique("sbtest/restart/");
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.log");
+    let p = Platform::start_in(
+        dir,
+        &mqtt_cfg(port, &unique("sbtest-hub-"), 5),
+        &envlog_stack("r", &topic, &record, "", ""),
+        &[],
+    )
+    .await;
+    p.wait_ready(&["r"]).await;
+    let send_until = |body: &'static str| {
+        let (topic, record) = (topic.clone(), record.clone());
+        async move {
+            let (c, _) = client(port).await;
+            eventually(Duration::from_secs(30), || {
+                let (c, t, rec) = (c.clone(), topic.clone(), record.clone());
+                async move {
+                    let _ = c.publish(t, QoS::AtLeastOnce, false, body).await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    envlog(&rec).iter().any(|b| b.contains(&format!("body={body}")))
+                }
+            })
+            .await
+        }
+    };
+    assert!(send_until("before").await, "not delivered before the restart:\n{}", p.proc.output());
+    broker.kill();
+    broker.restart();
+    assert!(send_until("after").await, "not delivered after the broker restarted:\n{}", p.proc.output());
+}
