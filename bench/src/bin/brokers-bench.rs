@@ -1,0 +1,154 @@
+//! Redis and MQTT end to end through the hub, each beside the broker's own
+//! consume rate measured with a plain client in the same run:
+//!  Redis: N entries in a stream; a raw XREADGROUP+XACK loop, then
+//!         `switchboard connect redis` (group from 0) → gateway → watchdog → upstream.
+//!  MQTT:  N QoS 1 messages; a raw subscriber, then `switchboard connect mqtt`.
+//! Needs Redis on 127.0.0.1:6379 and Mosquitto on 127.0.0.1:1883.
+//! Run with `bench/run brokers`.
+
+use bench::{Proc, free_port, function_chain, metric, wait_ok};
+use clap::Parser;
+use redis::AsyncCommands;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "target/release/switchboard")]
+    switchboard: String,
+    #[arg(long, default_value = "target/release/upstream")]
+    upstream: String,
+    /// Redis stream entries.
+    #[arg(long, default_value_t = 20_000)]
+    redis: usize,
+    /// MQTT messages. Mosquitto queues at most 1000 QoS 1 messages per
+    /// client by default (max_queued_messages) and drops the rest, so more
+    /// than that can never all arrive when publishing outruns consuming.
+    #[arg(long, default_value_t = 1_000)]
+    mqtt: usize,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let id = free_port()?;
+    let (stream, topic) = (format!("brokerbench:{id}"), format!("brokerbench/{id}"));
+    let dir = std::env::temp_dir().join(format!("switchboard-brokers-bench-{id}"));
+    std::fs::create_dir_all(&dir)?;
+    let (_chain, gateway) = function_chain(&a.switchboard, &a.upstream, &dir, &format!("{stream},{topic}")).await?;
+    println!("| source | events | raw client events/s | through the hub events/s | hub / raw |\n|---|---:|---:|---:|---:|");
+
+    // Redis: fill the stream once; each reader has its own group from 0.
+    let mut con = redis::Client::open("redis://127.0.0.1:6379")?.get_multiplexed_async_connection().await?;
+    let mut pipe = redis::pipe();
+    for i in 0..a.redis {
+        pipe.xadd(&stream, "*", &[("payload", format!("e{i}"))]).ignore();
+        if pipe.cmd_iter().count() >= 1000 {
+            let _: () = pipe.query_async(&mut con).await?;
+            pipe = redis::pipe();
+        }
+    }
+    let _: () = pipe.query_async(&mut con).await?;
+    let _: () = con.xgroup_create(&stream, "raw", "0").await?;
+    let started = Instant::now();
+    let mut read = 0;
+    let opts = redis::streams::StreamReadOptions::default().group("raw", "raw-1").count(1000);
+    while read < a.redis {
+        let reply: redis::streams::StreamReadReply = con.xread_options(&[&stream], &[">"], &opts).await?;
+        let ids: Vec<String> = reply.keys.into_iter().flat_map(|k| k.ids).map(|e| e.id).collect();
+        read += ids.len();
+        let _: i64 = con.xack(&stream, "raw", &ids).await?;
+    }
+    let raw = a.redis as f64 / started.elapsed().as_secs_f64();
+    let hub_port = free_port()?;
+    let cfg = dir.join("redis.yml");
+    std::fs::write(
+        &cfg,
+        format!("hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nredis:\n  group: hub\n  consumer: hub-1\n  start: \"0\"\n", dir.display()),
+    )?;
+    let started = Instant::now();
+    let hub = Proc::start(&a.switchboard, &["connect", "redis", "--gateway", &gateway, "--config", &cfg.display().to_string()], &[])?;
+    let hub_url = format!("http://127.0.0.1:{hub_port}");
+    wait_ok(&format!("{hub_url}/healthz")).await?;
+    wait_delivered(&hub_url, a.redis, started).await?;
+    let through = a.redis as f64 / started.elapsed().as_secs_f64();
+    println!("| Redis stream (XREADGROUP, XACK) | {} | {raw:.0} | {through:.0} | {:.2} |", a.redis, through / raw);
+    drop(hub);
+    let _: () = con.del(&stream).await?;
+
+    // MQTT: QoS 1 both ways; the raw subscriber acks automatically.
+    let raw = mqtt_raw(&topic, a.mqtt).await?;
+    let hub_port = free_port()?;
+    let cfg = dir.join("mqtt.yml");
+    std::fs::write(
+        &cfg,
+        format!("hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nmqtt:\n  client_id: bench-hub-{id}\n  clean_session: true\n  version: 3\n", dir.display()),
+    )?;
+    let _hub = Proc::start(&a.switchboard, &["connect", "mqtt", "--gateway", &gateway, "--config", &cfg.display().to_string()], &[])?;
+    let hub_url = format!("http://127.0.0.1:{hub_port}");
+    wait_ok(&format!("{hub_url}/readyz")).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await; // the subscription
+    let started = Instant::now();
+    let publisher = publish(&topic, a.mqtt, "bench-pub-hub");
+    let (published, delivered) = tokio::join!(publisher, wait_delivered(&hub_url, a.mqtt, started));
+    published?;
+    delivered?;
+    let through = a.mqtt as f64 / started.elapsed().as_secs_f64();
+    println!("| MQTT QoS 1 (3.1.1) | {} | {raw:.0} | {through:.0} | {:.2} |", a.mqtt, through / raw);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn wait_delivered(hub: &str, n: usize, started: Instant) -> anyhow::Result<()> {
+    loop {
+        if metric(hub, "switchboard_events_delivered_total").await >= n as f64 {
+            return Ok(());
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "not all {n} events delivered in 5 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn publish(topic: &str, n: usize, id: &str) -> anyhow::Result<()> {
+    let mut o = MqttOptions::new(id, "127.0.0.1", 1883);
+    o.set_inflight(1000);
+    let (client, mut events) = AsyncClient::new(o, 1000);
+    let topic = topic.to_string();
+    let sender = tokio::spawn(async move {
+        for i in 0..n {
+            client.publish(&topic, QoS::AtLeastOnce, false, format!("e{i}")).await?;
+        }
+        anyhow::Ok(client)
+    });
+    let mut acked = 0;
+    while acked < n {
+        if let Event::Incoming(Incoming::PubAck(_)) = events.poll().await? {
+            acked += 1;
+        }
+    }
+    sender.await??;
+    Ok(())
+}
+
+async fn mqtt_raw(topic: &str, n: usize) -> anyhow::Result<f64> {
+    let (sub, mut events) = AsyncClient::new(MqttOptions::new("bench-raw-sub", "127.0.0.1", 1883), 1000);
+    sub.subscribe(topic, QoS::AtLeastOnce).await?;
+    loop {
+        if let Event::Incoming(Incoming::SubAck(_)) = events.poll().await? {
+            break;
+        }
+    }
+    let started = Instant::now();
+    let owned = topic.to_string();
+    let publisher = tokio::spawn(async move { publish(&owned, n, "bench-pub-raw").await });
+    let mut got = 0;
+    while got < n {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "raw MQTT subscriber got {got} of {n} messages in 60s");
+        if let Event::Incoming(Incoming::Publish(_)) = events.poll().await? {
+            got += 1;
+        }
+    }
+    publisher.await??;
+    sub.unsubscribe(topic).await?;
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
