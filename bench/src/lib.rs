@@ -157,7 +157,12 @@ pub const TABLE_HEAD: &str = "| path | req/s | p50 ms | p99 ms | non-2xx | vs (a
 /// The chain every hub benchmark invokes: plain upstream behind a watchdog
 /// (http mode) behind a gateway whose static function `fn` subscribes to
 /// `topics`. Returns the processes (stopped on drop) and the gateway URL.
-pub async fn function_chain(switchboard: &str, upstream: &str, dir: &std::path::Path, topics: &str) -> Result<(Vec<Proc>, String)> {
+pub async fn function_chain(
+    switchboard: &str,
+    upstream: &str,
+    dir: &std::path::Path,
+    topics: &str,
+) -> Result<(Vec<Proc>, String)> {
     let (up, wd, gw) = (free_port()?, free_port()?, free_port()?);
     let watchdog = Proc::start(
         switchboard,
@@ -176,9 +181,12 @@ pub async fn function_chain(switchboard: &str, upstream: &str, dir: &std::path::
     let cfg = dir.join("gateway.yml");
     std::fs::write(
         &cfg,
-        format!("provider:\n  kind: static\n  functions:\n    fn:\n      upstream: http://127.0.0.1:{wd}\n      annotations:\n        topic: \"{topics}\"\nqueue:\n  enabled: false\n"),
+        format!(
+            "provider:\n  kind: static\n  functions:\n    fn:\n      upstream: http://127.0.0.1:{wd}\n      annotations:\n        topic: \"{topics}\"\nqueue:\n  enabled: false\n"
+        ),
     )?;
-    let gateway = Proc::start(switchboard, &["gateway", "--config", &cfg.display().to_string(), "--port", &gw.to_string()], &[])?;
+    let gateway =
+        Proc::start(switchboard, &["gateway", "--config", &cfg.display().to_string(), "--port", &gw.to_string()], &[])?;
     let url = format!("http://127.0.0.1:{gw}");
     wait_ok(&format!("{url}/function/fn")).await?;
     Ok((vec![watchdog, gateway], url))
@@ -186,7 +194,11 @@ pub async fn function_chain(switchboard: &str, upstream: &str, dir: &std::path::
 
 /// Reads a counter's value from Prometheus text (0 when absent).
 pub async fn metric(url: &str, prefix: &str) -> f64 {
-    let Ok(stream) = tokio::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap_or("")).await else { return 0.0 };
+    let Ok(stream) =
+        tokio::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap_or("")).await
+    else {
+        return 0.0;
+    };
     let Ok((mut sender, conn)) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await else { return 0.0 };
     tokio::spawn(conn);
     let req = http::Request::get("/metrics").header(http::header::HOST, "localhost").body(Full::new(Bytes::new()));
@@ -197,4 +209,15 @@ pub async fn metric(url: &str, prefix: &str) -> f64 {
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
         .sum()
+}
+
+/// The binaries every suite measures.
+#[derive(clap::Args)]
+pub struct Binaries {
+    /// The switchboard binary to measure.
+    #[arg(long, default_value = "target/release/switchboard")]
+    pub switchboard: String,
+    /// The plain upstream binary.
+    #[arg(long, default_value = "target/release/upstream")]
+    pub upstream: String,
 }

@@ -28,3 +28,15 @@ pub use event::{CloudEventAttrs, Event, Outcome, Response};
 pub use hub::{Hub, HubError};
 pub use source::{Source, SourceContext, SourceError};
 pub use topics::TopicMap;
+
+/// A name unique per replica and stable across its restarts: the host name
+/// (a pod's name on Kubernetes), or a random one without it. Consumer names
+/// and client ids use it so a restarted replica resumes its own pending work.
+pub fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty());
+    format!("switchboard-{}", host.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()))
+}

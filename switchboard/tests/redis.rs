@@ -19,9 +19,16 @@ fn redis_cfg(port: u16, consumer: &str, extra: &str) -> String {
     ))
 }
 
-async fn pending(con: &mut redis::aio::MultiplexedConnection, stream: &str) -> usize {
-    let reply: redis::streams::StreamPendingReply = con.xpending(stream, "sbtest").await.unwrap();
-    reply.count()
+/// Whether every entry of `stream` read by the group gets acked in time.
+async fn all_acked(con: &redis::aio::MultiplexedConnection, stream: &str) -> bool {
+    eventually(Duration::from_secs(10), || {
+        let mut con = con.clone();
+        async move {
+            let reply: redis::streams::StreamPendingReply = con.xpending(stream, "sbtest").await.unwrap();
+            reply.count() == 0
+        }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -47,15 +54,7 @@ async fn stream_entries_are_delivered_with_headers_and_acked() {
     ] {
         assert!(req.contains(&expected), "missing {expected} in\n{req}");
     }
-    assert!(
-        eventually(Duration::from_secs(5), || {
-            let mut c = con.clone();
-            let s = stream.clone();
-            async move { pending(&mut c, &s).await == 0 }
-        })
-        .await,
-        "entry not acked"
-    );
+    assert!(all_acked(&con, &stream).await, "entry not acked");
 }
 
 #[tokio::test]
@@ -88,15 +87,7 @@ async fn pending_entries_come_back_after_kill_9() {
     })
     .await;
     assert!(all, "entries lost after kill -9:\n{}", p.proc.output());
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let mut c = con.clone();
-            let s = stream.clone();
-            async move { pending(&mut c, &s).await == 0 }
-        })
-        .await,
-        "entries left pending"
-    );
+    assert!(all_acked(&con, &stream).await, "entries left pending");
 }
 
 #[tokio::test]
@@ -131,15 +122,7 @@ async fn entries_over_the_delivery_limit_are_dead_lettered_to_a_stream() {
     assert_eq!(letter["event"]["payload"], "poison");
     assert_eq!(letter["topic"], stream.as_str());
     assert!(envlog(&record).is_empty(), "a poison entry must not be invoked again");
-    assert!(
-        eventually(Duration::from_secs(5), || {
-            let mut c = con.clone();
-            let s = stream.clone();
-            async move { pending(&mut c, &s).await == 0 }
-        })
-        .await,
-        "dead-lettered entry not acked"
-    );
+    assert!(all_acked(&con, &stream).await, "dead-lettered entry not acked");
 }
 
 #[tokio::test]

@@ -14,10 +14,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long, default_value = "target/release/switchboard")]
-    switchboard: String,
-    #[arg(long, default_value = "target/release/upstream")]
-    upstream: String,
+    #[command(flatten)]
+    bin: bench::Binaries,
     /// Redis stream entries.
     #[arg(long, default_value_t = 20_000)]
     redis: usize,
@@ -35,8 +33,11 @@ async fn main() -> anyhow::Result<()> {
     let (stream, topic) = (format!("brokerbench:{id}"), format!("brokerbench/{id}"));
     let dir = std::env::temp_dir().join(format!("switchboard-brokers-bench-{id}"));
     std::fs::create_dir_all(&dir)?;
-    let (_chain, gateway) = function_chain(&a.switchboard, &a.upstream, &dir, &format!("{stream},{topic}")).await?;
-    println!("| source | events | raw client events/s | through the hub events/s | hub / raw |\n|---|---:|---:|---:|---:|");
+    let (_chain, gateway) =
+        function_chain(&a.bin.switchboard, &a.bin.upstream, &dir, &format!("{stream},{topic}")).await?;
+    println!(
+        "| source | events | raw client events/s | through the hub events/s | hub / raw |\n|---|---:|---:|---:|---:|"
+    );
 
     // Redis: fill the stream once; each reader has its own group from 0.
     let mut con = redis::Client::open("redis://127.0.0.1:6379")?.get_multiplexed_async_connection().await?;
@@ -64,10 +65,17 @@ async fn main() -> anyhow::Result<()> {
     let cfg = dir.join("redis.yml");
     std::fs::write(
         &cfg,
-        format!("hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nredis:\n  group: hub\n  consumer: hub-1\n  start: \"0\"\n", dir.display()),
+        format!(
+            "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nredis:\n  group: hub\n  consumer: hub-1\n  start: \"0\"\n",
+            dir.display()
+        ),
     )?;
     let started = Instant::now();
-    let hub = Proc::start(&a.switchboard, &["connect", "redis", "--gateway", &gateway, "--config", &cfg.display().to_string()], &[])?;
+    let hub = Proc::start(
+        &a.bin.switchboard,
+        &["connect", "redis", "--gateway", &gateway, "--config", &cfg.display().to_string()],
+        &[],
+    )?;
     let hub_url = format!("http://127.0.0.1:{hub_port}");
     wait_ok(&format!("{hub_url}/healthz")).await?;
     wait_delivered(&hub_url, a.redis, started).await?;
@@ -82,9 +90,16 @@ async fn main() -> anyhow::Result<()> {
     let cfg = dir.join("mqtt.yml");
     std::fs::write(
         &cfg,
-        format!("hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nmqtt:\n  client_id: bench-hub-{id}\n  clean_session: true\n  version: 3\n", dir.display()),
+        format!(
+            "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nmqtt:\n  client_id: bench-hub-{id}\n  clean_session: true\n  version: 3\n",
+            dir.display()
+        ),
     )?;
-    let _hub = Proc::start(&a.switchboard, &["connect", "mqtt", "--gateway", &gateway, "--config", &cfg.display().to_string()], &[])?;
+    let _hub = Proc::start(
+        &a.bin.switchboard,
+        &["connect", "mqtt", "--gateway", &gateway, "--config", &cfg.display().to_string()],
+        &[],
+    )?;
     let hub_url = format!("http://127.0.0.1:{hub_port}");
     wait_ok(&format!("{hub_url}/readyz")).await?;
     tokio::time::sleep(Duration::from_secs(1)).await; // the subscription
@@ -143,7 +158,10 @@ async fn mqtt_raw(topic: &str, n: usize) -> anyhow::Result<f64> {
     let publisher = tokio::spawn(async move { publish(&owned, n, "bench-pub-raw").await });
     let mut got = 0;
     while got < n {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "raw MQTT subscriber got {got} of {n} messages in 60s");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "raw MQTT subscriber got {got} of {n} messages in 60s"
+        );
         if let Event::Incoming(Incoming::Publish(_)) = events.poll().await? {
             got += 1;
         }

@@ -6,16 +6,14 @@
 //! by `switchboard connect nats`. Needs NATS with JetStream on 127.0.0.1:4222.
 //! Run with `bench/run hub`.
 
-use bench::{Proc, Report, free_port, load, load_with, row, wait_ok};
+use bench::{Proc, Report, free_port, function_chain, load, load_with, row, wait_ok};
 use clap::Parser;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long, default_value = "target/release/switchboard")]
-    switchboard: String,
-    #[arg(long, default_value = "target/release/upstream")]
-    upstream: String,
+    #[command(flatten)]
+    bin: bench::Binaries,
     #[arg(short, long, default_value_t = 16)]
     connections: usize,
     /// Seconds per HTTP measurement.
@@ -33,40 +31,14 @@ const CE_HEADERS: &[(&str, &str)] =
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let d = Duration::from_secs(a.duration);
-    let (up, wd, gw, hub, ce, hub2) =
-        (free_port()?, free_port()?, free_port()?, free_port()?, free_port()?, free_port()?);
+    let (gw, hub, ce, hub2) = (free_port()?, free_port()?, free_port()?, free_port()?);
     let dir = std::env::temp_dir().join(format!("switchboard-hub-bench-{gw}"));
     std::fs::create_dir_all(&dir)?;
     let stream = format!("HUBBENCH{gw}");
     let subject = format!("hubbench.{gw}");
 
-    let _watchdog = Proc::start(
-        &a.switchboard,
-        &["watchdog"],
-        &[
-            ("fprocess", &a.upstream),
-            ("mode", "http"),
-            ("upstream_url", &format!("http://127.0.0.1:{up}")),
-            ("PORT", &up.to_string()),
-            ("port", &wd.to_string()),
-            ("bind_address", "127.0.0.1"),
-            ("suppress_lock", "true"),
-            ("healthcheck_interval", "0s"),
-        ],
-    )?;
-    let gw_cfg = dir.join("gateway.yml");
-    std::fs::write(
-        &gw_cfg,
-        format!(
-            "provider:\n  kind: static\n  functions:\n    fn:\n      upstream: http://127.0.0.1:{wd}\n      annotations:\n        topic: bench.ce,{subject}\nqueue:\n  enabled: false\n"
-        ),
-    )?;
-    let _gateway = Proc::start(
-        &a.switchboard,
-        &["gateway", "--config", &gw_cfg.display().to_string(), "--port", &gw.to_string()],
-        &[],
-    )?;
-    let gateway = format!("http://127.0.0.1:{gw}");
+    let (_chain, gateway) =
+        function_chain(&a.bin.switchboard, &a.bin.upstream, &dir, &format!("bench.ce,{subject}")).await?;
     let hub_cfg = dir.join("hub.yml");
     std::fs::write(
         &hub_cfg,
@@ -76,13 +48,12 @@ async fn main() -> anyhow::Result<()> {
         ),
     )?;
     let _hub = Proc::start(
-        &a.switchboard,
+        &a.bin.switchboard,
         &["connect", "cloudevents", "--gateway", &gateway, "--config", &hub_cfg.display().to_string()],
         &[],
     )?;
     let direct = format!("{gateway}/function/fn");
     let via_hub = format!("http://127.0.0.1:{ce}/");
-    wait_ok(&direct).await?;
     wait_ok(&format!("http://127.0.0.1:{hub}/readyz")).await?;
 
     println!("HTTP: {}s per measurement, on {} cores\n", a.duration, std::thread::available_parallelism()?);
@@ -132,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let started = Instant::now();
     let _js_hub = Proc::start(
-        &a.switchboard,
+        &a.bin.switchboard,
         &["connect", "nats", "--gateway", &gateway, "--config", &js_cfg.display().to_string()],
         &[],
     )?;

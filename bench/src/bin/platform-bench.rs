@@ -11,12 +11,8 @@ use std::time::Duration;
 
 #[derive(Parser)]
 struct Args {
-    /// The switchboard binary to measure.
-    #[arg(long, default_value = "target/release/switchboard")]
-    switchboard: String,
-    /// The plain upstream binary.
-    #[arg(long, default_value = "target/release/upstream")]
-    upstream: String,
+    #[command(flatten)]
+    bin: bench::Binaries,
     #[arg(short, long, default_value_t = 16)]
     connections: usize,
     /// Seconds per path.
@@ -34,10 +30,10 @@ async fn main() -> anyhow::Result<()> {
 
     // The watchdog starts the upstream itself, as it does for a function.
     let _watchdog = Proc::start(
-        &a.switchboard,
+        &a.bin.switchboard,
         &["watchdog"],
         &[
-            ("fprocess", &a.upstream),
+            ("fprocess", &a.bin.upstream),
             ("mode", "http"),
             ("upstream_url", &upstream_url),
             ("PORT", &up_s),
@@ -48,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
         ],
     )?;
     let _cat = Proc::start(
-        &a.switchboard,
+        &a.bin.switchboard,
         &["watchdog"],
         &[
             ("fprocess", "cat"),
@@ -69,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
         ),
     )?;
     let _gateway =
-        Proc::start(&a.switchboard, &["gateway", "--config", &config.display().to_string(), "--port", &gw_s], &[])?;
+        Proc::start(&a.bin.switchboard, &["gateway", "--config", &config.display().to_string(), "--port", &gw_s], &[])?;
 
     let paths = [
         ("(a) upstream direct", upstream_url.clone(), a.connections),

@@ -47,7 +47,7 @@ impl Default for MqttConfig {
             url: "mqtt://127.0.0.1:1883".into(),
             version: 5,
             qos: 1,
-            client_id: default_client_id(),
+            client_id: connector_core::replica_name(),
             clean_session: false,
             session_expiry: Duration::from_secs(24 * 3600),
             keep_alive: Duration::from_secs(30),
@@ -58,15 +58,6 @@ impl Default for MqttConfig {
             inflight: 100,
         }
     }
-}
-
-fn default_client_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty());
-    format!("switchboard-{}", host.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -46,7 +46,7 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
             mode: Mode::Streams,
             group: "switchboard".into(),
-            consumer: default_consumer(),
+            consumer: connector_core::replica_name(),
             start: "$".into(),
             payload_field: "payload".into(),
             key_field: None,
@@ -57,15 +57,6 @@ impl Default for RedisConfig {
             block: Duration::from_millis(500),
         }
     }
-}
-
-fn default_consumer() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty());
-    format!("switchboard-{}", host.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()))
 }
 
 #[derive(Debug, thiserror::Error)]
