@@ -116,7 +116,9 @@ impl Dispatcher {
     /// broker has delivered too often (poison messages).
     pub async fn reject(&self, event: &Event, attempts: u32, reason: String) -> Outcome {
         self.shared.metrics.received.with_label_values(&[self.source, &event.topic]).inc();
-        self.dead_letter(event, None, None, attempts, reason).await
+        self.dead_letter(event, None, None, attempts, reason)
+            .await
+            .map_or_else(Outcome::Failed, |()| Outcome::DeadLettered)
     }
 
     /// Whether invocations go through the gateway's async queue.
@@ -144,9 +146,11 @@ impl Ticket {
             None => map.subscribers(&event.topic),
         };
         if subscribers.is_empty() {
+            let reason = format!("no function subscribes to topic {:?}", event.topic);
             return d
-                .dead_letter(&event, None, None, 0, format!("no function subscribes to topic {:?}", event.topic))
-                .await;
+                .dead_letter(&event, None, None, 0, reason)
+                .await
+                .map_or_else(Outcome::Failed, |()| Outcome::DeadLettered);
         }
         let results = futures_util::future::join_all(subscribers.iter().map(|s| d.deliver(s, &event))).await;
         let mut responses = vec![];
@@ -220,9 +224,8 @@ impl Dispatcher {
                 continue;
             }
             return match self.dead_letter(event, Some(&sub.function), a.status, attempt, a.error).await {
-                Outcome::DeadLettered => Delivery::DeadLettered,
-                Outcome::Failed(e) => self.failed(&labels, e),
-                _ => unreachable!("dead_letter settles or fails"),
+                Ok(()) => Delivery::DeadLettered,
+                Err(e) => Delivery::Failed(e),
             };
         }
     }
@@ -239,7 +242,7 @@ impl Dispatcher {
         status: Option<u16>,
         attempts: u32,
         error: String,
-    ) -> Outcome {
+    ) -> Result<(), String> {
         let letter = DeadLetter {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             source: self.source.to_string(),
@@ -255,12 +258,12 @@ impl Dispatcher {
             Ok(()) => {
                 tracing::warn!(source = self.source, topic = %event.topic, function = ?function, attempts, %error, "dead-lettered");
                 self.shared.metrics.dead_lettered.with_label_values(&labels).inc();
-                Outcome::DeadLettered
+                Ok(())
             }
             Err(e) => {
                 tracing::error!(sink = %self.sink.describe(), error = %e, "cannot dead-letter; the event will be redelivered");
                 self.shared.metrics.failed.with_label_values(&labels).inc();
-                Outcome::Failed(format!("dead-letter sink: {e}"))
+                Err(format!("dead-letter sink: {e}"))
             }
         }
     }
