@@ -120,3 +120,39 @@ async fn jetstream_delivers_everything_after_the_connector_is_killed() {
     drop(second);
     let _ = js.delete_stream(&stream).await;
 }
+
+#[tokio::test]
+async fn dead_letters_go_to_the_configured_subject() {
+    use futures_util::StreamExt;
+    let client = nats().await;
+    let subject = unique("sbtest.dlq.");
+    let dead_subject = format!("{subject}.dead");
+    let mut letters = client.subscribe(dead_subject.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = format!(
+        "functions:\n  doomed:\n    fprocess: {}\n    environment:\n      FAIL_TIMES: 100\n      COUNTER_FILE: {}/count\n    annotations:\n      topic: {subject}\n      com.openfaas.retry.attempts: \"2\"\n      com.openfaas.retry.min_wait: 10ms\n      com.openfaas.retry.max_wait: 20ms\n",
+        fixture("flaky.sh"),
+        dir.path().display()
+    );
+    let cfg = config(&format!(
+        "nats:\n  enabled: true\n  url: nats://127.0.0.1:4222\n  queue_group: {subject}\n  dead_letter_subject: {dead_subject}\n"
+    ));
+    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+    p.wait_ready(&["doomed"]).await;
+    let mut letter = None;
+    for _ in 0..50 {
+        client.publish(subject.clone(), "lost cause".into()).await.unwrap();
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), letters.next()).await {
+            letter = Some(m);
+            break;
+        }
+    }
+    let letter = letter.unwrap_or_else(|| panic!("no dead letter on {dead_subject}:\n{}", p.proc.output()));
+    let letter: serde_json::Value = serde_json::from_slice(&letter.payload).unwrap();
+    assert_eq!(letter["function"], "doomed.openfaas-fn");
+    assert_eq!(letter["source"], "nats");
+    assert_eq!(letter["attempts"], 2);
+    assert_eq!(letter["status"], 500);
+    assert_eq!(letter["event"]["payload"], "lost cause");
+    assert!(!p.dir.path().join("data/dead-letters.jsonl").exists(), "the subject replaces the file");
+}
