@@ -5,6 +5,11 @@ mod hub;
 mod platform;
 
 use anyhow::Result;
+
+// glibc's allocator took a quarter of the hub's time under load (perf:
+// malloc_consolidate, unlink_chunk); mimalloc is measured in docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;

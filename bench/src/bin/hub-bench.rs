@@ -109,6 +109,8 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let consumer_name = format!("bench-{}", subject.replace('.', "_"));
     let mut consumer: Option<async_nats::jetstream::consumer::PullConsumer> = None;
+    // When acks began, and how many were done then: the steady rate excludes start-up.
+    let mut first_ack: Option<(Instant, u64)> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if consumer.is_none() {
@@ -116,6 +118,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if let Some(c) = consumer.as_mut() {
             let info = c.info().await?;
+            if first_ack.is_none() && info.ack_floor.stream_sequence > 0 {
+                first_ack = Some((Instant::now(), info.ack_floor.stream_sequence));
+            }
             if info.num_pending == 0 && info.num_ack_pending == 0 && info.ack_floor.stream_sequence >= a.messages {
                 break;
             }
@@ -123,8 +128,14 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "JetStream drain did not finish in 10 minutes");
     }
     let secs = started.elapsed().as_secs_f64();
+    if let Some((t, done)) = first_ack {
+        println!(
+            "\nJetStream steady drain (from the first ack to the last): {:.0} events/s",
+            (a.messages - done) as f64 / t.elapsed().as_secs_f64()
+        );
+    }
     println!(
-        "\nJetStream → hub → gateway → watchdog → upstream: {} messages acked in {secs:.2}s = {:.0} events/s (from connector start, connect and consumer creation included)",
+        "JetStream → hub → gateway → watchdog → upstream: {} messages acked in {secs:.2}s = {:.0} events/s (from connector start, connect and consumer creation included)",
         a.messages,
         a.messages as f64 / secs
     );
