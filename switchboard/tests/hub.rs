@@ -256,3 +256,72 @@ async fn the_rate_limit_holds_under_a_burst() {
     let spread = times[5] - times[0];
     assert!(spread >= 0.95, "6 events started within {spread:.3}s despite a 5/s limit");
 }
+
+#[tokio::test]
+async fn cron_skips_ticks_while_the_previous_run_is_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("slow.log");
+    // A run takes 1.5 s and the schedule ticks every second.
+    let stack =
+        envlog_stack("slow", "cron-function", &record, "      SLEEP: \"1.5\"\n", "      schedule: \"* * * * * *\"\n");
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    let ok = eventually(Duration::from_secs(20), || async { envlog(&record).len() >= 3 }).await;
+    assert!(ok, "cron runs missing:\n{}", p.proc.output());
+    let fired: Vec<f64> = envlog(&record)
+        .iter()
+        .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("body=")))
+        .map(|body| {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            let t = v["fire_time"].as_str().unwrap().to_string();
+            humantime_secs(&t)
+        })
+        .collect();
+    for pair in fired.windows(2) {
+        // Runs never overlap: each fires after the previous one finished.
+        assert!(pair[1] - pair[0] >= 1.5, "runs overlapped: fired at {fired:?}");
+    }
+    assert!(p.proc.output().contains("tick skipped"), "skipped ticks are not logged");
+}
+
+fn humantime_secs(rfc3339: &str) -> f64 {
+    // 2026-11-22T23:08:27.850411+00:00 → seconds within the day, enough for differences.
+    let time = rfc3339.split('T').nth(1).unwrap();
+    let hms = &time[..time.find(['+', '-', 'Z']).unwrap_or(time.len())];
+    let parts: Vec<f64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+}
+
+#[tokio::test]
+async fn cloudevents_answer_429_when_the_hub_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("busy.log");
+    let stack = envlog_stack("busy", "busy", &record, "      SLEEP: \"2\"\n", "");
+    let p = Platform::start_in(dir, &config_with("  max_pending: 1\n", ""), &stack, &[]).await;
+    hub_ready(&p).await;
+    let first = {
+        let url = p.ce_url.clone();
+        tokio::spawn(async move {
+            call(
+                "POST",
+                &format!("{url}/"),
+                &[("ce-id", "1"), ("ce-source", "/t"), ("ce-type", "busy"), ("ce-specversion", "1.0")],
+                "one",
+            )
+            .await
+        })
+    };
+    // Let the first request take the only slot before probing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut refused = None;
+    for i in 0..30 {
+        let r = ce(&p, "busy", &format!("x{i}"), "two").await;
+        if r.status == 429 {
+            refused = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("no 429 while the only slot was taken");
+    assert_eq!(refused.header("retry-after").as_deref(), Some("1"));
+    assert_eq!(first.await.unwrap().status, 200);
+}
