@@ -86,10 +86,6 @@ impl Dispatcher {
         &self.shared.metrics
     }
 
-    pub fn topics(&self) -> watch::Receiver<Arc<TopicMap>> {
-        self.shared.map.clone()
-    }
-
     /// Waits while `max_pending` events are in flight: the backpressure that
     /// stops a source from reading faster than functions take events.
     pub async fn ticket(&self, event: &Event) -> Ticket {

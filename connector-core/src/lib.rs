@@ -27,7 +27,7 @@ pub use dispatcher::{Dispatcher, Ticket};
 pub use event::{CloudEventAttrs, Event, Outcome, Response};
 pub use hub::{Hub, HubError};
 pub use source::{Source, SourceContext, SourceError};
-pub use topics::TopicMap;
+pub use topics::{CRON_TOPIC, TopicMap};
 
 /// A name unique per replica and stable across its restarts: the host name
 /// (a pod's name on Kubernetes), or a random one without it. Consumer names

@@ -7,6 +7,9 @@ use crate::subscription::Subscription;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+/// The reserved topic of scheduled functions (OpenFaaS's name).
+pub const CRON_TOPIC: &str = "cron-function";
+
 #[derive(Debug, Default)]
 pub struct TopicMap {
     exact: HashMap<String, Vec<Arc<Subscription>>>,
@@ -89,7 +92,15 @@ impl TopicMap {
             })
     }
 
-    /// Every topic (and pattern) some function subscribes to: what sources subscribe to.
+    /// Topics a broker source subscribes to: all but [`CRON_TOPIC`], which
+    /// names a schedule, not a subject, stream or filter.
+    pub fn broker_topics(&self) -> BTreeSet<String> {
+        let mut topics = self.topics();
+        topics.remove(CRON_TOPIC);
+        topics
+    }
+
+    /// Every topic (and pattern) some function subscribes to.
     pub fn topics(&self) -> BTreeSet<String> {
         self.functions.values().flat_map(|s| s.topics.iter().cloned()).collect()
     }

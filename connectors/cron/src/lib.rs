@@ -17,8 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
 
-/// The reserved topic of scheduled functions (OpenFaaS's name).
-pub const TOPIC: &str = "cron-function";
+pub use connector_core::CRON_TOPIC as TOPIC;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

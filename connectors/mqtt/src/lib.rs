@@ -61,10 +61,7 @@ impl Source for MqttSource {
 /// Filters to subscribe to: every discovered topic that is a valid filter.
 fn wanted(ctx: &SourceContext) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for t in ctx.topics.borrow().topics() {
-        if t == "cron-function" {
-            continue;
-        }
+    for t in ctx.topics.borrow().broker_topics() {
         if valid_filter(&t) {
             out.insert(t);
         } else {

@@ -108,7 +108,7 @@ impl Source for NatsSource {
             // One task per subscribed topic; it stops when its token is cancelled.
             let mut subscribed: HashMap<String, CancellationToken> = HashMap::new();
             loop {
-                let topics = ctx.topics.borrow_and_update().topics();
+                let topics = ctx.topics.borrow_and_update().broker_topics();
                 subscribed.retain(|topic, token| {
                     let keep = topics.contains(topic);
                     if !keep {
@@ -118,7 +118,7 @@ impl Source for NatsSource {
                     keep
                 });
                 for topic in topics {
-                    if subscribed.contains_key(&topic) || topic == "cron-function" {
+                    if subscribed.contains_key(&topic) {
                         continue;
                     }
                     let token = ctx.shutdown.child_token();

@@ -71,9 +71,8 @@ impl Source for RedisSource {
     }
 }
 
-/// The topics a source of this kind reads: all but the cron ones.
 fn wanted(ctx: &SourceContext) -> BTreeSet<String> {
-    ctx.topics.borrow().topics().into_iter().filter(|t| t != "cron-function").collect()
+    ctx.topics.borrow().broker_topics()
 }
 
 impl RedisSource {

@@ -88,10 +88,6 @@ impl EmbeddedQueue {
             .await
             .map_err(|e| QueueError::Store(format!("store task failed: {e}")))?
     }
-
-    pub async fn pending(&self) -> Result<u64, QueueError> {
-        self.blocking(|s| s.pending_count()).await
-    }
 }
 
 impl Queue for EmbeddedQueue {

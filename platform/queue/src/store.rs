@@ -4,7 +4,7 @@
 //! nothing enqueued is lost and everything is delivered at least once.
 
 use crate::{DeadLetter, Envelope, QueueError};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -135,14 +135,5 @@ impl Store {
             out.push(serde_json::from_slice(v.value())?);
         }
         Ok(out)
-    }
-
-    pub fn pending_count(&self) -> Result<u64, QueueError> {
-        let tx = self.db.begin_read()?;
-        match tx.open_table(PENDING) {
-            Ok(t) => Ok(t.len()?),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-            Err(e) => Err(e.into()),
-        }
     }
 }
