@@ -101,6 +101,10 @@ pub async fn load_with(
 pub struct Proc(Child);
 
 impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     pub fn start(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let child = Command::new(program)
             .args(args)
@@ -155,14 +159,29 @@ pub fn row(name: &str, r: &Report, baseline: Option<f64>) -> String {
 pub const TABLE_HEAD: &str = "| path | req/s | p50 ms | p99 ms | non-2xx | vs (a) |\n|---|---:|---:|---:|---:|---:|";
 
 /// The chain every hub benchmark invokes: plain upstream behind a watchdog
-/// (http mode) behind a gateway whose static function `fn` subscribes to
-/// `topics`. Returns the processes (stopped on drop) and the gateway URL.
+/// (http mode) behind a gateway whose static function `fn` has these
+/// `annotations` (`topic` among them).
+pub struct Chain {
+    /// Stopped on drop.
+    pub procs: Vec<Proc>,
+    pub gateway: String,
+    pub watchdog: String,
+}
+
+/// The `gateway.yml`-style `provider:` section naming `fn` at `watchdog`.
+pub fn static_function(watchdog: &str, annotations: &[(&str, String)]) -> String {
+    let annotations: String = annotations.iter().map(|(k, v)| format!("        {k}: \"{v}\"\n")).collect();
+    format!(
+        "provider:\n  kind: static\n  functions:\n    fn:\n      upstream: {watchdog}\n      annotations:\n{annotations}"
+    )
+}
+
 pub async fn function_chain(
     switchboard: &str,
     upstream: &str,
     dir: &std::path::Path,
-    topics: &str,
-) -> Result<(Vec<Proc>, String)> {
+    annotations: &[(&str, String)],
+) -> Result<Chain> {
     let (up, wd, gw) = (free_port()?, free_port()?, free_port()?);
     let watchdog = Proc::start(
         switchboard,
@@ -178,18 +197,43 @@ pub async fn function_chain(
             ("healthcheck_interval", "0s"),
         ],
     )?;
+    let watchdog_url = format!("http://127.0.0.1:{wd}");
     let cfg = dir.join("gateway.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "provider:\n  kind: static\n  functions:\n    fn:\n      upstream: http://127.0.0.1:{wd}\n      annotations:\n        topic: \"{topics}\"\nqueue:\n  enabled: false\n"
-        ),
-    )?;
+    std::fs::write(&cfg, format!("{}queue:\n  enabled: false\n", static_function(&watchdog_url, annotations)))?;
     let gateway =
         Proc::start(switchboard, &["gateway", "--config", &cfg.display().to_string(), "--port", &gw.to_string()], &[])?;
     let url = format!("http://127.0.0.1:{gw}");
     wait_ok(&format!("{url}/function/fn")).await?;
-    Ok((vec![watchdog, gateway], url))
+    Ok(Chain { procs: vec![watchdog, gateway], gateway: url, watchdog: watchdog_url })
+}
+
+/// CPU time (user + system) used so far by these processes, from /proc.
+/// Per event, it shows what a path costs the machine, which steal time on a
+/// shared VM does not distort as it does wall-clock rates.
+pub fn cpu_time(pids: &[u32]) -> Duration {
+    let ticks_per_second = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().ok())
+        .unwrap_or(100);
+    let ticks = |stat: &str| -> u64 {
+        // Fields after the command name, which is in parentheses: utime is the 12th, stime the 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let total: u64 =
+        pids.iter().map(|pid| ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())).sum();
+    Duration::from_micros(total * 1_000_000 / ticks_per_second)
+}
+
+/// The pid of the running process named `name` (e.g. `nats-server`), if any.
+pub fn pid_of(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+        (std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?.trim() == name).then_some(pid)
+    })
 }
 
 /// Reads a counter's value from Prometheus text (0 when absent).

@@ -190,8 +190,9 @@ impl Dispatcher {
             let a = self.shared.gateway.invoke(&invocation).await;
             inflight.dec();
             drop(permit);
-            let code = a.status.map_or("error".to_string(), |s| s.to_string());
-            m.invocation_seconds.with_label_values(&[&sub.function, &code]).observe(a.elapsed.as_secs_f64());
+            let code = a.status.and_then(|s| http::StatusCode::from_u16(s).ok());
+            let code = code.as_ref().map_or("error", http::StatusCode::as_str);
+            m.invocation_seconds.with_label_values(&[&sub.function, code]).observe(a.elapsed.as_secs_f64());
             if a.ok() {
                 m.delivered.with_label_values(&labels).inc();
                 let status = a.status.unwrap_or(200);

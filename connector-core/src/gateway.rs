@@ -1,18 +1,40 @@
-//! The hub's one HTTP client: discovery reads from the gateway and
-//! invocations go through it, over one keep-alive pool.
+//! The hub's one way to the gateway: discovery reads from it and
+//! invocations go through it, over a keep-alive HTTP pool, or by calling it
+//! in-process when the hub runs inside the gateway (`switchboard up`).
 
 use crate::event::Event;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use openfaas::{Credentials, FunctionStatus, headers as h};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A gateway in this process: serves a request and returns the whole response.
+pub type InProcess =
+    Arc<dyn Fn(Request<Full<Bytes>>) -> BoxFuture<'static, Result<Response<Bytes>, String>> + Send + Sync>;
+
+/// An [`InProcess`] gateway from an async function.
+pub fn in_process<F, Fut>(call: F) -> InProcess
+where
+    F: Fn(Request<Full<Bytes>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Bytes>, String>> + Send + 'static,
+{
+    Arc::new(move |req| Box::pin(call(req)))
+}
+
+#[derive(Clone)]
+enum Transport {
+    Http(Client<HttpConnector, Full<Bytes>>),
+    InProcess(InProcess),
+}
 
 #[derive(Clone)]
 pub struct Gateway {
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    transport: Transport,
     credentials: Option<Credentials>,
     timeout: Duration,
 }
@@ -67,11 +89,30 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(usize::MAX)
             .build(connector);
-        Ok(Self { base, client, credentials, timeout })
+        Ok(Self { base, transport: Transport::Http(client), credentials, timeout })
+    }
+
+    /// The gateway of this process; `url` names it in logs and errors.
+    pub fn in_process(url: &str, call: InProcess, credentials: Option<Credentials>, timeout: Duration) -> Self {
+        let base = url.trim_end_matches('/').to_string();
+        Self { base, transport: Transport::InProcess(call), credentials, timeout }
     }
 
     pub fn url(&self) -> &str {
         &self.base
+    }
+
+    /// Sends `req` and reads the whole response.
+    async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Bytes>, String> {
+        match &self.transport {
+            Transport::Http(client) => {
+                let res = client.request(req).await.map_err(|e| format!("unreachable: {e}"))?;
+                let (parts, body) = res.into_parts();
+                let body = body.collect().await.map_err(|e| format!("response body: {e}"))?.to_bytes();
+                Ok(Response::from_parts(parts, body))
+            }
+            Transport::InProcess(call) => call(req).await,
+        }
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, GatewayError> {
@@ -82,12 +123,11 @@ impl Gateway {
             req = req.header(http::header::AUTHORIZATION, c.header_value());
         }
         let req = req.body(Full::new(Bytes::new())).map_err(|e| err(e.to_string()))?;
-        let res = tokio::time::timeout(self.timeout, self.client.request(req))
+        let res = tokio::time::timeout(self.timeout, self.send(req))
             .await
             .map_err(|_| err("timed out".into()))?
-            .map_err(|e| err(format!("unreachable: {e}")))?;
-        let status = res.status();
-        let body = res.into_body().collect().await.map_err(|e| err(e.to_string()))?.to_bytes();
+            .map_err(err)?;
+        let (status, body) = (res.status(), res.into_body());
         if !status.is_success() {
             return Err(err(format!("answered {status}: {}", String::from_utf8_lossy(&body).trim())));
         }
@@ -146,18 +186,14 @@ impl Gateway {
             Ok(r) => r,
             Err(e) => return failed(format!("cannot build the request to {url}: {e}")),
         };
-        let res = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        let res = match tokio::time::timeout(self.timeout, self.send(req)).await {
             Err(_) => {
                 return failed(format!("{url} did not answer within {}", humantime::format_duration(self.timeout)));
             }
-            Ok(Err(e)) => return failed(format!("cannot reach {url}: {e}")),
+            Ok(Err(e)) => return failed(format!("{url}: {e}")),
             Ok(Ok(r)) => r,
         };
         let (parts, body) = res.into_parts();
-        let body = match body.collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return failed(format!("{url}: response body: {e}")),
-        };
         let status = parts.status.as_u16();
         Attempt {
             status: Some(status),

@@ -4,7 +4,7 @@ use crate::config::HubConfig;
 use crate::deadletter::{DeadLetterSink, FileSink};
 use crate::discovery::Discovery;
 use crate::dispatcher::Dispatcher;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, InProcess};
 use crate::metrics::Metrics;
 use crate::source::{Source, SourceContext, SourceError};
 use axum::Router;
@@ -35,13 +35,18 @@ pub enum HubError {
 }
 
 impl Hub {
-    pub fn new(config: HubConfig, shutdown: CancellationToken) -> Result<Self, HubError> {
+    /// A hub that discovers and invokes through `gateway`: over HTTP at
+    /// `hub.gateway`, or in-process when it runs inside the gateway.
+    pub fn new(config: HubConfig, gateway: Option<InProcess>, shutdown: CancellationToken) -> Result<Self, HubError> {
         let credentials = if config.basic_auth {
             Some(openfaas::Credentials::from_secret_mount(&config.secret_mount_path)?)
         } else {
             None
         };
-        let gateway = Gateway::new(&config.gateway, credentials, config.upstream_timeout)?;
+        let gateway = match gateway {
+            Some(call) => Gateway::in_process(&config.gateway, call, credentials, config.upstream_timeout),
+            None => Gateway::new(&config.gateway, credentials, config.upstream_timeout)?,
+        };
         let metrics = Arc::new(Metrics::default());
         let discovery = Arc::new(Discovery::new(&config, gateway.clone(), metrics.clone()));
         let sink: Arc<dyn DeadLetterSink> = Arc::new(FileSink::new(&config.dead_letter_file));

@@ -25,6 +25,7 @@ pub use deadletter::{DeadLetter, DeadLetterSink};
 pub use discovery::Discovery;
 pub use dispatcher::{Dispatcher, Ticket};
 pub use event::{CloudEventAttrs, Event, Outcome, Response};
+pub use gateway::InProcess;
 pub use hub::{Hub, HubError};
 pub use source::{Source, SourceContext, SourceError};
 pub use topics::{CRON_TOPIC, TopicMap};

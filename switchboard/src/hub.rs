@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use anyhow::Result;
-use connector_core::{Hub, Source};
+use connector_core::{Hub, InProcess, Source};
 use tokio_util::sync::CancellationToken;
 
 /// The sources `switchboard connect` can run.
@@ -64,12 +64,14 @@ pub fn enabled(config: &Config) -> Result<Vec<Box<dyn Source>>> {
     kinds.into_iter().map(|k| build(config, k)).collect()
 }
 
+/// Starts the hub; `gateway` when it runs inside the gateway's process.
 pub fn start(
     config: &Config,
     sources: Vec<Box<dyn Source>>,
+    gateway: Option<InProcess>,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<Result<(), connector_core::HubError>>> {
-    let hub = Hub::new(config.hub.clone(), stop)?;
+    let hub = Hub::new(config.hub.clone(), gateway, stop)?;
     Ok(tokio::spawn(hub.run(sources)))
 }
 
@@ -80,7 +82,7 @@ pub async fn connect(mut config: Config, kind: SourceKind, gateway: Option<Strin
     }
     let source = build(&config, kind)?;
     let stop = CancellationToken::new();
-    let mut hub = start(&config, vec![source], stop.clone())?;
+    let mut hub = start(&config, vec![source], None, stop.clone())?;
     println!(
         "switchboard connect {kind:?}: gateway {}, health and metrics on http://{}",
         config.hub.gateway, config.hub.listen

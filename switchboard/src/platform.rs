@@ -80,13 +80,19 @@ pub async fn up(config_path: Option<&Path>, port: Option<u16>, with_hub: bool) -
 
     let token = stop.clone();
     let server = tokio::spawn(switchboard_gateway::serve(gateway.clone(), listener, token.cancelled_owned()));
-    // The hub discovers and invokes through this gateway, with its credentials.
+    // The hub discovers and invokes through this gateway, with its
+    // credentials, calling it in-process rather than over loopback HTTP.
     let hub = if with_hub {
         config.hub.gateway = url.clone();
         config.hub.basic_auth = config.gateway.basic_auth;
         config.hub.secret_mount_path = config.gateway.secret_mount_path.clone();
         let sources = crate::hub::enabled(&config)?;
-        Some(crate::hub::start(&config, sources, stop.clone())?)
+        let local = switchboard_gateway::InProcess::new(gateway.clone());
+        let call = connector_core::gateway::in_process(move |req| {
+            let local = local.clone();
+            async move { local.call(req).await }
+        });
+        Some(crate::hub::start(&config, sources, Some(call), stop.clone())?)
     } else {
         None
     };

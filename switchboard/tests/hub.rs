@@ -139,6 +139,12 @@ async fn cloudevents_binary_structured_batched_and_invalid() {
     assert_eq!(ids, ["b-1", "m-1", "m-2", "s-1"]);
     assert!(got.iter().all(|c| c.ce_type == "order.created" && c.topic == "order.created"));
     assert!(got.iter().any(|c| c.body == r#"{"n":1}"#), "{got:?}");
+    // Under `up` the hub calls the gateway in-process, through its router: the gateway counts every invocation.
+    let metrics = get(&format!("{}/metrics", p.url)).await.text();
+    assert!(
+        metrics.contains(r#"gateway_function_invocation_total{code="200",function_name="orders.openfaas-fn"} 4"#),
+        "{metrics}"
+    );
 
     let r =
         call("POST", &format!("{}/", p.ce_url), &[("ce-id", "x"), ("ce-type", "t"), ("ce-specversion", "1.0")], "x")

@@ -33,8 +33,9 @@ async fn main() -> anyhow::Result<()> {
     let (stream, topic) = (format!("brokerbench:{id}"), format!("brokerbench/{id}"));
     let dir = std::env::temp_dir().join(format!("switchboard-brokers-bench-{id}"));
     std::fs::create_dir_all(&dir)?;
-    let (_chain, gateway) =
-        function_chain(&a.bin.switchboard, &a.bin.upstream, &dir, &format!("{stream},{topic}")).await?;
+    let chain =
+        function_chain(&a.bin.switchboard, &a.bin.upstream, &dir, &[("topic", format!("{stream},{topic}"))]).await?;
+    let gateway = chain.gateway.clone();
     println!(
         "| source | events | raw client events/s | through the hub events/s | hub / raw |\n|---|---:|---:|---:|---:|"
     );

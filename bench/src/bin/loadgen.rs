@@ -1,4 +1,4 @@
-//! Ad hoc load: `loadgen URL [-c CONNECTIONS] [-d SECONDS] [-m METHOD] [--body TEXT]`.
+//! Ad hoc load: `loadgen URL [-c CONNECTIONS] [-d SECONDS] [-m METHOD] [-H 'Name: value']... [--body TEXT]`.
 
 use clap::Parser;
 use std::time::Duration;
@@ -12,6 +12,9 @@ struct Args {
     duration: u64,
     #[arg(short, long, default_value = "POST")]
     method: String,
+    /// A request header, `Name: value`; repeatable.
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
     #[arg(long, default_value = "hello")]
     body: String,
 }
@@ -20,7 +23,13 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let body: &'static [u8] = Box::leak(a.body.into_bytes().into_boxed_slice());
-    let r = bench::load(&a.url, &a.method, body, a.connections, Duration::from_secs(a.duration)).await?;
+    let mut headers = vec![];
+    for h in a.headers {
+        let (name, value) = h.split_once(':').ok_or_else(|| anyhow::anyhow!("header {h:?}: expected Name: value"))?;
+        headers.push((&*name.trim().to_string().leak(), &*value.trim().to_string().leak()));
+    }
+    let headers: &'static [(&str, &str)] = headers.leak();
+    let r = bench::load_with(&a.url, &a.method, headers, body, a.connections, Duration::from_secs(a.duration)).await?;
     println!("{}\n{}", bench::TABLE_HEAD, bench::row(&a.url, &r, None));
     Ok(())
 }

@@ -69,6 +69,13 @@ impl Source for CloudEventsSource {
     }
 }
 
+/// The answer once every event has settled.
+#[derive(Serialize)]
+struct Summary {
+    delivered: usize,
+    dead_lettered: usize,
+}
+
 fn reply(status: StatusCode, message: impl Into<String>) -> Response {
     (status, message.into()).into_response()
 }
@@ -121,7 +128,7 @@ async fn receive(State(r): State<Receiver>, method: http::Method, headers: Heade
         return res;
     }
     let delivered = outcomes.iter().filter(|o| matches!(o, Outcome::Delivered(_))).count();
-    let summary = serde_json::json!({ "delivered": delivered, "dead_lettered": outcomes.len() - delivered });
+    let summary = Summary { delivered, dead_lettered: outcomes.len() - delivered };
     let status = if r.dispatcher.asynchronous() { StatusCode::ACCEPTED } else { StatusCode::OK };
     (status, axum::Json(summary)).into_response()
 }

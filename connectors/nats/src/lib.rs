@@ -185,6 +185,7 @@ async fn consumer(
     Ok(stream.get_or_create_consumer(&name, config).await.map_err(|e| format!("JetStream consumer {name:?}: {e}"))?)
 }
 
+/// The event of a message; its id is the CloudEvent's or `Nats-Msg-Id`, else empty.
 fn event_from(subject: &str, headers: Option<&async_nats::HeaderMap>, payload: bytes::Bytes) -> Event {
     let mut event = Event { topic: subject.to_string(), payload, ..Default::default() };
     event.headers.push(("X-Nats-Subject".into(), subject.to_string()));
@@ -206,9 +207,6 @@ fn event_from(subject: &str, headers: Option<&async_nats::HeaderMap>, payload: b
     }
     if let Some(ce) = &event.cloudevent {
         event.id = ce.id.clone();
-    }
-    if event.id.is_empty() {
-        event.id = uuid::Uuid::new_v4().to_string();
     }
     event
 }
@@ -234,7 +232,10 @@ async fn consume_core(
             m = sub.next() => match m { Some(m) => m, None => break },
             () = stop.cancelled() => break,
         };
-        let event = event_from(&msg.subject, msg.headers.as_ref(), msg.payload.clone());
+        let mut event = event_from(&msg.subject, msg.headers.as_ref(), msg.payload.clone());
+        if event.id.is_empty() {
+            event.id = uuid::Uuid::new_v4().to_string();
+        }
         let ticket = d.ticket(&event).await;
         let client = client.clone();
         tokio::spawn(async move {
@@ -284,9 +285,12 @@ async fn consume_jetstream(
                 event.headers.push(("X-Nats-Stream".into(), info.stream.to_string()));
                 event.headers.push(("X-Nats-Sequence".into(), info.stream_sequence.to_string()));
                 event.headers.push(("X-Nats-Delivered".into(), info.delivered.to_string()));
-                if event.cloudevent.is_none() {
+                if event.id.is_empty() {
                     event.id = format!("{}-{}", info.stream, info.stream_sequence);
                 }
+            }
+            if event.id.is_empty() {
+                event.id = uuid::Uuid::new_v4().to_string();
             }
             let ticket = d.ticket(&event).await;
             let client = client.clone();

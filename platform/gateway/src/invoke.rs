@@ -147,9 +147,9 @@ pub async fn function(State(gw): State<Shared>, ConnectInfo(peer): ConnectInfo<S
             ),
         ),
     };
-    let code = res.status().as_u16().to_string();
-    gw.metrics.invocations.with_label_values(&[&label, &code]).inc();
-    gw.metrics.seconds.with_label_values(&[&label, &code]).observe(began.elapsed().as_secs_f64());
+    let code = res.status();
+    gw.metrics.invocations.with_label_values(&[&label, code.as_str()]).inc();
+    gw.metrics.seconds.with_label_values(&[&label, code.as_str()]).observe(began.elapsed().as_secs_f64());
     if generated {
         res.headers_mut().insert(h::CALL_ID, call_id);
     }

@@ -17,11 +17,13 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::response::Response;
 use axum::routing::{any, get, post};
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use openfaas::Credentials;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use switchboard_http::Links;
 use switchboard_queue::Queue;
 use tokio::net::TcpListener;
@@ -101,16 +103,52 @@ pub async fn serve(gw: Shared, listener: TcpListener, shutdown: impl Future<Outp
 #[derive(Clone)]
 struct App(Router);
 
-impl switchboard_http::Handler<Body> for App {
-    type Body = Body;
-
-    async fn call(&self, req: http::Request<Incoming>, peer: SocketAddr, links: Links<Body>) -> Response {
-        let mut req = req.map(Body::new);
+impl App {
+    async fn handle(&self, mut req: http::Request<Body>, peer: SocketAddr, links: Links<Body>) -> Response {
         req.extensions_mut().insert(ConnectInfo(peer));
         req.extensions_mut().insert(links);
         match self.0.clone().oneshot(req).await {
             Ok(res) => res,
             Err(never) => match never {},
         }
+    }
+}
+
+impl switchboard_http::Handler<Body> for App {
+    type Body = Body;
+
+    async fn call(&self, req: http::Request<Incoming>, peer: SocketAddr, links: Links<Body>) -> Response {
+        self.handle(req.map(Body::new), peer, links).await
+    }
+}
+
+/// The gateway called from its own process, by the hub under `switchboard
+/// up`: the same router (routes, auth, headers, metrics) without a loopback
+/// HTTP hop, which on a busy machine costs as much CPU as the gateway itself
+/// (docs/benchmarks.md). Each call borrows a set of upstream links, as a
+/// connection would, so connections to functions are reused.
+#[derive(Clone)]
+pub struct InProcess {
+    app: App,
+    idle: Arc<Mutex<Vec<Links<Body>>>>,
+}
+
+impl InProcess {
+    pub fn new(gw: Shared) -> Self {
+        Self { app: App(router(gw)), idle: Default::default() }
+    }
+
+    /// Serves `req` (its URI's path and query route it) and reads the whole response.
+    pub async fn call<B>(&self, req: http::Request<B>) -> Result<http::Response<Bytes>, String>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let links = self.idle.lock().expect("idle links lock").pop().unwrap_or_default();
+        let res = self.app.handle(req.map(Body::new), SocketAddr::from(([127, 0, 0, 1], 0)), links.clone()).await;
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.map_err(|e| format!("response body: {e}"))?.to_bytes();
+        self.idle.lock().expect("idle links lock").push(links);
+        Ok(http::Response::from_parts(parts, body))
     }
 }
