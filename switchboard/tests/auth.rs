@@ -37,6 +37,15 @@ async fn system_routes_need_credentials_functions_do_not() {
     })
     .await;
     assert!(invoked, "/function is not behind auth");
+
+    // The hub inside `up` discovers in-process through the same auth, with the gateway's credentials.
+    let ready = eventually(std::time::Duration::from_secs(10), || async {
+        get(&format!("{}/readyz", p.hub_url)).await.status == 200
+    })
+    .await;
+    assert!(ready, "the hub never discovered functions:\n{}", p.proc.output());
+    let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+    assert!(metrics.contains("switchboard_discovery_errors_total 0"), "{metrics}");
 }
 
 #[tokio::test]

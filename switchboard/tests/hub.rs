@@ -331,3 +331,52 @@ async fn cloudevents_answer_429_when_the_hub_is_full() {
     assert_eq!(refused.header("retry-after").as_deref(), Some("1"));
     assert_eq!(first.await.unwrap().status, 200);
 }
+
+#[tokio::test]
+async fn cloudevents_answer_503_when_an_event_is_neither_delivered_nor_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    // The dead-letter file cannot be written: its path is a directory.
+    std::fs::create_dir_all(dir.path().join("data/dead-letters.jsonl")).unwrap();
+    let stack = "functions:\n  broken:\n    fprocess: \"false\"\n    annotations:\n      topic: order.failed\n      com.openfaas.retry.attempts: \"1\"\n";
+    let p = Platform::start_in(dir, &config(""), stack, &[]).await;
+    hub_ready(&p).await;
+    let r = ce(&p, "order.failed", "f-1", "x").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    assert!(r.text().contains("dead-letter sink"), "{}", r.text());
+    let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+    assert!(metrics.contains("switchboard_events_failed_total{function=\"broken.openfaas-fn\""), "{metrics}");
+}
+
+#[tokio::test]
+async fn ordered_keys_run_in_order_per_key_and_in_parallel_across_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ordered.log");
+    let stack = format!("functions:\n{}", recorder_fn("ordered", dir.path(), "      topic: order.step\n"))
+        .replace("    environment:\n", "    environment:\n      SLEEP: \"1\"\n");
+    let p = Platform::start_in(dir, &config_with("  ordered_keys: true\n", ""), &stack, &[]).await;
+    hub_ready(&p).await;
+
+    // Two keys, interleaved, in one batch: tickets are taken in this order.
+    let event = |id: &str, key: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"/t","type":"order.step","partitionkey":"{key}","data":"{id}"}}"#
+        )
+    };
+    let batch = format!(
+        "[{}]",
+        [("a1", "a"), ("b1", "b"), ("a2", "a"), ("b2", "b"), ("a3", "a")].map(|(i, k)| event(i, k)).join(",")
+    );
+    let r =
+        call("POST", &format!("{}/", p.ce_url), &[("content-type", "application/cloudevents-batch+json")], batch).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = calls(&file);
+    assert_eq!(got.len(), 5, "{got:?}");
+    let start = |id: &str| got.iter().find(|c| c.message_id == id).map(|c| c.time).expect(id);
+    // Same key: each starts only after the previous one's 1 s invocation ended.
+    for (earlier, later) in [("a1", "a2"), ("a2", "a3"), ("b1", "b2")] {
+        assert!(start(later) - start(earlier) >= 0.9, "{later} did not wait for {earlier}: {got:?}");
+    }
+    // Different keys do not wait for each other.
+    assert!(start("b1") < start("a2"), "key b waited for key a: {got:?}");
+}

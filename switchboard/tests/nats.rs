@@ -156,3 +156,50 @@ async fn dead_letters_go_to_the_configured_subject() {
     assert_eq!(letter["event"]["payload"], "lost cause");
     assert!(!p.dir.path().join("data/dead-letters.jsonl").exists(), "the subject replaces the file");
 }
+
+#[tokio::test]
+async fn jetstream_keeps_a_long_invocation_with_in_progress_acks() {
+    let client = nats().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let id = unique("");
+    let (stream, subject) = (format!("SBTEST_{id}"), format!("sbtest.progress.{id}"));
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![subject.clone()],
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+    // The function takes 3 s; the server would redeliver after ack_wait (1 s)
+    // were the hub not sending in-progress acks every half ack_wait.
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("slow.log");
+    let stack = format!(
+        "functions:\n  slow:\n    fprocess: {}\n    environment:\n      RECORD_FILE: {}\n      SLEEP: \"3\"\n    annotations:\n      topic: {subject}\n",
+        fixture("record.sh"),
+        record.display()
+    );
+    let cfg = config(&format!(
+        "nats:\n  enabled: true\n  url: nats://127.0.0.1:4222\n  jetstream:\n    stream: {stream}\n    durable: sbtest\n    ack_wait: 1s\n    max_deliver: 5\n"
+    ));
+    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+    p.wait_ready(&["slow"]).await;
+    js.publish(subject.clone(), "long".into()).await.unwrap().await.unwrap();
+
+    let name = format!("sbtest-{}", subject.replace('.', "_"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut acked = false;
+    while !acked && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Ok(s) = js.get_stream(&stream).await
+            && let Ok(mut c) = s.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name).await
+            && let Ok(info) = c.info().await
+        {
+            acked = info.ack_floor.stream_sequence == 1 && info.num_ack_pending == 0;
+        }
+    }
+    assert!(acked, "the message was not acked:\n{}", p.proc.output());
+    let calls = std::fs::read_to_string(&record).unwrap_or_default();
+    assert_eq!(calls.lines().count(), 1, "the message was redelivered while its invocation ran:\n{calls}");
+    let _ = js.delete_stream(&stream).await;
+}
