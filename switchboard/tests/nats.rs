@@ -6,6 +6,21 @@ use common::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+/// A fresh JetStream stream on one unique subject starting with `prefix`.
+async fn new_stream(prefix: &str) -> (async_nats::jetstream::Context, String, String) {
+    let js = async_nats::jetstream::new(nats().await);
+    let id = unique("");
+    let (stream, subject) = (format!("SBTEST_{id}"), format!("{prefix}{id}"));
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![subject.clone()],
+        ..Default::default()
+    })
+    .await
+    .expect("create stream");
+    (js, stream, subject)
+}
+
 #[tokio::test]
 async fn core_subjects_pass_headers_and_answer_the_reply_subject() {
     let client = nats().await;
@@ -36,17 +51,7 @@ async fn core_subjects_pass_headers_and_answer_the_reply_subject() {
 
 #[tokio::test]
 async fn jetstream_delivers_everything_after_the_connector_is_killed() {
-    let client = nats().await;
-    let js = async_nats::jetstream::new(client.clone());
-    let id = unique("");
-    let (stream, subject) = (format!("SBTEST_{id}"), format!("sbtest.js.{id}"));
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: stream.clone(),
-        subjects: vec![subject.clone()],
-        ..Default::default()
-    })
-    .await
-    .expect("create stream");
+    let (js, stream, subject) = new_stream("sbtest.js.").await;
 
     // The platform runs the function; the hub runs separately, as a sidecar.
     let dir = tempfile::tempdir().unwrap();
@@ -159,17 +164,7 @@ async fn dead_letters_go_to_the_configured_subject() {
 
 #[tokio::test]
 async fn jetstream_keeps_a_long_invocation_with_in_progress_acks() {
-    let client = nats().await;
-    let js = async_nats::jetstream::new(client.clone());
-    let id = unique("");
-    let (stream, subject) = (format!("SBTEST_{id}"), format!("sbtest.progress.{id}"));
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: stream.clone(),
-        subjects: vec![subject.clone()],
-        ..Default::default()
-    })
-    .await
-    .expect("create stream");
+    let (js, stream, subject) = new_stream("sbtest.progress.").await;
     // The function takes 3 s; the server would redeliver after ack_wait (1 s)
     // were the hub not sending in-progress acks every half ack_wait.
     let dir = tempfile::tempdir().unwrap();
