@@ -211,12 +211,15 @@ pub async fn function_chain(
 /// Per event, it shows what a path costs the machine, which steal time on a
 /// shared VM does not distort as it does wall-clock rates.
 pub fn cpu_time(pids: &[u32]) -> Duration {
-    let ticks_per_second = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().ok())
-        .unwrap_or(100);
+    static TICKS_PER_SECOND: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let ticks_per_second = *TICKS_PER_SECOND.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().ok())
+            .unwrap_or(100)
+    });
     let ticks = |stat: &str| -> u64 {
         // Fields after the command name, which is in parentheses: utime is the 12th, stime the 13th.
         let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
@@ -264,4 +267,7 @@ pub struct Binaries {
     /// The plain upstream binary.
     #[arg(long, default_value = "target/release/upstream")]
     pub upstream: String,
+    /// The TCP relay binary (the cost of an extra hop).
+    #[arg(long, default_value = "target/release/relay")]
+    pub relay: String,
 }

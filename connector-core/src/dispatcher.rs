@@ -148,11 +148,7 @@ impl Ticket {
                 .await
                 .map_or_else(Outcome::Failed, |()| Outcome::DeadLettered);
         }
-        // Most topics have one subscriber: await it alone, without join_all's bookkeeping.
-        let results = match &subscribers[..] {
-            [only] => vec![d.deliver(only, &event).await],
-            all => futures_util::future::join_all(all.iter().map(|s| d.deliver(s, &event))).await,
-        };
+        let results = futures_util::future::join_all(subscribers.iter().map(|s| d.deliver(s, &event))).await;
         let mut responses = vec![];
         let (mut dead, mut retry, mut failed) = (false, None::<Duration>, None::<String>);
         for r in results {

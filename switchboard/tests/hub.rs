@@ -35,14 +35,6 @@ pub fn calls(file: &Path) -> Vec<Call> {
         .collect()
 }
 
-pub fn recorder_fn(name: &str, dir: &Path, annotations: &str) -> String {
-    format!(
-        "  {name}:\n    fprocess: {}\n    environment:\n      RECORD_FILE: {}/{name}.log\n    annotations:\n{annotations}",
-        fixture("record.sh"),
-        dir.display()
-    )
-}
-
 async fn wait_calls(file: &Path, n: usize) -> Vec<Call> {
     let ok = eventually(Duration::from_secs(20), || async { calls(file).len() >= n }).await;
     let got = calls(file);
@@ -88,9 +80,10 @@ async fn cron_fires_six_field_schedules_in_their_time_zone() {
     stack += &recorder_fn(
         "tick",
         dir.path(),
+        "",
         "      topic: cron-function\n      schedule: \"CRON_TZ=Asia/Tokyo */1 * * * * *\"\n",
     );
-    stack += &recorder_fn("broken", dir.path(), "      topic: cron-function\n      schedule: \"every tuesday\"\n");
+    stack += &recorder_fn("broken", dir.path(), "", "      topic: cron-function\n      schedule: \"every tuesday\"\n");
     let file = dir.path().join("tick.log");
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     let got = wait_calls(&file, 2).await;
@@ -112,7 +105,7 @@ async fn cron_fires_six_field_schedules_in_their_time_zone() {
 #[tokio::test]
 async fn cloudevents_binary_structured_batched_and_invalid() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = format!("functions:\n{}", recorder_fn("orders", dir.path(), "      topic: order.created\n"));
+    let stack = format!("functions:\n{}", recorder_fn("orders", dir.path(), "", "      topic: order.created\n"));
     let file = dir.path().join("orders.log");
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     hub_ready(&p).await;
@@ -213,6 +206,8 @@ async fn retries_then_success_and_dead_letters_after_the_last_attempt() {
     };
     let stack = format!("functions:\n{}{}", flaky("recovers", 2), flaky("doomed", 100));
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    // Three quick attempts must reach a running replica, not one still starting.
+    p.wait_ready(&["recovers", "doomed"]).await;
     hub_ready(&p).await;
 
     let r = ce(&p, "recovers", "r-1", "eventually").await;
@@ -242,7 +237,7 @@ async fn the_rate_limit_holds_under_a_burst() {
     let d = dir.path().to_path_buf();
     let annotations =
         "      topic: burst\n      com.switchboard.rate_limit: \"5\"\n      com.switchboard.burst: \"1\"\n";
-    let stack = format!("functions:\n{}", recorder_fn("limited", &d, annotations));
+    let stack = format!("functions:\n{}", recorder_fn("limited", &d, "", annotations));
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     hub_ready(&p).await;
     let batch: Vec<serde_json::Value> = (0..6)
@@ -352,8 +347,10 @@ async fn cloudevents_answer_503_when_an_event_is_neither_delivered_nor_dead_lett
 async fn ordered_keys_run_in_order_per_key_and_in_parallel_across_keys() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ordered.log");
-    let stack = format!("functions:\n{}", recorder_fn("ordered", dir.path(), "      topic: order.step\n"))
-        .replace("    environment:\n", "    environment:\n      SLEEP: \"1\"\n");
+    let stack = format!(
+        "functions:\n{}",
+        recorder_fn("ordered", dir.path(), "      SLEEP: \"1\"\n", "      topic: order.step\n")
+    );
     let p = Platform::start_in(dir, &config_with("  ordered_keys: true\n", ""), &stack, &[]).await;
     hub_ready(&p).await;
 

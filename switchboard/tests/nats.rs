@@ -32,6 +32,7 @@ async fn core_subjects_pass_headers_and_answer_the_reply_subject() {
 
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Trace", "abc");
+    headers.insert("Nats-Msg-Id", "msg-1");
     let mut reply = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while reply.is_none() && std::time::Instant::now() < deadline {
@@ -42,9 +43,12 @@ async fn core_subjects_pass_headers_and_answer_the_reply_subject() {
     }
     assert!(reply.is_some(), "no reply from the function; output:\n{}", p.proc.output());
     let env = reply.unwrap();
-    for expected in
-        [format!("Http_X_Topic={subject}"), "Http_X_Nats_Trace=abc".into(), "Http_X_Connector=switchboard/nats".into()]
-    {
+    for expected in [
+        format!("Http_X_Topic={subject}"),
+        "Http_X_Nats_Trace=abc".into(),
+        "Http_X_Connector=switchboard/nats".into(),
+        "Http_X_Message_Id=msg-1".into(),
+    ] {
         assert!(env.contains(&expected), "missing {expected} in:\n{env}");
     }
 }
@@ -57,9 +61,13 @@ async fn jetstream_delivers_everything_after_the_connector_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("js.log");
     let stack = format!(
-        "functions:\n  js:\n    fprocess: {}\n    environment:\n      RECORD_FILE: {}\n    annotations:\n      topic: {subject}\n      com.switchboard.max_inflight: \"2\"\n",
-        fixture("record.sh"),
-        record.display()
+        "functions:\n{}",
+        recorder_fn(
+            "js",
+            dir.path(),
+            "",
+            &format!("      topic: {subject}\n      com.switchboard.max_inflight: \"2\"\n")
+        )
     );
     let p = Platform::start(&config(""), &stack).await;
     p.wait_ready(&["js"]).await;
@@ -170,9 +178,8 @@ async fn jetstream_keeps_a_long_invocation_with_in_progress_acks() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("slow.log");
     let stack = format!(
-        "functions:\n  slow:\n    fprocess: {}\n    environment:\n      RECORD_FILE: {}\n      SLEEP: \"3\"\n    annotations:\n      topic: {subject}\n",
-        fixture("record.sh"),
-        record.display()
+        "functions:\n{}",
+        recorder_fn("slow", dir.path(), "      SLEEP: \"3\"\n", &format!("      topic: {subject}\n"))
     );
     let cfg = config(&format!(
         "nats:\n  enabled: true\n  url: nats://127.0.0.1:4222\n  jetstream:\n    stream: {stream}\n    durable: sbtest\n    ack_wait: 1s\n    max_deliver: 5\n"

@@ -12,11 +12,7 @@ async fn the_connector_survives_a_gateway_restart() {
     let record = d.join("r.log");
     std::fs::write(
         d.join("stack.yml"),
-        format!(
-            "functions:\n  r:\n    fprocess: {}\n    environment:\n      RECORD_FILE: {}\n    annotations:\n      topic: restart.test\n",
-            fixture("record.sh"),
-            record.display()
-        ),
+        format!("functions:\n{}", recorder_fn("r", d, "", "      topic: restart.test\n")),
     )
     .unwrap();
     std::fs::write(d.join("gateway.yml"), "provider:\n  kind: process\n  stack: stack.yml\nqueue:\n  enabled: false\n")

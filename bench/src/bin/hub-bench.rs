@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     if !a.jetstream_only {
         let (relay_port, hub_port, ce_port) = (free_port()?, free_port()?, free_port()?);
         let relay = Proc::start(
-            &relay_binary(&a.bin.upstream),
+            &a.bin.relay,
             &[&format!("127.0.0.1:{relay_port}"), chain.gateway.trim_start_matches("http://")],
             &[],
         )?;
@@ -305,20 +305,11 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `switchboard up` with this config (a static provider, no queue, no cron).
+/// `switchboard up` with this config (which names its ports), without queue or cron.
 fn start_up(switchboard: &str, dir: &std::path::Path, name: &str, config: &str) -> anyhow::Result<Proc> {
     let cfg = dir.join(format!("{name}.yml"));
-    let config = format!(
-        "{config}queue:\n  enabled: false\ncron:\n  enabled: false\n{}",
-        if config.contains("\nhub:") { String::new() } else { format!("hub:\n  listen: 127.0.0.1:{}\n", free_port()?) }
-    );
-    std::fs::write(&cfg, config)?;
+    std::fs::write(&cfg, format!("{config}queue:\n  enabled: false\ncron:\n  enabled: false\n"))?;
     Proc::start(switchboard, &["up", "--config", &cfg.display().to_string()], &[])
-}
-
-/// The relay binary sits beside the upstream one.
-fn relay_binary(upstream: &str) -> String {
-    std::path::Path::new(upstream).with_file_name("relay").display().to_string()
 }
 
 /// The upstream is the watchdog's child.

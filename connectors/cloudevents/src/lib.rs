@@ -113,12 +113,7 @@ async fn receive(State(r): State<Receiver>, method: http::Method, headers: Heade
             }
         }
     }
-    let outcomes = if tickets.len() == 1 {
-        let (ticket, event) = tickets.into_iter().zip(events).next().expect("one ticket, one event");
-        vec![ticket.dispatch(event).await]
-    } else {
-        futures_util::future::join_all(tickets.into_iter().zip(events).map(|(t, e)| t.dispatch(e))).await
-    };
+    let outcomes = futures_util::future::join_all(tickets.into_iter().zip(events).map(|(t, e)| t.dispatch(e))).await;
     let failed: Vec<String> = outcomes
         .iter()
         .filter_map(|o| match o {
