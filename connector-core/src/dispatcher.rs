@@ -117,6 +117,11 @@ impl Dispatcher {
             .map_or_else(Outcome::Failed, |()| Outcome::DeadLettered)
     }
 
+    /// The longest wait for one invocation (`hub.upstream_timeout`).
+    pub fn upstream_timeout(&self) -> Duration {
+        self.shared.gateway.timeout()
+    }
+
     /// Whether invocations go through the gateway's async queue.
     pub fn asynchronous(&self) -> bool {
         self.shared.asynchronous.is_some()

@@ -1,6 +1,7 @@
 //! What a source hands the hub, and what the hub answers.
 
 use bytes::Bytes;
+use http::HeaderName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,21 +26,23 @@ pub struct CloudEventAttrs {
 }
 
 impl CloudEventAttrs {
-    /// The binary-mode HTTP headers (`ce-*`) for these attributes.
-    pub fn headers(&self) -> Vec<(String, String)> {
-        let mut h = vec![
-            ("ce-id".to_string(), self.id.clone()),
-            ("ce-source".to_string(), self.source.clone()),
-            ("ce-type".to_string(), self.ty.clone()),
-            ("ce-specversion".to_string(), self.specversion.clone()),
+    /// The binary-mode HTTP headers (`ce-*`) for these attributes; an
+    /// extension whose name cannot be a header name is left out.
+    pub fn headers(&self) -> impl Iterator<Item = (HeaderName, &str)> {
+        let required = [
+            (HeaderName::from_static("ce-id"), self.id.as_str()),
+            (HeaderName::from_static("ce-source"), &self.source),
+            (HeaderName::from_static("ce-type"), &self.ty),
+            (HeaderName::from_static("ce-specversion"), &self.specversion),
         ];
-        for (k, v) in [("ce-subject", &self.subject), ("ce-time", &self.time), ("ce-dataschema", &self.dataschema)] {
-            if let Some(v) = v {
-                h.push((k.to_string(), v.clone()));
-            }
-        }
-        h.extend(self.extensions.iter().map(|(k, v)| (format!("ce-{k}"), v.clone())));
-        h
+        let optional = [("ce-subject", &self.subject), ("ce-time", &self.time), ("ce-dataschema", &self.dataschema)]
+            .into_iter()
+            .filter_map(|(name, value)| Some((HeaderName::from_static(name), value.as_deref()?)));
+        let extensions = self
+            .extensions
+            .iter()
+            .filter_map(|(k, v)| Some((HeaderName::try_from(format!("ce-{k}")).ok()?, v.as_str())));
+        required.into_iter().chain(optional).chain(extensions)
     }
 
     /// Reads binary-mode attributes from `ce-*` headers (HTTP, NATS, MQTT

@@ -102,6 +102,11 @@ impl Gateway {
         &self.base
     }
 
+    /// The longest wait for one invocation.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends `req` and reads the whole response.
     async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Bytes>, String> {
         match &self.transport {
@@ -158,29 +163,29 @@ impl Gateway {
         let url = format!("{}/{route}/{}", self.base, inv.function);
         let mut req = Request::post(&url);
         let headers = req.headers_mut().expect("valid builder");
-        let mut set = |name: &str, value: &str| {
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-                headers.insert(n, v);
+        let mut set = |name: HeaderName, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name, v);
             }
         };
         // Source headers first, so the hub's own cannot be overridden or duplicated.
         for (k, v) in &event.headers {
-            set(k, v);
-        }
-        if let Some(ce) = &event.cloudevent {
-            for (k, v) in ce.headers() {
-                set(&k, &v);
+            if let Ok(name) = HeaderName::from_bytes(k.as_bytes()) {
+                set(name, v);
             }
         }
-        set("x-topic", &event.topic);
-        set("x-connector", inv.connector);
-        set("x-message-id", &event.id);
-        set("user-agent", concat!("switchboard/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in event.cloudevent.iter().flat_map(|ce| ce.headers()) {
+            set(name, value);
+        }
+        set(HeaderName::from_static("x-topic"), &event.topic);
+        set(HeaderName::from_static("x-connector"), inv.connector);
+        set(HeaderName::from_static("x-message-id"), &event.id);
+        set(http::header::USER_AGENT, concat!("switchboard/", env!("CARGO_PKG_VERSION")));
         if let Some(ct) = event.content_type.as_deref().or(inv.content_type) {
-            set("content-type", ct);
+            set(http::header::CONTENT_TYPE, ct);
         }
         if let Some(cb) = inv.asynchronous.filter(|c| !c.is_empty()) {
-            set(h::CALLBACK_URL, cb);
+            set(HeaderName::from_static(h::CALLBACK_URL), cb);
         }
         let req = match req.body(Full::new(event.payload.clone())) {
             Ok(r) => r,

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use std::path::Path;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One call of the record.sh fixture.
 #[derive(Debug)]
@@ -148,6 +149,22 @@ async fn cloudevents_binary_structured_batched_and_invalid() {
         call("POST", &format!("{}/", p.ce_url), &[("content-type", "application/cloudevents-batch+json")], "[{").await;
     assert_eq!(r.status, 400);
     assert!(r.text().contains("batch"), "{}", r.text());
+    assert_eq!(get(&format!("{}/", p.ce_url)).await.status, 405);
+    // A body announced over the default cloudevents.max_body_size (4 MiB) is
+    // refused before it is sent, as curl sends large bodies (Expect: 100-continue).
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: {}\r\nce-id: big\r\nce-source: /t\r\nce-type: order.created\r\nce-specversion: 1.0\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        p.ce_url.trim_start_matches("http://"),
+        4 * 1024 * 1024 + 1
+    );
+    let mut conn = tokio::net::TcpStream::connect(p.ce_url.trim_start_matches("http://")).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 1024];
+    let n = conn.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("max_body_size"), "{answer}");
+    assert_eq!(calls(&file).len(), 4, "a refused event was invoked");
 }
 
 #[tokio::test]

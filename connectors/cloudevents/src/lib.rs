@@ -6,16 +6,18 @@
 //! is full, 503 when an event could be neither (the sender should retry),
 //! 400 naming what is missing or invalid.
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use cloudevents::{AttributesReader, Data};
 use connector_core::{CloudEventAttrs, Dispatcher, Event, Outcome, Source, SourceContext, SourceError};
 use futures_util::future::BoxFuture;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_http::Links;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -25,11 +27,18 @@ pub struct CloudEventsConfig {
     /// The attribute whose value is the topic: `type` (default), `source`,
     /// `subject`, or an extension's name.
     pub topic_attribute: String,
+    /// Largest request body in bytes (then 413); a whole batch counts as one.
+    pub max_body_size: usize,
 }
 
 impl Default for CloudEventsConfig {
     fn default() -> Self {
-        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 8082)), topic_attribute: "type".into() }
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            topic_attribute: "type".into(),
+            max_body_size: 4 * 1024 * 1024,
+        }
     }
 }
 
@@ -43,11 +52,16 @@ impl CloudEventsSource {
     }
 }
 
+/// Answers every request on the listener: one endpoint, so no router.
 #[derive(Clone)]
 struct Receiver {
     dispatcher: Dispatcher,
-    topic_attribute: String,
+    topic_attribute: Arc<str>,
+    max_body_size: usize,
 }
+
+/// How long a client may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Source for CloudEventsSource {
     fn name(&self) -> &'static str {
@@ -61,11 +75,25 @@ impl Source for CloudEventsSource {
                 .await
                 .map_err(|e| format!("cannot listen on {listen} (cloudevents.listen): {e}"))?;
             tracing::info!(%listen, topic_attribute = %self.config.topic_attribute, "receiving CloudEvents over HTTP");
-            let receiver = Receiver { dispatcher: ctx.dispatcher, topic_attribute: self.config.topic_attribute };
-            let app = Router::new().fallback(receive).with_state(receiver);
-            axum::serve(listener, app).with_graceful_shutdown(ctx.shutdown.cancelled_owned()).await?;
+            // Requests in flight at shutdown settle within one invocation's time.
+            let drain = ctx.dispatcher.upstream_timeout();
+            let receiver = Receiver {
+                dispatcher: ctx.dispatcher,
+                topic_attribute: self.config.topic_attribute.into(),
+                max_body_size: self.config.max_body_size,
+            };
+            let stop = ctx.shutdown.cancelled_owned();
+            switchboard_http::serve(listener, receiver, HEADER_READ_TIMEOUT, drain, stop).await;
             Ok(())
         })
+    }
+}
+
+impl switchboard_http::Handler<Full<Bytes>> for Receiver {
+    type Body = Full<Bytes>;
+
+    async fn call(&self, req: Request<Incoming>, _: SocketAddr, _: Links<Full<Bytes>>) -> Response<Full<Bytes>> {
+        self.receive(req).await
     }
 }
 
@@ -76,64 +104,97 @@ struct Summary {
     dead_lettered: usize,
 }
 
-fn reply(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, message.into()).into_response()
+fn reply(status: StatusCode, message: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut res = Response::new(Full::new(message.into()));
+    *res.status_mut() = status;
+    let content_type = if status.is_success() { "application/json" } else { "text/plain; charset=utf-8" };
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
 }
 
-async fn receive(State(r): State<Receiver>, method: http::Method, headers: HeaderMap, body: Bytes) -> Response {
-    if method != http::Method::POST {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "CloudEvents are POSTed\n");
-    }
-    let batch = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/cloudevents-batch+json"));
-    let parsed: Result<Vec<cloudevents::Event>, String> = if batch {
-        serde_json::from_slice(&body).map_err(|e| format!("invalid CloudEvents batch: {e}"))
-    } else {
-        cloudevents::binding::http::to_event(&headers, body.to_vec())
-            .map(|e| vec![e])
-            .map_err(|e| format!("invalid CloudEvent: {e}"))
-    };
-    let events = match parsed
-        .and_then(|ces| ces.iter().map(|ce| convert(ce, &r.topic_attribute)).collect::<Result<Vec<_>, _>>())
-    {
-        Ok(events) => events,
-        Err(e) => return reply(StatusCode::BAD_REQUEST, e + "\n"),
-    };
-    let mut tickets = Vec::with_capacity(events.len());
-    for e in &events {
-        match r.dispatcher.try_ticket(e) {
-            Some(t) => tickets.push(t),
-            None => {
-                let mut res =
-                    reply(StatusCode::TOO_MANY_REQUESTS, "the hub has too many events in flight; retry later\n");
-                res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return res;
+/// An answer the sender should retry after a second.
+fn retry_later(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+    let mut res = reply(status, message);
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    res
+}
+
+impl Receiver {
+    async fn receive(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != http::Method::POST {
+            return reply(StatusCode::METHOD_NOT_ALLOWED, "CloudEvents are POSTed\n");
+        }
+        let (parts, body) = req.into_parts();
+        let body = match self.read_body(&parts.headers, body).await {
+            Ok(b) => b,
+            Err(res) => return res,
+        };
+        let batch = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/cloudevents-batch+json"));
+        let parsed: Result<Vec<cloudevents::Event>, String> = if batch {
+            serde_json::from_slice(&body).map_err(|e| format!("invalid CloudEvents batch: {e}"))
+        } else {
+            cloudevents::binding::http::to_event(&parts.headers, body.into())
+                .map(|e| vec![e])
+                .map_err(|e| format!("invalid CloudEvent: {e}"))
+        };
+        let events = match parsed
+            .and_then(|ces| ces.into_iter().map(|ce| convert(ce, &self.topic_attribute)).collect::<Result<Vec<_>, _>>())
+        {
+            Ok(events) => events,
+            Err(e) => return reply(StatusCode::BAD_REQUEST, e + "\n"),
+        };
+        let mut tickets = Vec::with_capacity(events.len());
+        for e in &events {
+            match self.dispatcher.try_ticket(e) {
+                Some(t) => tickets.push(t),
+                None => {
+                    let busy = "the hub has too many events in flight; retry later\n";
+                    return retry_later(StatusCode::TOO_MANY_REQUESTS, busy.into());
+                }
             }
         }
+        let outcomes =
+            futures_util::future::join_all(tickets.into_iter().zip(events).map(|(t, e)| t.dispatch(e))).await;
+        let failed: Vec<String> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Failed(e) => Some(e.clone()),
+                Outcome::Retry { .. } => Some("retry later".into()),
+                _ => None,
+            })
+            .collect();
+        if !failed.is_empty() {
+            return retry_later(StatusCode::SERVICE_UNAVAILABLE, format!("not delivered: {}\n", failed.join("; ")));
+        }
+        let delivered = outcomes.iter().filter(|o| matches!(o, Outcome::Delivered(_))).count();
+        let summary = Summary { delivered, dead_lettered: outcomes.len() - delivered };
+        let status = if self.dispatcher.asynchronous() { StatusCode::ACCEPTED } else { StatusCode::OK };
+        reply(status, serde_json::to_vec(&summary).expect("a summary serializes"))
     }
-    let outcomes = futures_util::future::join_all(tickets.into_iter().zip(events).map(|(t, e)| t.dispatch(e))).await;
-    let failed: Vec<String> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::Failed(e) => Some(e.clone()),
-            Outcome::Retry { .. } => Some("retry later".into()),
-            _ => None,
-        })
-        .collect();
-    if !failed.is_empty() {
-        let mut res = reply(StatusCode::SERVICE_UNAVAILABLE, format!("not delivered: {}\n", failed.join("; ")));
-        res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return res;
+
+    /// The whole body, or 413 when it is over `max_body_size` (refused
+    /// before reading when its Content-Length says so).
+    async fn read_body(&self, headers: &http::HeaderMap, body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
+        let limit = self.max_body_size;
+        let too_large =
+            || reply(StatusCode::PAYLOAD_TOO_LARGE, format!("body over cloudevents.max_body_size ({limit} bytes)\n"));
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        match Limited::new(body, limit).collect().await {
+            Ok(b) => Ok(b.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(e) => Err(reply(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}\n"))),
+        }
     }
-    let delivered = outcomes.iter().filter(|o| matches!(o, Outcome::Delivered(_))).count();
-    let summary = Summary { delivered, dead_lettered: outcomes.len() - delivered };
-    let status = if r.dispatcher.asynchronous() { StatusCode::ACCEPTED } else { StatusCode::OK };
-    (status, axum::Json(summary)).into_response()
 }
 
-fn convert(ce: &cloudevents::Event, topic_attribute: &str) -> Result<Event, String> {
+fn convert(mut ce: cloudevents::Event, topic_attribute: &str) -> Result<Event, String> {
     let extensions: std::collections::BTreeMap<String, String> =
         ce.iter_extensions().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let attrs = CloudEventAttrs {
@@ -159,17 +220,18 @@ fn convert(ce: &cloudevents::Event, topic_attribute: &str) -> Result<Event, Stri
             attrs.id
         )
     })?;
-    let payload = match ce.data() {
+    let (content_type, _, data) = ce.take_data();
+    let payload = match data {
         None => Bytes::new(),
-        Some(Data::Binary(b)) => Bytes::from(b.clone()),
-        Some(Data::String(s)) => Bytes::from(s.clone()),
+        Some(Data::Binary(b)) => Bytes::from(b),
+        Some(Data::String(s)) => Bytes::from(s),
         Some(Data::Json(v)) => Bytes::from(v.to_string()),
     };
     Ok(Event {
         id: attrs.id.clone(),
         topic,
         key: attrs.extensions.get("partitionkey").cloned(),
-        content_type: ce.datacontenttype().map(String::from),
+        content_type,
         payload,
         cloudevent: Some(attrs),
         ..Default::default()
