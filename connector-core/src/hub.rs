@@ -84,6 +84,7 @@ impl Hub {
             () = self.shutdown.cancelled() => return Ok(()),
         }
         let mut running = tokio::task::JoinSet::new();
+        let mut names = std::collections::HashMap::new();
         for source in sources {
             let name = source.name();
             let ctx = SourceContext {
@@ -91,13 +92,19 @@ impl Hub {
                 topics: self.discovery.subscribe(),
                 shutdown: self.shutdown.clone(),
             };
-            running.spawn(async move { source.run(ctx).await.map_err(|e| HubError::Source(name, e)) });
+            let task = running.spawn(async move { source.run(ctx).await.map_err(|e| HubError::Source(name, e)) });
+            names.insert(task.id(), name);
         }
         while let Some(done) = running.join_next().await {
-            if let Ok(Err(e)) = done {
-                self.shutdown.cancel();
-                return Err(e);
-            }
+            // A source that fails or panics stops the hub: running on without
+            // it would leave its events unread and nobody told.
+            let error = match done {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(e) => HubError::Source(names.get(&e.id()).copied().unwrap_or("source"), e.to_string().into()),
+            };
+            self.shutdown.cancel();
+            return Err(error);
         }
         Ok(())
     }

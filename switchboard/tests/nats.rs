@@ -1,5 +1,6 @@
 //! The NATS source against the real NATS server: core subjects with
-//! request/reply, and JetStream surviving a `kill -9` of the connector.
+//! request/reply, JetStream surviving a `kill -9` of the connector, and
+//! servers of the test's own that require TLS, a user or a token.
 
 mod common;
 use common::*;
@@ -204,4 +205,111 @@ async fn jetstream_keeps_a_long_invocation_with_in_progress_acks() {
     let calls = std::fs::read_to_string(&record).unwrap_or_default();
     assert_eq!(calls.lines().count(), 1, "the message was redelivered while its invocation ran:\n{calls}");
     let _ = js.delete_stream(&stream).await;
+}
+
+/// A CA, and server and client certificates it signed, as PEM files in `dir`.
+fn certificates(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, sans) in [("server", vec!["127.0.0.1".to_string(), "localhost".into()]), ("client", vec!["hub".into()])]
+    {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(sans).unwrap().signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// A NATS server of the test's own with this `authorization` block and,
+/// when `tls`, TLS that requires a client certificate from the test CA.
+fn secured_nats(dir: &std::path::Path, authorization: &str, tls: bool) -> Broker {
+    let port = free_port();
+    let d = dir.display();
+    let tls = if tls {
+        format!(
+            "tls {{\n  cert_file: \"{d}/server.pem\"\n  key_file: \"{d}/server-key.pem\"\n  ca_file: \"{d}/ca.pem\"\n  verify: true\n}}\n"
+        )
+    } else {
+        String::new()
+    };
+    let conf = dir.join("nats.conf");
+    std::fs::write(&conf, format!("listen: 127.0.0.1:{port}\nauthorization {{\n{authorization}\n}}\n{tls}")).unwrap();
+    Broker::start("nats-server", vec!["-c".into(), conf.display().to_string()], port)
+}
+
+/// Publishes to `subject` until the recorder function in `dir` has a call,
+/// since core NATS drops messages published before the hub subscribes.
+async fn delivered_through(client: &async_nats::Client, subject: &str, dir: &std::path::Path, p: &Platform) {
+    let record = dir.join("secure.log");
+    let delivered = eventually(Duration::from_secs(15), || async {
+        client.publish(subject.to_string(), "secret".into()).await.unwrap();
+        client.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::read_to_string(&record).is_ok_and(|r| r.contains("secret"))
+    })
+    .await;
+    assert!(delivered, "nothing delivered through the secured server; output:\n{}", p.proc.output());
+}
+
+#[tokio::test]
+async fn tls_with_a_client_certificate_and_user_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    certificates(&d);
+    let server = secured_nats(&d, "  user: hub\n  password: s3cret", true);
+    let subject = unique("sbtest.tls.");
+    let stack = format!("functions:\n{}", recorder_fn("secure", &d, "", &format!("      topic: {subject}\n")));
+    let nats = |password: &str| {
+        format!(
+            "nats:\n  enabled: true\n  url: tls://127.0.0.1:{}\n  user: hub\n  password: {password}\n  tls:\n    ca: {}/ca.pem\n    cert: {}/client.pem\n    key: {}/client-key.pem\n",
+            server.port,
+            d.display(),
+            d.display(),
+            d.display()
+        )
+    };
+    let p = Platform::start(&config(&nats("s3cret")), &stack).await;
+    p.wait_ready(&["secure"]).await;
+    // This test binary links two rustls providers, as the hub does, so it picks one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password("hub".into(), "s3cret".into())
+        .require_tls(true)
+        .add_root_certificates(d.join("ca.pem"))
+        .add_client_certificate(d.join("client.pem"), d.join("client-key.pem"))
+        .connect(format!("tls://127.0.0.1:{}", server.port))
+        .await
+        .expect("test client over TLS");
+    delivered_through(&client, &subject, &d, &p).await;
+    drop(p);
+
+    // A wrong password is reported, and the hub keeps trying rather than exiting.
+    let p = Platform::start(&config(&nats("wrong")), &stack).await;
+    let reported = eventually(Duration::from_secs(10), || async {
+        p.proc.output().to_lowercase().contains("authorization violation")
+    })
+    .await;
+    assert!(reported, "no authorization error logged:\n{}", p.proc.output());
+}
+
+#[tokio::test]
+async fn token_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let server = secured_nats(&d, "  token: t0ken", false);
+    let subject = unique("sbtest.token.");
+    let stack = format!("functions:\n{}", recorder_fn("secure", &d, "", &format!("      topic: {subject}\n")));
+    let cfg = config(&format!("nats:\n  enabled: true\n  url: nats://127.0.0.1:{}\n  token: t0ken\n", server.port));
+    let p = Platform::start(&cfg, &stack).await;
+    p.wait_ready(&["secure"]).await;
+    let client = async_nats::ConnectOptions::with_token("t0ken".into())
+        .connect(format!("nats://127.0.0.1:{}", server.port))
+        .await
+        .expect("test client with the token");
+    delivered_through(&client, &subject, &d, &p).await;
 }
