@@ -203,3 +203,55 @@ async fn reconnects_after_the_broker_restarts() {
     broker.restart();
     assert!(send_until("after").await, "not delivered after the broker restarted:\n{}", p.proc.output());
 }
+
+#[tokio::test]
+async fn mqtts_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    certificates(&d);
+    let port = free_port();
+    let conf = d.join("mosquitto.conf");
+    let pem = |name: &str| d.join(name).display().to_string();
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            pem("ca.pem"),
+            pem("server.pem"),
+            pem("server-key.pem")
+        ),
+    )
+    .unwrap();
+    let _broker = Broker::start("mosquitto", vec!["-c".into(), conf.display().to_string()], port);
+    let topic = unique("sbtest/tls/");
+    let record = d.join("tls.log");
+    let cfg = config(&format!(
+        "mqtt:\n  enabled: true\n  url: mqtts://127.0.0.1:{port}\n  qos: 1\n  client_id: {}\n  tls:\n    ca: {}\n    cert: {}\n    key: {}\n",
+        unique("sbtest-hub-"),
+        pem("ca.pem"),
+        pem("client.pem"),
+        pem("client-key.pem")
+    ));
+    let p = Platform::start_in(dir, &cfg, &envlog_stack("tls", &topic, &record, "", ""), &[]).await;
+    p.wait_ready(&["tls"]).await;
+
+    let read = |name: &str| std::fs::read(d.join(name)).unwrap();
+    let mut options = MqttOptions::new(unique("sbtest-pub-"), "127.0.0.1", port);
+    options.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Simple {
+        ca: read("ca.pem"),
+        alpn: None,
+        client_auth: Some((read("client.pem"), read("client-key.pem"))),
+    }));
+    let (c, mut events) = AsyncClient::new(options, 10);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let delivered = eventually(Duration::from_secs(15), || {
+        let (c, t, rec) = (c.clone(), topic.clone(), record.clone());
+        async move {
+            let _ = c.publish(t, QoS::AtLeastOnce, false, "over tls").await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            envlog(&rec).iter().any(|b| b.contains("body=over tls"))
+        }
+    })
+    .await;
+    assert!(delivered, "nothing delivered over mqtts://; output:\n{}", p.proc.output());
+}

@@ -207,24 +207,6 @@ async fn jetstream_keeps_a_long_invocation_with_in_progress_acks() {
     let _ = js.delete_stream(&stream).await;
 }
 
-/// A CA, and server and client certificates it signed, as PEM files in `dir`.
-fn certificates(dir: &std::path::Path) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    for (name, sans) in [("server", vec!["127.0.0.1".to_string(), "localhost".into()]), ("client", vec!["hub".into()])]
-    {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(sans).unwrap().signed_by(&key, &issuer).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
-    }
-}
-
 /// A NATS server of the test's own with this `authorization` block and,
 /// when `tls`, TLS that requires a client certificate from the test CA.
 fn secured_nats(dir: &std::path::Path, authorization: &str, tls: bool) -> Broker {
@@ -275,8 +257,6 @@ async fn tls_with_a_client_certificate_and_user_password() {
     };
     let p = Platform::start(&config(&nats("s3cret")), &stack).await;
     p.wait_ready(&["secure"]).await;
-    // This test binary links two rustls providers, as the hub does, so it picks one.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = async_nats::ConnectOptions::new()
         .user_and_password("hub".into(), "s3cret".into())
         .require_tls(true)

@@ -410,3 +410,30 @@ impl Drop for Broker {
         self.kill();
     }
 }
+
+/// A CA, and server and client certificates it signed, as PEM files in `dir`:
+/// `ca.pem`, `server.pem` (for 127.0.0.1 and localhost), `client.pem` and
+/// their `-key.pem` files.
+pub fn certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    // The test binary links rustls with two crypto providers, as the hub does,
+    // so it must pick one before the first TLS connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "switchboard test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, sans) in [("server", vec!["127.0.0.1".to_string(), "localhost".into()]), ("client", vec!["hub".into()])]
+    {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans).unwrap();
+        // Distinct from the CA's name: OpenSSL takes a certificate named like its issuer for self-signed.
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    }
+}
