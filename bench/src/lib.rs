@@ -39,6 +39,20 @@ pub async fn load(
     load_with(url, method, &[], body, connections, duration).await
 }
 
+/// When a load run stops: after a time, or after a number of requests
+/// (for instruction counts, which are per request).
+#[derive(Clone, Copy)]
+pub enum Until {
+    Elapsed(Duration),
+    Requests(u64),
+}
+
+impl From<Duration> for Until {
+    fn from(d: Duration) -> Self {
+        Until::Elapsed(d)
+    }
+}
+
 /// [`load`] with extra request headers.
 pub async fn load_with(
     url: &str,
@@ -46,17 +60,22 @@ pub async fn load_with(
     headers: &'static [(&'static str, &'static str)],
     body: &'static [u8],
     connections: usize,
-    duration: Duration,
+    until: impl Into<Until>,
 ) -> Result<Report> {
     let uri: http::Uri = url.parse().context("benchmark URL")?;
     let authority = uri.authority().context("URL without host")?.to_string();
     let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or("/".into());
     let method: http::Method = method.parse()?;
-    let deadline = Instant::now() + duration;
+    let until = until.into();
     let started = Instant::now();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = vec![];
     for _ in 0..connections {
-        let (authority, path, method) = (authority.clone(), path.clone(), method.clone());
+        let (authority, path, method, sent) = (authority.clone(), path.clone(), method.clone(), sent.clone());
+        let more = move || match until {
+            Until::Elapsed(d) => started.elapsed() < d,
+            Until::Requests(n) => sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n,
+        };
         tasks.push(tokio::spawn(async move {
             let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let (mut ok, mut errors) = (0u64, 0u64);
@@ -64,7 +83,7 @@ pub async fn load_with(
             stream.set_nodelay(true)?;
             let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
-            while Instant::now() < deadline {
+            while more() {
                 let mut req =
                     http::Request::builder().method(method.clone()).uri(&path).header(http::header::HOST, &authority);
                 for (k, v) in headers {

@@ -1,4 +1,4 @@
-//! Ad hoc load: `loadgen URL [-c CONNECTIONS] [-d SECONDS] [-m METHOD] [-H 'Name: value']... [--body TEXT]`.
+//! Ad hoc load: `loadgen URL [-c CONNECTIONS] [-d SECONDS | -n REQUESTS] [-m METHOD] [-H 'Name: value']... [--body TEXT]`.
 
 use clap::Parser;
 use std::time::Duration;
@@ -10,6 +10,9 @@ struct Args {
     connections: usize,
     #[arg(short, long, default_value_t = 10)]
     duration: u64,
+    /// Send this many requests instead of running for `duration`.
+    #[arg(short = 'n', long)]
+    requests: Option<u64>,
     #[arg(short, long, default_value = "POST")]
     method: String,
     /// A request header, `Name: value`; repeatable.
@@ -29,7 +32,8 @@ async fn main() -> anyhow::Result<()> {
         headers.push((&*name.trim().to_string().leak(), &*value.trim().to_string().leak()));
     }
     let headers: &'static [(&str, &str)] = headers.leak();
-    let r = bench::load_with(&a.url, &a.method, headers, body, a.connections, Duration::from_secs(a.duration)).await?;
+    let until = a.requests.map_or(bench::Until::Elapsed(Duration::from_secs(a.duration)), bench::Until::Requests);
+    let r = bench::load_with(&a.url, &a.method, headers, body, a.connections, until).await?;
     println!("{}\n{}", bench::TABLE_HEAD, bench::row(&a.url, &r, None));
     Ok(())
 }

@@ -124,7 +124,7 @@ impl switchboard_http::Handler<Body> for App {
 
 /// The gateway called from its own process, by the hub under `switchboard
 /// up`: the same router (routes, auth, headers, metrics) without a loopback
-/// HTTP hop, which costs 55–90 µs of CPU per event (docs/benchmarks.md).
+/// HTTP hop, which costs 30–55 µs of CPU per event (docs/benchmarks.md).
 /// Each call borrows a set of upstream links, as a connection would, so
 /// connections to functions are reused.
 #[derive(Clone)]
