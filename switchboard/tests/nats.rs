@@ -269,12 +269,13 @@ async fn tls_with_a_client_certificate_and_user_password() {
     drop(p);
 
     // A wrong password is reported, and the hub keeps trying rather than exiting.
-    let p = Platform::start(&config(&nats("wrong")), &stack).await;
+    let mut p = Platform::start(&config(&nats("wrong")), &stack).await;
     let reported = eventually(Duration::from_secs(10), || async {
         p.proc.output().to_lowercase().contains("authorization violation")
     })
     .await;
     assert!(reported, "no authorization error logged:\n{}", p.proc.output());
+    assert_eq!(p.proc.wait_exit(Duration::from_secs(1)), None, "the hub exited:\n{}", p.proc.output());
 }
 
 #[tokio::test]

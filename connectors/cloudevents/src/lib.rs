@@ -4,7 +4,7 @@
 //! has settled: 200 (202 when the hub invokes asynchronously) once every
 //! event is delivered or dead-lettered, 429 with `Retry-After` when the hub
 //! is full, 503 when an event could be neither (the sender should retry),
-//! 400 naming what is missing or invalid.
+//! 400 naming what is missing or invalid, 413 over `max_body_size`.
 
 use bytes::Bytes;
 use cloudevents::{AttributesReader, Data};
