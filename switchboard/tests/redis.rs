@@ -208,6 +208,8 @@ async fn malformed_config_fails_at_start() {
     for (yaml, expected) in [
         ("redis:\n  url: http://127.0.0.1:6379\n", "redis.url"),
         ("redis:\n  start: latest\n", "redis.start"),
+        ("redis:\n  tls:\n    ca: ca.pem\n", "must be rediss://"),
+        ("redis:\n  url: rediss://127.0.0.1:6379\n  tls:\n    ca: missing.pem\n", "redis.tls.ca missing.pem"),
         ("mqtt:\n  url: mqtt://127.0.0.1:1883\n  qos: 3\n", "mqtt.qos"),
         ("mqtt:\n  url: ftp://127.0.0.1\n", "mqtt.url"),
         ("mqtt:\n  share_group: a/b\n", "mqtt.share_group"),
@@ -222,4 +224,65 @@ async fn malformed_config_fails_at_start() {
         assert_ne!(p.wait_exit(Duration::from_secs(10)), Some(0), "{yaml}");
         assert!(p.output().contains(expected), "{expected}: {}", p.output());
     }
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_and_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    certificates(&d);
+    let pem = |name: &str| d.join(name).display().to_string();
+    let port = free_port();
+    let _broker = Broker::start(
+        "redis-server",
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            &pem("server.pem"),
+            "--tls-key-file",
+            &pem("server-key.pem"),
+            "--tls-ca-cert-file",
+            &pem("ca.pem"),
+            "--tls-auth-clients",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec(),
+        port,
+    );
+    let tls = redis::TlsCertificates {
+        client_tls: Some(redis::ClientTlsConfig {
+            client_cert: std::fs::read(d.join("client.pem")).unwrap(),
+            client_key: std::fs::read(d.join("client-key.pem")).unwrap(),
+        }),
+        root_cert: Some(std::fs::read(d.join("ca.pem")).unwrap()),
+    };
+    let url = format!("rediss://127.0.0.1:{port}");
+    let client = redis::Client::build_with_tls(url.as_str(), tls).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.expect("test client over TLS");
+
+    let stream = unique("sbtest:tls:");
+    let record = d.join("r.log");
+    let cfg = config(&format!(
+        "redis:\n  enabled: true\n  url: {url}\n  group: sbtest\n  start: \"0\"\n  block: 200ms\n  tls:\n    ca: {}\n    cert: {}\n    key: {}\n",
+        pem("ca.pem"),
+        pem("client.pem"),
+        pem("client-key.pem")
+    ));
+    let p = Platform::start_in(dir, &cfg, &envlog_stack("tls", &stream, &record, "", ""), &[]).await;
+    p.wait_ready(&["tls"]).await;
+    let _: String = con.xadd(&stream, "*", &[("payload", "over tls")]).await.unwrap();
+    let ok = eventually(Duration::from_secs(15), || async { envlog(&record).len() == 1 }).await;
+    assert!(ok, "not delivered over rediss://:\n{}", p.proc.output());
+    assert!(envlog(&record)[0].contains("body=over tls"), "{:?}", envlog(&record));
+    assert!(all_acked(&con, &stream).await, "entry not acked");
 }

@@ -1,4 +1,5 @@
 use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +38,17 @@ pub struct RedisConfig {
     pub batch: usize,
     #[serde(with = "openfaas::duration::serde_duration")]
     pub block: Duration,
+    /// For `rediss://`: a CA to trust instead of the web PKI roots, and a
+    /// client certificate for servers that require one.
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -55,6 +67,7 @@ impl Default for RedisConfig {
             dead_letter_stream: "switchboard:dead-letters".into(),
             batch: 100,
             block: Duration::from_millis(500),
+            tls: None,
         }
     }
 }
@@ -74,8 +87,11 @@ impl RedisConfig {
                 self.redacted_url()
             )));
         }
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|e| ConfigError(format!("redis.url {:?}: {e}", self.redacted_url())))?;
+        let client = match &self.tls {
+            None => redis::Client::open(self.url.as_str()),
+            Some(tls) => redis::Client::build_with_tls(self.url.as_str(), self.certificates(tls)?),
+        }
+        .map_err(|e| ConfigError(format!("redis.url {:?}: {e}", self.redacted_url())))?;
         if !(self.start == "$" || self.start == "0") {
             return Err(ConfigError(format!(
                 "redis.start {:?}: expected $ (new entries) or 0 (from the beginning)",
@@ -89,6 +105,27 @@ impl RedisConfig {
             return Err(ConfigError("redis.max_deliveries: expected at least 1".into()));
         }
         Ok(client)
+    }
+
+    fn certificates(&self, tls: &TlsConfig) -> Result<redis::TlsCertificates, ConfigError> {
+        if !self.url.starts_with("rediss://") {
+            return Err(ConfigError(format!(
+                "redis.tls is set, so redis.url {:?} must be rediss://",
+                self.redacted_url()
+            )));
+        }
+        let read = |key: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| ConfigError(format!("redis.tls.{key} {}: {e}", path.display())))
+        };
+        let client_tls = match (&tls.cert, &tls.key) {
+            (Some(cert), Some(key)) => {
+                Some(redis::ClientTlsConfig { client_cert: read("cert", cert)?, client_key: read("key", key)? })
+            }
+            (None, None) => None,
+            _ => return Err(ConfigError("redis.tls.cert and redis.tls.key go together".into())),
+        };
+        let root_cert = tls.ca.as_deref().map(|ca| read("ca", ca)).transpose()?;
+        Ok(redis::TlsCertificates { client_tls, root_cert })
     }
 
     /// The URL without its password, for logs and errors.
