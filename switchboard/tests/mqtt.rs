@@ -255,3 +255,63 @@ async fn mqtts_with_a_client_certificate() {
     .await;
     assert!(delivered, "nothing delivered over mqtts://; output:\n{}", p.proc.output());
 }
+
+/// The sum of a counter's series in Prometheus text.
+fn counter_total(metrics: &str, name: &str) -> f64 {
+    metrics.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+#[tokio::test]
+async fn replicas_in_a_share_group_split_the_messages() {
+    let topic = unique("sbtest/share/");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let record = d.join("r.log");
+    let p = Platform::start_in(dir, &config(""), &envlog_stack("shared", &topic, &record, "", ""), &[]).await;
+    p.wait_ready(&["shared"]).await;
+
+    // Two hub replicas beside the platform's gateway, in one share group.
+    let group = unique("g");
+    let replicas: Vec<(Proc, u16)> = (0..2)
+        .map(|i| {
+            let port = free_port();
+            std::fs::write(
+                d.join(format!("replica{i}.yml")),
+                format!(
+                    "hub:\n  listen: 127.0.0.1:{port}\n  refresh_interval: 300ms\nmqtt:\n  url: mqtt://127.0.0.1:1883\n  version: 5\n  qos: 1\n  client_id: {}\n  share_group: {group}\n",
+                    unique(&format!("sbtest-replica{i}-"))
+                ),
+            )
+            .unwrap();
+            let args = ["connect", "mqtt", "--gateway", &p.url, "--config", &format!("replica{i}.yml")];
+            (Proc::spawn(&args, &d, &[]), port)
+        })
+        .collect();
+    let filter = format!("$share/{group}/{topic}");
+    for (replica, _) in &replicas {
+        let subscribed = eventually(Duration::from_secs(15), || async { replica.output().contains(&filter) }).await;
+        assert!(subscribed, "a replica never subscribed to {filter}:\n{}", replica.output());
+    }
+
+    let (c, _) = client(1883).await;
+    for i in 0..20 {
+        c.publish(topic.clone(), QoS::AtLeastOnce, false, format!("m{i}")).await.unwrap();
+    }
+    let all = eventually(Duration::from_secs(20), || async { envlog(&record).len() >= 20 }).await;
+    assert!(all, "got {} of 20 messages", envlog(&record).len());
+    let mut bodies: Vec<String> = envlog(&record)
+        .iter()
+        .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("body=")).map(String::from))
+        .collect();
+    bodies.sort();
+    let delivered = bodies.len();
+    bodies.dedup();
+    assert_eq!((delivered, bodies.len()), (20, 20), "each message once across the group: {bodies:?}");
+    let mut split = vec![];
+    for (_, port) in &replicas {
+        let metrics = get(&format!("http://127.0.0.1:{port}/metrics")).await.text();
+        split.push(counter_total(&metrics, "switchboard_events_delivered_total"));
+    }
+    assert_eq!(split.iter().sum::<f64>(), 20.0, "{split:?}");
+    assert!(split.iter().all(|&n| n > 0.0), "one replica took every message: {split:?}");
+}
