@@ -18,6 +18,7 @@ pub mod metrics;
 mod order;
 pub mod source;
 pub mod subscription;
+pub mod tls;
 pub mod topics;
 
 pub use config::HubConfig;
@@ -28,6 +29,7 @@ pub use event::{CloudEventAttrs, Event, Outcome, Response};
 pub use gateway::InProcess;
 pub use hub::{Hub, HubError};
 pub use source::{Source, SourceContext, SourceError};
+pub use tls::{TlsFiles, TlsPem};
 pub use topics::{CRON_TOPIC, TopicMap};
 
 /// A name unique per replica and stable across its restarts: the host name

@@ -213,9 +213,11 @@ async fn malformed_config_fails_at_start() {
         ("mqtt:\n  url: mqtt://127.0.0.1:1883\n  qos: 3\n", "mqtt.qos"),
         ("mqtt:\n  url: ftp://127.0.0.1\n", "mqtt.url"),
         ("mqtt:\n  share_group: a/b\n", "mqtt.share_group"),
+        ("mqtt:\n  url: mqtts://127.0.0.1\n  tls:\n    cert: c.pem\n", "mqtt.tls.ca is not set"),
+        ("nats:\n  tls:\n    cert: c.pem\n", "nats.tls.cert and nats.tls.key go together"),
     ] {
         std::fs::write(dir.path().join("bad.yml"), yaml).unwrap();
-        let source = if yaml.starts_with("redis") { "redis" } else { "mqtt" };
+        let source = yaml.split(':').next().unwrap();
         let mut p = Proc::spawn(
             &["connect", source, "--gateway", "http://127.0.0.1:9", "--config", "bad.yml"],
             dir.path(),

@@ -1,5 +1,5 @@
+use connector_core::TlsFiles;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// The `mqtt:` section.
@@ -27,17 +27,9 @@ pub struct MqttConfig {
     pub share_group: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<TlsFiles>,
     /// Messages the broker may have in flight to the hub.
     pub inflight: u16,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub ca: PathBuf,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
 }
 
 impl Default for MqttConfig {
@@ -101,7 +93,7 @@ impl MqttConfig {
         if self.client_id.is_empty() {
             return bad("mqtt.client_id must not be empty".into());
         }
-        if tls && self.tls.is_none() {
+        if tls && self.tls.as_ref().is_none_or(|t| t.ca.is_none()) {
             return bad("mqtt.url is mqtts:// but mqtt.tls.ca is not set".into());
         }
         if self.password.is_some() && self.username.is_none() {

@@ -11,7 +11,7 @@
 
 mod config;
 
-pub use config::{ConfigError, MqttConfig, TlsConfig, valid_filter};
+pub use config::{ConfigError, MqttConfig, valid_filter};
 
 use connector_core::{CloudEventAttrs, Event, Outcome, Source, SourceContext, SourceError};
 use futures_util::future::BoxFuture;
@@ -31,12 +31,10 @@ impl MqttSource {
 
     fn tls(&self) -> Result<Option<rumqttc::TlsConfiguration>, SourceError> {
         let Some(t) = self.config.tls.as_ref().filter(|_| self.endpoint.tls) else { return Ok(None) };
-        let read = |p: &std::path::PathBuf| std::fs::read(p).map_err(|e| format!("mqtt.tls {}: {e}", p.display()));
-        let client_auth = match (&t.cert, &t.key) {
-            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-            _ => None,
-        };
-        Ok(Some(rumqttc::TlsConfiguration::Simple { ca: read(&t.ca)?, alpn: None, client_auth }))
+        let pem = t.read("mqtt")?;
+        // validate() has made sure a mqtts:// URL comes with a CA.
+        let ca = pem.ca.ok_or("mqtt.tls.ca is not set")?;
+        Ok(Some(rumqttc::TlsConfiguration::Simple { ca, alpn: None, client_auth: pem.client }))
     }
 }
 

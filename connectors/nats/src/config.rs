@@ -1,3 +1,4 @@
+use connector_core::TlsFiles;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +17,7 @@ pub struct NatsConfig {
     pub password: Option<String>,
     /// A `.creds` file (JWT and NKey).
     pub creds: Option<PathBuf>,
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<TlsFiles>,
     pub jetstream: Option<JetStreamConfig>,
     /// Publish dead letters to this subject instead of the hub's file.
     pub dead_letter_subject: Option<String>,
@@ -37,14 +38,6 @@ impl Default for NatsConfig {
             dead_letter_subject: None,
         }
     }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub ca: Option<PathBuf>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
 }
 
 /// At-least-once delivery from a JetStream stream.

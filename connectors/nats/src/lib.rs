@@ -16,7 +16,7 @@
 mod config;
 mod sink;
 
-pub use config::{JetStreamConfig, NatsConfig, TlsConfig};
+pub use config::{JetStreamConfig, NatsConfig};
 pub use sink::NatsSink;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
@@ -47,6 +47,9 @@ impl NatsSource {
         if config.password.is_some() != config.user.is_some() {
             return Err(ConfigError("nats.user and nats.password go together".into()));
         }
+        if let Some(tls) = &config.tls {
+            tls.client("nats").map_err(ConfigError)?;
+        }
         Ok(Self { config })
     }
 
@@ -68,8 +71,8 @@ impl NatsSource {
             if let Some(ca) = &tls.ca {
                 options = options.add_root_certificates(ca.clone());
             }
-            if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-                options = options.add_client_certificate(cert.clone(), key.clone());
+            if let Some((cert, key)) = tls.client("nats")? {
+                options = options.add_client_certificate(cert.to_path_buf(), key.to_path_buf());
             }
         }
         let url = c.url.clone();

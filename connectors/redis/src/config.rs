@@ -1,5 +1,5 @@
+use connector_core::TlsFiles;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,15 +40,7 @@ pub struct RedisConfig {
     pub block: Duration,
     /// For `rediss://`: a CA to trust instead of the web PKI roots, and a
     /// client certificate for servers that require one.
-    pub tls: Option<TlsConfig>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub ca: Option<PathBuf>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for RedisConfig {
@@ -107,25 +99,16 @@ impl RedisConfig {
         Ok(client)
     }
 
-    fn certificates(&self, tls: &TlsConfig) -> Result<redis::TlsCertificates, ConfigError> {
+    fn certificates(&self, tls: &TlsFiles) -> Result<redis::TlsCertificates, ConfigError> {
         if !self.url.starts_with("rediss://") {
             return Err(ConfigError(format!(
                 "redis.tls is set, so redis.url {:?} must be rediss://",
                 self.redacted_url()
             )));
         }
-        let read = |key: &str, path: &Path| {
-            std::fs::read(path).map_err(|e| ConfigError(format!("redis.tls.{key} {}: {e}", path.display())))
-        };
-        let client_tls = match (&tls.cert, &tls.key) {
-            (Some(cert), Some(key)) => {
-                Some(redis::ClientTlsConfig { client_cert: read("cert", cert)?, client_key: read("key", key)? })
-            }
-            (None, None) => None,
-            _ => return Err(ConfigError("redis.tls.cert and redis.tls.key go together".into())),
-        };
-        let root_cert = tls.ca.as_deref().map(|ca| read("ca", ca)).transpose()?;
-        Ok(redis::TlsCertificates { client_tls, root_cert })
+        let pem = tls.read("redis").map_err(ConfigError)?;
+        let client_tls = pem.client.map(|(client_cert, client_key)| redis::ClientTlsConfig { client_cert, client_key });
+        Ok(redis::TlsCertificates { client_tls, root_cert: pem.ca })
     }
 
     /// The URL without its password, for logs and errors.
