@@ -96,6 +96,9 @@ impl MqttConfig {
         if tls && self.tls.as_ref().is_none_or(|t| t.ca.is_none()) {
             return bad("mqtt.url is mqtts:// but mqtt.tls.ca is not set".into());
         }
+        if let Some(Err(e)) = self.tls.as_ref().map(|t| t.client("mqtt")) {
+            return bad(e);
+        }
         if self.password.is_some() && self.username.is_none() {
             return bad("mqtt.password needs mqtt.username".into());
         }
@@ -136,6 +139,14 @@ mod tests {
             (MqttConfig { qos: 3, ..Default::default() }, "mqtt.qos"),
             (MqttConfig { share_group: Some("a/b".into()), ..Default::default() }, "mqtt.share_group"),
             (MqttConfig { version: 4, ..Default::default() }, "mqtt.version"),
+            (MqttConfig { url: "mqtts://x".into(), ..Default::default() }, "mqtt.tls.ca"),
+            (
+                MqttConfig {
+                    tls: Some(connector_core::TlsFiles { key: Some("k.pem".into()), ..Default::default() }),
+                    ..Default::default()
+                },
+                "mqtt.tls.cert and mqtt.tls.key",
+            ),
         ] {
             let err = c.validate().err().unwrap().to_string();
             assert!(err.contains(key), "{err}");
