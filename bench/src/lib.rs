@@ -152,8 +152,18 @@ impl Drop for Proc {
     }
 }
 
+/// A port nothing listens on, never handed out before in this run: binding
+/// port 0 can return a port just released, so two calls in a row could
+/// name the same one.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if GIVEN.lock().expect("port set lock").insert(port) {
+            return Ok(port);
+        }
+    }
 }
 
 /// Waits until `url` answers 2xx.
@@ -227,8 +237,8 @@ pub async fn function_chain(
 }
 
 /// CPU time (user + system) used so far by these processes, from /proc.
-/// Per event, it shows what a path costs the machine, which steal time on a
-/// shared VM does not distort as it does wall-clock rates.
+/// Per event, it shows what a path costs the machine. Steal time on a shared
+/// VM inflates it too (docs/benchmarks.md), so compare figures within a run.
 pub fn cpu_time(pids: &[u32]) -> Duration {
     static TICKS_PER_SECOND: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let ticks_per_second = *TICKS_PER_SECOND.get_or_init(|| {
