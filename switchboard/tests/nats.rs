@@ -1,6 +1,6 @@
 //! The NATS source against the real NATS server: core subjects with
 //! request/reply, JetStream surviving a `kill -9` of the connector, and
-//! servers of the test's own that require TLS, a user or a token.
+//! servers of the test's own that require TLS, a user, a token or a creds file.
 
 mod common;
 use common::*;
@@ -207,9 +207,9 @@ async fn jetstream_keeps_a_long_invocation_with_in_progress_acks() {
     let _ = js.delete_stream(&stream).await;
 }
 
-/// A NATS server of the test's own with this `authorization` block and,
-/// when `tls`, TLS that requires a client certificate from the test CA.
-fn secured_nats(dir: &std::path::Path, authorization: &str, tls: bool) -> Broker {
+/// A NATS server of the test's own with these `auth` settings and, when
+/// `tls`, TLS that requires a client certificate from the test CA.
+fn secured_nats(dir: &std::path::Path, auth: &str, tls: bool) -> Broker {
     let port = free_port();
     let d = dir.display();
     let tls = if tls {
@@ -220,7 +220,7 @@ fn secured_nats(dir: &std::path::Path, authorization: &str, tls: bool) -> Broker
         String::new()
     };
     let conf = dir.join("nats.conf");
-    std::fs::write(&conf, format!("listen: 127.0.0.1:{port}\nauthorization {{\n{authorization}\n}}\n{tls}")).unwrap();
+    std::fs::write(&conf, format!("listen: 127.0.0.1:{port}\n{auth}\n{tls}")).unwrap();
     Broker::start("nats-server", vec!["-c".into(), conf.display().to_string()], port)
 }
 
@@ -243,7 +243,7 @@ async fn tls_with_a_client_certificate_and_user_password() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     certificates(&d);
-    let server = secured_nats(&d, "  user: hub\n  password: s3cret", true);
+    let server = secured_nats(&d, "authorization { user: hub, password: s3cret }", true);
     let subject = unique("sbtest.tls.");
     let stack = format!("functions:\n{}", recorder_fn("secure", &d, "", &format!("      topic: {subject}\n")));
     let nats = |password: &str| {
@@ -282,7 +282,7 @@ async fn tls_with_a_client_certificate_and_user_password() {
 async fn token_authentication() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
-    let server = secured_nats(&d, "  token: t0ken", false);
+    let server = secured_nats(&d, "authorization { token: t0ken }", false);
     let subject = unique("sbtest.token.");
     let stack = format!("functions:\n{}", recorder_fn("secure", &d, "", &format!("      topic: {subject}\n")));
     let cfg = config(&format!("nats:\n  enabled: true\n  url: nats://127.0.0.1:{}\n  token: t0ken\n", server.port));
@@ -292,5 +292,48 @@ async fn token_authentication() {
         .connect(format!("nats://127.0.0.1:{}", server.port))
         .await
         .expect("test client with the token");
+    delivered_through(&client, &subject, &d, &p).await;
+}
+
+/// Decentralized (JWT) authentication, as with `nsc`: the server trusts an
+/// operator key and knows the account it signed; the hub holds a creds file
+/// with a user JWT signed by that account and the user's NKey seed.
+#[tokio::test]
+async fn creds_file_authentication() {
+    use nats_jwt::{KeyPair, Token};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let (operator, account, user) = (KeyPair::new_operator(), KeyPair::new_account(), KeyPair::new_user());
+    let account_jwt = Token::new_account(account.public_key()).name("hub").sign(&operator);
+    let user_jwt = Token::new_user(account.public_key(), user.public_key()).name("hub").sign(&account);
+    let creds = d.join("hub.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    let auth = format!(
+        "trusted_keys: [\"{}\"]\nresolver: MEMORY\nresolver_preload: {{ {}: \"{account_jwt}\" }}",
+        operator.public_key(),
+        account.public_key()
+    );
+    let server = secured_nats(&d, &auth, false);
+    let url = format!("nats://127.0.0.1:{}", server.port);
+    assert!(async_nats::connect(&url).await.is_err(), "the server let a client in without credentials");
+
+    let subject = unique("sbtest.creds.");
+    let stack = format!("functions:\n{}", recorder_fn("secure", &d, "", &format!("      topic: {subject}\n")));
+    let cfg = config(&format!("nats:\n  enabled: true\n  url: {url}\n  creds: {}\n", creds.display()));
+    let p = Platform::start(&cfg, &stack).await;
+    p.wait_ready(&["secure"]).await;
+    let client = async_nats::ConnectOptions::with_credentials_file(&creds)
+        .await
+        .expect("the creds file")
+        .connect(&url)
+        .await
+        .expect("test client with the creds file");
     delivered_through(&client, &subject, &d, &p).await;
 }
