@@ -106,14 +106,37 @@ async fn cron_fires_six_field_schedules_in_their_time_zone() {
 #[tokio::test]
 async fn cloudevents_binary_structured_batched_and_invalid() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = format!("functions:\n{}", recorder_fn("orders", dir.path(), "", "      topic: order.created\n"));
+    let stack = format!(
+        "functions:\n{}  traced:\n    fprocess: {}\n    environment:\n      RECORD_FILE: {}/traced.log\n    annotations:\n      topic: order.traced\n",
+        recorder_fn("orders", dir.path(), "", "      topic: order.created\n"),
+        fixture("envlog.sh"),
+        dir.path().display()
+    );
     let file = dir.path().join("orders.log");
+    let traced = dir.path().join("traced.log");
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     hub_ready(&p).await;
 
     let r = ce(&p, "order.created", "b-1", "binary").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["delivered"], 1);
+
+    // W3C trace context on the request reaches the function.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let headers = [
+        ("ce-id", "t-1"),
+        ("ce-source", "/tests"),
+        ("ce-type", "order.traced"),
+        ("ce-specversion", "1.0"),
+        ("traceparent", traceparent),
+        ("tracestate", "congo=t61rcWkgMzE"),
+    ];
+    let r = call("POST", &format!("{}/", p.ce_url), &headers, "traced").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let env = std::fs::read_to_string(&traced).unwrap_or_default();
+    for expected in [format!("Http_Traceparent={traceparent}"), "Http_Tracestate=congo=t61rcWkgMzE".into()] {
+        assert!(env.contains(&expected), "missing {expected} in:\n{env}");
+    }
 
     let structured = r#"{"specversion":"1.0","id":"s-1","source":"/tests","type":"order.created","datacontenttype":"application/json","data":{"n":1}}"#;
     let r =

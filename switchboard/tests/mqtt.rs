@@ -46,6 +46,7 @@ async fn wildcard_filters_headers_and_cloudevents_user_properties() {
             ("id".into(), "ce-77".into()),
             ("source".into(), "/sensors".into()),
             ("type".into(), "reading".into()),
+            ("traceparent".into(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         ],
         ..Default::default()
     };
@@ -71,6 +72,7 @@ async fn wildcard_filters_headers_and_cloudevents_user_properties() {
         "Http_Ce_Type=reading".into(),
         "Http_Content_Type=application/json".into(),
         "Http_X_Connector=switchboard/mqtt".into(),
+        "Http_Traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
         "body=21.5".into(),
     ] {
         assert!(req.contains(&expected), "missing {expected} in\n{req}");

@@ -34,6 +34,7 @@ async fn core_subjects_pass_headers_and_answer_the_reply_subject() {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Trace", "abc");
     headers.insert("Nats-Msg-Id", "msg-1");
+    headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     let mut reply = None;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while reply.is_none() && std::time::Instant::now() < deadline {
@@ -49,6 +50,7 @@ async fn core_subjects_pass_headers_and_answer_the_reply_subject() {
         "Http_X_Nats_Trace=abc".into(),
         "Http_X_Connector=switchboard/nats".into(),
         "Http_X_Message_Id=msg-1".into(),
+        "Http_Traceparent=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
     ] {
         assert!(env.contains(&expected), "missing {expected} in:\n{env}");
     }

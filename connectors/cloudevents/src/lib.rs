@@ -141,12 +141,20 @@ impl Receiver {
                 .map(|e| vec![e])
                 .map_err(|e| format!("invalid CloudEvent: {e}"))
         };
-        let events = match parsed
+        let mut events = match parsed
             .and_then(|ces| ces.into_iter().map(|ce| convert(ce, &self.topic_attribute)).collect::<Result<Vec<_>, _>>())
         {
             Ok(events) => events,
             Err(e) => return reply(StatusCode::BAD_REQUEST, e + "\n"),
         };
+        // W3C trace context travels in its own headers, beside the CloudEvent.
+        for name in ["traceparent", "tracestate"] {
+            if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+                for e in &mut events {
+                    e.headers.push((name.to_string(), value.to_string()));
+                }
+            }
+        }
         let mut tickets = Vec::with_capacity(events.len());
         for e in &events {
             match self.dispatcher.try_ticket(e) {
