@@ -1,4 +1,5 @@
-//! `switchboard connect` beside a separate gateway that goes away and comes back.
+//! `switchboard connect` beside a separate gateway: discovery through its basic
+//! auth and namespaces, and a gateway that goes away and comes back.
 
 mod common;
 use common::*;
@@ -67,4 +68,94 @@ async fn the_connector_survives_a_gateway_restart() {
         std::fs::read_to_string(&record).unwrap().lines().map(|l| l.rsplit('|').next().unwrap().to_string()).collect();
     assert!(bodies.contains(&"before".to_string()) && bodies.contains(&"after".to_string()), "{bodies:?}");
     assert!(d.join("data/dead-letters.jsonl").exists());
+}
+
+/// Discovery beside a gateway with basic auth: functions in several
+/// namespaces addressed as `name.namespace`, an allow-list of namespaces, a
+/// custom topic delimiter; when the gateway starts answering 401 the hub keeps
+/// its last topic map and goes on delivering.
+#[tokio::test]
+async fn discovery_with_basic_auth_namespaces_and_a_delimiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (gw_port, hub_port, ce_port) = (free_port(), free_port(), free_port());
+    let secrets = |name: &str, password: &str| {
+        let s = d.join(name);
+        std::fs::create_dir(&s).unwrap();
+        std::fs::write(s.join("basic-auth-user"), "admin\n").unwrap();
+        std::fs::write(s.join("basic-auth-password"), format!("{password}\n")).unwrap();
+        s.display().to_string()
+    };
+    let (right, changed) = (secrets("secrets", "s3cret"), secrets("changed", "other"));
+    let function = |name: &str, namespace: &str, topic: &str| {
+        format!("{}    namespace: {namespace}\n", recorder_fn(name, d, "", &format!("      topic: \"{topic}\"\n")))
+    };
+    std::fs::write(
+        d.join("stack.yml"),
+        format!("functions:\n{}{}", function("a", "team-a", "ns.one|ns.two"), function("b", "team-b", "ns.one")),
+    )
+    .unwrap();
+    std::fs::write(d.join("gateway.yml"), "provider:\n  kind: process\n  stack: stack.yml\nqueue:\n  enabled: false\n")
+        .unwrap();
+    std::fs::write(
+        d.join("connector.yml"),
+        format!(
+            "hub:\n  listen: 127.0.0.1:{hub_port}\n  refresh_interval: 300ms\n  basic_auth: true\n  secret_mount_path: {right}\n  topic_delimiter: \"|\"\n  namespaces: [team-a]\ncloudevents:\n  listen: 127.0.0.1:{ce_port}\n"
+        ),
+    )
+    .unwrap();
+    let gateway = |secrets: &str| {
+        Proc::spawn(
+            &["gateway", "--config", "gateway.yml", "--port", &gw_port.to_string()],
+            d,
+            &[("basic_auth", "true"), ("secret_mount_path", secrets)],
+        )
+    };
+    let mut gw = gateway(&right);
+    let connector = Proc::spawn(
+        &["connect", "cloudevents", "--gateway", &format!("http://127.0.0.1:{gw_port}"), "--config", "connector.yml"],
+        d,
+        &[],
+    );
+    let send = |ty: &'static str, id: &'static str| {
+        let url = format!("http://127.0.0.1:{ce_port}/");
+        async move {
+            try_call(
+                "POST",
+                &url,
+                &[("ce-id", id), ("ce-source", "/t"), ("ce-type", ty), ("ce-specversion", "1.0")],
+                id,
+            )
+            .await
+            .map(|r| r.json())
+            .unwrap_or_default()
+        }
+    };
+    let delivered =
+        eventually(Duration::from_secs(20), || async { send("ns.one", "one").await["delivered"] == 1 }).await;
+    assert!(delivered, "ns.one not delivered once:\n{}\n{}", gw.output(), connector.output());
+    assert_eq!(send("ns.two", "two").await["delivered"], 1);
+    let topics = |f: &str| -> Vec<String> {
+        std::fs::read_to_string(d.join(f))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split('|').nth(1).unwrap().into())
+            .collect()
+    };
+    assert_eq!(topics("a.log"), ["ns.one", "ns.two"], "a.team-a subscribes to both topics split on |");
+    assert!(topics("b.log").is_empty(), "team-b is not in hub.namespaces");
+    let metrics = get(&format!("http://127.0.0.1:{hub_port}/metrics")).await.text();
+    assert!(metrics.contains(r#"function="a.team-a""#), "{metrics}");
+
+    // The gateway comes back with other credentials: discovery is refused,
+    // the hub keeps its last map, and events still reach a.team-a.
+    gw.stop();
+    let _gw = gateway(&changed);
+    let refused =
+        eventually(Duration::from_secs(15), || async { connector.output().contains("401 Unauthorized") }).await;
+    assert!(refused, "the 401 is not logged:\n{}", connector.output());
+    let after = eventually(Duration::from_secs(15), || async { send("ns.one", "after").await["delivered"] == 1 }).await;
+    assert!(after, "not delivered with the last topic map:\n{}", connector.output());
+    assert_eq!(topics("a.log").len(), 3);
+    assert_eq!(connector.output().matches("discovered functions").count(), 1, "{}", connector.output());
 }
