@@ -1,5 +1,6 @@
 //! The hub inside `switchboard up`: discovery, cron, CloudEvents, fan-out,
-//! retries, dead letters and limits, against the real binary.
+//! retries (Retry-After included), dead letters, limits and asynchronous
+//! invocation, against the real binary.
 
 mod common;
 use common::*;
@@ -416,4 +417,53 @@ async fn ordered_keys_run_in_order_per_key_and_in_parallel_across_keys() {
     }
     // Different keys do not wait for each other.
     assert!(start("b1") < start("a2"), "key b waited for key a: {got:?}");
+}
+
+/// `hub.async_invocation`: events go through `/async-function`, the answer is
+/// 202 once the gateway's queue has them, and the result reaches
+/// `hub.callback_url`.
+#[tokio::test]
+async fn asynchronous_invocation_answers_202_and_calls_back() {
+    let (cb, mut rx) = recorder().await;
+    let hub = format!("  async_invocation: true\n  callback_url: {cb}/done\n");
+    let stack = "functions:\n  env:\n    fprocess: env\n    annotations:\n      topic: async.orders\n";
+    let p = Platform::start(&config_with(&hub, ""), stack).await;
+    hub_ready(&p).await;
+
+    let r = ce(&p, "async.orders", "a-1", "queued").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["delivered"], 1);
+    let got = receive(&mut rx, 1, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 1, "no callback; output:\n{}", p.proc.output());
+    let done = &got[0];
+    assert_eq!(done.path, "/done");
+    assert_eq!(done.headers["x-function-status"], "200");
+    assert_eq!(done.headers["x-function-name"], "env.openfaas-fn");
+    for expected in ["Http_X_Topic=async.orders", "Http_Ce_Id=a-1", "Http_X_Connector=switchboard/cloudevents"] {
+        assert!(done.body.contains(expected), "missing {expected} in {}", done.body);
+    }
+}
+
+/// A function's `Retry-After` sets the wait before the next attempt, within
+/// the retry window, rather than the policy's own backoff (10 ms here).
+#[tokio::test]
+async fn retry_after_from_the_function_sets_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("busy.log");
+    let stack = format!(
+        "functions:\n  busy:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      RECORD_FILE: {}\n    annotations:\n      topic: busy\n      com.openfaas.retry.min_wait: 10ms\n      com.openfaas.retry.max_wait: 5s\n",
+        fixture("busy.py"),
+        record.display()
+    );
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    p.wait_ready(&["busy"]).await;
+    hub_ready(&p).await;
+
+    let r = ce(&p, "busy", "r-1", "x").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["delivered"], 1);
+    let times: Vec<f64> =
+        std::fs::read_to_string(&record).unwrap().lines().map(|l| l.parse().unwrap()).collect::<Vec<_>>();
+    assert_eq!(times.len(), 2, "{times:?}");
+    assert!(times[1] - times[0] >= 0.9, "retried {:.3} s after Retry-After: 1", times[1] - times[0]);
 }
