@@ -467,3 +467,31 @@ async fn retry_after_from_the_function_sets_the_wait() {
     assert_eq!(times.len(), 2, "{times:?}");
     assert!(times[1] - times[0] >= 0.9, "retried {:.3} s after Retry-After: 1", times[1] - times[0]);
 }
+
+/// `cloudevents.topic_attribute` names an extension whose value is the topic.
+#[tokio::test]
+async fn cloudevents_topic_from_a_configured_extension() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = format!("functions:\n{}", recorder_fn("eu", dir.path(), "", "      topic: orders.eu\n"));
+    let file = dir.path().join("eu.log");
+    let cfg = config("").replace("CE_PORT\n", "CE_PORT\n  topic_attribute: route\n");
+    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+    hub_ready(&p).await;
+
+    let event = |id: &'static str, route: Option<&'static str>| {
+        let mut headers =
+            vec![("ce-id", id), ("ce-source", "/t"), ("ce-type", "order.created"), ("ce-specversion", "1.0")];
+        headers.extend(route.map(|r| ("ce-route", r)));
+        let url = format!("{}/", p.ce_url);
+        async move { call("POST", &url, &headers, id).await }
+    };
+    let r = event("routed", Some("orders.eu")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["delivered"], 1);
+    let got = wait_calls(&file, 1).await;
+    assert_eq!((got[0].topic.as_str(), got[0].ce_type.as_str()), ("orders.eu", "order.created"));
+
+    let r = event("unrouted", None).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("\"route\"") && r.text().contains("cloudevents.topic_attribute"), "{}", r.text());
+}

@@ -209,6 +209,80 @@ async fn jetstream_keeps_a_long_invocation_with_in_progress_acks() {
     let _ = js.delete_stream(&stream).await;
 }
 
+/// JetStream's acknowledgements follow the outcome: a failed invocation is
+/// nakked with the backoff delay and comes back as a redelivery; once a
+/// redelivery succeeds it is acked; once the last attempt fails the message
+/// is dead-lettered and terminated, never delivered again.
+#[tokio::test]
+async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
+    let (js, stream, subject) = new_stream("sbtest.nak.").await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    // Topics are the message's subject: `<subject>.recovers` and `<subject>.doomed`.
+    let flaky = |name: &str, fail_times: u32, attempts: u32| {
+        format!(
+            "  {name}:\n    fprocess: {}\n    environment:\n      FAIL_TIMES: {fail_times}\n      COUNTER_FILE: {}/{name}.count\n    annotations:\n      topic: {subject}.{name}\n      com.openfaas.retry.attempts: \"{attempts}\"\n      com.openfaas.retry.min_wait: 300ms\n      com.openfaas.retry.max_wait: 400ms\n",
+            fixture("flaky.sh"),
+            d.display()
+        )
+    };
+    let stack = format!("functions:\n{}{}", flaky("recovers", 2, 5), flaky("doomed", 100, 2));
+    js.update_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{subject}.>")],
+        ..Default::default()
+    })
+    .await
+    .expect("stream subjects");
+    let cfg = config(&format!(
+        "nats:\n  enabled: true\n  url: nats://127.0.0.1:4222\n  jetstream:\n    stream: {stream}\n    durable: sbtest\n    ack_wait: 1s\n"
+    ));
+    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+    p.wait_ready(&["recovers", "doomed"]).await;
+    let started = std::time::Instant::now();
+    for name in ["recovers", "doomed"] {
+        js.publish(format!("{subject}.{name}"), name.into()).await.unwrap().await.unwrap();
+    }
+    let count = |name: &str| -> u32 {
+        std::fs::read_to_string(d.join(format!("{name}.count"))).ok().and_then(|c| c.trim().parse().ok()).unwrap_or(0)
+    };
+    let consumer_settled = |name: &'static str| {
+        let (js, stream, consumer) =
+            (js.clone(), stream.clone(), format!("sbtest-{}_{name}", subject.replace('.', "_")));
+        async move {
+            let Ok(s) = js.get_stream(&stream).await else { return false };
+            let Ok(mut c) = s.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await else {
+                return false;
+            };
+            c.info()
+                .await
+                .is_ok_and(|i| i.ack_floor.stream_sequence > 0 && i.num_ack_pending == 0 && i.num_pending == 0)
+        }
+    };
+    let recovered = eventually(Duration::from_secs(20), || consumer_settled("recovers")).await;
+    assert!(recovered, "the recovering message was not acked:\n{}", p.proc.output());
+    assert_eq!(count("recovers"), 3, "two failures, then the third delivery succeeded");
+    // Two naks, each with the 300-400 ms backoff as its delay.
+    assert!(started.elapsed() >= Duration::from_millis(600), "redelivered without the nak delay");
+
+    let letters = p.dir.path().join("data/dead-letters.jsonl");
+    let dead = eventually(Duration::from_secs(20), || async {
+        std::fs::read_to_string(&letters).is_ok_and(|l| l.contains("doomed.openfaas-fn"))
+    })
+    .await;
+    assert!(dead, "the failing message was not dead-lettered:\n{}", p.proc.output());
+    assert!(eventually(Duration::from_secs(10), || consumer_settled("doomed")).await, "not terminated");
+    assert_eq!(count("doomed"), 2, "com.openfaas.retry.attempts is 2");
+    let letter: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&letters).unwrap().lines().next().unwrap()).unwrap();
+    assert_eq!(letter["attempts"], 2);
+    assert_eq!(letter["source"], "nats");
+    // Terminated, not left to the server: no redelivery after ack_wait.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count("doomed"), 2, "the dead-lettered message was delivered again");
+    let _ = js.delete_stream(&stream).await;
+}
+
 /// A NATS server of the test's own with these `auth` settings and, when
 /// `tls`, TLS that requires a client certificate from the test CA.
 fn secured_nats(dir: &std::path::Path, auth: &str, tls: bool) -> Broker {
