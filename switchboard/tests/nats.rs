@@ -226,7 +226,13 @@ async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
             d.display()
         )
     };
-    let stack = format!("functions:\n{}{}", flaky("recovers", 2, 5), flaky("doomed", 100, 2));
+    // A function of another source's topic, outside the stream: left alone, without a warning.
+    let outside = unique("sbtest.outside.");
+    let stack = format!(
+        "functions:\n{}{}  other:\n    fprocess: cat\n    annotations:\n      topic: {outside}\n",
+        flaky("recovers", 2, 5),
+        flaky("doomed", 100, 2)
+    );
     js.update_stream(async_nats::jetstream::stream::Config {
         name: stream.clone(),
         subjects: vec![format!("{subject}.>")],
@@ -262,6 +268,8 @@ async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
     let recovered = eventually(Duration::from_secs(20), || consumer_settled("recovers")).await;
     assert!(recovered, "the recovering message was not acked:\n{}", p.proc.output());
     assert_eq!(count("recovers"), 3, "two failures, then the third delivery succeeded");
+    let output = p.proc.output();
+    assert!(!output.lines().any(|l| l.contains("WARN") && l.contains(&outside)), "{output}");
     // Two naks, each with the 300-400 ms backoff as its delay.
     assert!(started.elapsed() >= Duration::from_millis(600), "redelivered without the nak delay");
 

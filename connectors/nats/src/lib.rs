@@ -127,14 +127,18 @@ impl Source for NatsSource {
                     let token = ctx.shutdown.child_token();
                     let (d, c, t, stop) = (dispatcher.clone(), client.clone(), topic.clone(), token.clone());
                     match &stream {
+                        // Functions may subscribe to topics of other sources.
+                        Some((js, s)) if !s.cached_info().config.subjects.iter().any(|p| covers(p, &topic)) => {
+                            tracing::debug!(%topic, stream = %js.stream, "not among the stream's subjects; not consumed");
+                            continue;
+                        }
                         Some((js, s)) => match consumer(s, js, &topic).await {
                             Ok(consumer) => {
                                 tracing::info!(%topic, stream = %js.stream, "consuming from JetStream");
                                 tokio::spawn(consume_jetstream(consumer, d, c, t, js.ack_wait, stop));
                             }
-                            // Functions may subscribe to topics of other sources.
                             Err(e) => {
-                                tracing::warn!(%topic, stream = %js.stream, error = %e, "not consuming this topic from JetStream");
+                                tracing::warn!(%topic, stream = %js.stream, error = %e, "cannot consume this topic from JetStream");
                                 continue;
                             }
                         },
@@ -166,6 +170,22 @@ async fn stream(client: &async_nats::Client, c: &JetStreamConfig) -> Result<jets
     let config =
         jetstream::stream::Config { name: c.stream.clone(), subjects: c.subjects.clone(), ..Default::default() };
     Ok(js.get_or_create_stream(config).await.map_err(|e| format!("JetStream stream {:?}: {e}", c.stream))?)
+}
+
+/// Whether every subject that `filter` matches is one of `pattern`'s (NATS
+/// wildcards: `*` one token, `>` the rest). JetStream refuses a consumer
+/// whose filter reaches outside its stream's subjects.
+fn covers(pattern: &str, filter: &str) -> bool {
+    let mut tokens = filter.split('.');
+    for p in pattern.split('.') {
+        match (p, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(t)) if t != ">" => {}
+            (p, Some(t)) if p == t => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
 }
 
 async fn consumer(
@@ -322,6 +342,31 @@ async fn consume_jetstream(
                 }
                 reply(&client, msg.reply.clone().filter(|r| !r.starts_with("$JS.ACK")), &outcome).await;
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn stream_subjects_cover_filters() {
+        for (pattern, filter, expected) in [
+            ("orders.created", "orders.created", true),
+            ("orders.*", "orders.created", true),
+            ("orders.*", "orders.*", true),
+            ("orders.>", "orders.*", true),
+            ("orders.>", "orders.eu.created", true),
+            (">", "cron-function", true),
+            ("orders.*", "orders.>", false),
+            ("orders.*", "orders.eu.created", false),
+            ("orders.created", "orders.*", false),
+            ("orders.>", "orders", false),
+            ("orders.created", "com.example.order.created", false),
+            ("orders", "orders.created", false),
+        ] {
+            assert_eq!(covers(pattern, filter), expected, "{pattern} covers {filter}");
         }
     }
 }
