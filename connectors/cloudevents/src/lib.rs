@@ -10,7 +10,7 @@ use bytes::Bytes;
 use cloudevents::{AttributesReader, Data};
 use connector_core::{CloudEventAttrs, Dispatcher, Event, Outcome, Source, SourceContext, SourceError};
 use futures_util::future::BoxFuture;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,8 @@ struct Receiver {
     topic_attribute: Arc<str>,
     max_body_size: usize,
 }
+
+const TRACE_CONTEXT: [HeaderName; 2] = [HeaderName::from_static("traceparent"), HeaderName::from_static("tracestate")];
 
 /// How long a client may take to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -148,7 +150,7 @@ impl Receiver {
             Err(e) => return reply(StatusCode::BAD_REQUEST, e + "\n"),
         };
         // W3C trace context travels in its own headers, beside the CloudEvent.
-        for name in ["traceparent", "tracestate"] {
+        for name in &TRACE_CONTEXT {
             if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
                 for e in &mut events {
                     e.headers.push((name.to_string(), value.to_string()));
