@@ -252,9 +252,9 @@ async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
     let count = |name: &str| -> u32 {
         std::fs::read_to_string(d.join(format!("{name}.count"))).ok().and_then(|c| c.trim().parse().ok()).unwrap_or(0)
     };
-    let consumer_settled = |name: &'static str| {
-        let (js, stream, consumer) =
-            (js.clone(), stream.clone(), format!("sbtest-{}_{name}", subject.replace('.', "_")));
+    // Settled: something acked (or terminated) and nothing left to deliver.
+    let settled = |topic: String| {
+        let (js, stream, consumer) = (js.clone(), stream.clone(), format!("sbtest-{}", topic.replace('.', "_")));
         async move {
             let Ok(s) = js.get_stream(&stream).await else { return false };
             let Ok(mut c) = s.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await else {
@@ -265,7 +265,7 @@ async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
                 .is_ok_and(|i| i.ack_floor.stream_sequence > 0 && i.num_ack_pending == 0 && i.num_pending == 0)
         }
     };
-    let recovered = eventually(Duration::from_secs(20), || consumer_settled("recovers")).await;
+    let recovered = eventually(Duration::from_secs(20), || settled(format!("{subject}.recovers"))).await;
     assert!(recovered, "the recovering message was not acked:\n{}", p.proc.output());
     assert_eq!(count("recovers"), 3, "two failures, then the third delivery succeeded");
     let output = p.proc.output();
@@ -279,7 +279,7 @@ async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
     })
     .await;
     assert!(dead, "the failing message was not dead-lettered:\n{}", p.proc.output());
-    assert!(eventually(Duration::from_secs(10), || consumer_settled("doomed")).await, "not terminated");
+    assert!(eventually(Duration::from_secs(10), || settled(format!("{subject}.doomed"))).await, "not terminated");
     assert_eq!(count("doomed"), 2, "com.openfaas.retry.attempts is 2");
     let letter: serde_json::Value =
         serde_json::from_str(std::fs::read_to_string(&letters).unwrap().lines().next().unwrap()).unwrap();
@@ -288,6 +288,22 @@ async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
     // Terminated, not left to the server: no redelivery after ack_wait.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(count("doomed"), 2, "the dead-lettered message was delivered again");
+
+    // The stream grows to take the outside topic: at the next change of the
+    // topic map (a deploy) the hub reads the stream's subjects again.
+    js.update_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{subject}.>"), outside.clone()],
+        ..Default::default()
+    })
+    .await
+    .expect("stream subjects");
+    let late = serde_json::json!({"service": "late", "image": "x", "envProcess": "cat",
+                                  "annotations": {"topic": unique("sbtest.late.")}});
+    assert_eq!(call("POST", &format!("{}/system/functions", p.url), &[], late.to_string()).await.status, 202);
+    js.publish(outside.clone(), "now inside".into()).await.unwrap().await.unwrap();
+    let consumed = eventually(Duration::from_secs(15), || settled(outside.clone())).await;
+    assert!(consumed, "the grown stream's new topic was not consumed:\n{}", p.proc.output());
     let _ = js.delete_stream(&stream).await;
 }
 

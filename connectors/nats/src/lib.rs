@@ -99,7 +99,7 @@ impl Source for NatsSource {
                 }
                 None => ctx.dispatcher.clone(),
             };
-            let stream = match &self.config.jetstream {
+            let mut stream = match &self.config.jetstream {
                 Some(js) => Some((js.clone(), stream(&client, js).await?)),
                 None => {
                     tracing::warn!(
@@ -120,10 +120,15 @@ impl Source for NatsSource {
                     }
                     keep
                 });
-                for topic in topics {
-                    if subscribed.contains_key(&topic) {
-                        continue;
-                    }
+                let fresh: Vec<String> = topics.into_iter().filter(|t| !subscribed.contains_key(t)).collect();
+                // The stream's subjects as they are now: they may have changed since the last topic.
+                if let Some((js, s)) = &mut stream
+                    && !fresh.is_empty()
+                    && let Err(e) = s.info().await
+                {
+                    tracing::warn!(stream = %js.stream, error = %e, "cannot read the stream's subjects");
+                }
+                for topic in fresh {
                     let token = ctx.shutdown.child_token();
                     let (d, c, t, stop) = (dispatcher.clone(), client.clone(), topic.clone(), token.clone());
                     match &stream {
