@@ -121,7 +121,7 @@ impl Source for NatsSource {
                     keep
                 });
                 let fresh: Vec<String> = topics.into_iter().filter(|t| !subscribed.contains_key(t)).collect();
-                // The stream's subjects as they are now: they may have changed since the last topic.
+                // Read the stream's subjects again: they may have grown since the last change.
                 if let Some((js, s)) = &mut stream
                     && !fresh.is_empty()
                     && let Err(e) = s.info().await
