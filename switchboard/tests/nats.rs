@@ -1,6 +1,7 @@
 //! The NATS source against the real NATS server: core subjects with
 //! request/reply, JetStream surviving a `kill -9` of the connector, and
-//! servers of the test's own that require TLS, a user, a token or a creds file.
+//! servers of the test's own that restart or require TLS, a user, a token or
+//! a creds file.
 
 mod common;
 use common::*;
@@ -305,6 +306,67 @@ async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
     let consumed = eventually(Duration::from_secs(15), || settled(outside.clone())).await;
     assert!(consumed, "the grown stream's new topic was not consumed:\n{}", p.proc.output());
     let _ = js.delete_stream(&stream).await;
+}
+
+/// A JetStream server of the test's own is killed mid-stream and restarted on
+/// its store: the hub reconnects, pulls again, and every message published
+/// before and after is delivered.
+#[tokio::test]
+async fn jetstream_carries_on_after_the_server_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let port = free_port();
+    let store = d.join("jetstream");
+    let args = ["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd", &store.display().to_string()];
+    let mut server = Broker::start("nats-server", args.map(String::from).to_vec(), port);
+    let url = format!("nats://127.0.0.1:{port}");
+    let subject = unique("sbtest.restart.");
+    let stack = format!("functions:\n{}", recorder_fn("r", &d, "", &format!("      topic: {subject}\n")));
+    let cfg = config(&format!(
+        "nats:\n  enabled: true\n  url: {url}\n  jetstream:\n    stream: RESTART\n    subjects: [\"{subject}\"]\n    durable: sbtest\n"
+    ));
+    let p = Platform::start(&cfg, &stack).await;
+    p.wait_ready(&["r"]).await;
+    let record = d.join("r.log");
+    let bodies = || -> BTreeSet<String> {
+        std::fs::read_to_string(&record)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.rsplit('|').next().map(String::from))
+            .collect()
+    };
+    let publish = |from: u32, to: u32| {
+        let (url, subject) = (url.clone(), subject.clone());
+        async move {
+            let js = async_nats::jetstream::new(async_nats::connect(&url).await.expect("test client"));
+            for i in from..to {
+                js.publish(subject.clone(), format!("m{i}").into()).await.unwrap().await.unwrap();
+            }
+        }
+    };
+    // The hub makes the stream; publish once it exists.
+    let made = eventually(Duration::from_secs(15), || async {
+        let Ok(c) = async_nats::connect(&url).await else { return false };
+        async_nats::jetstream::new(c).get_stream("RESTART").await.is_ok()
+    })
+    .await;
+    assert!(made, "the hub did not create the stream:\n{}", p.proc.output());
+    publish(0, 20).await;
+    let before = eventually(Duration::from_secs(15), || async { bodies().len() >= 20 }).await;
+    assert!(before, "not delivered before the restart:\n{}", p.proc.output());
+
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart();
+    publish(20, 40).await;
+    let expected: BTreeSet<String> = (0..40).map(|i| format!("m{i}")).collect();
+    let all = eventually(Duration::from_secs(30), || async { bodies() == expected }).await;
+    assert!(
+        all,
+        "missing after the restart: {:?}\n{}",
+        expected.difference(&bodies()).collect::<Vec<_>>(),
+        p.proc.output()
+    );
 }
 
 /// A NATS server of the test's own with these `auth` settings and, when
