@@ -163,6 +163,19 @@ async fn cloudevents_binary_structured_batched_and_invalid() {
         metrics.contains(r#"gateway_function_invocation_total{code="200",function_name="orders.openfaas-fn"} 4"#),
         "{metrics}"
     );
+    // The hub's own metrics, by source, topic and function.
+    assert_eq!(get(&format!("{}/healthz", p.hub_url)).await.status, 200);
+    let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+    for expected in [
+        r#"switchboard_events_received_total{source="cloudevents",topic="order.created"} 4"#,
+        r#"switchboard_events_delivered_total{function="orders.openfaas-fn",source="cloudevents",topic="order.created"} 4"#,
+        r#"switchboard_invocation_seconds_count{code="200",function="orders.openfaas-fn"} 4"#,
+        r#"switchboard_invocations_in_flight{function="orders.openfaas-fn"} 0"#,
+        "switchboard_topic_map_topics 2",
+        "switchboard_topic_map_functions 2",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected} in:\n{metrics}");
+    }
 
     let r =
         call("POST", &format!("{}/", p.ce_url), &[("ce-id", "x"), ("ce-type", "t"), ("ce-specversion", "1.0")], "x")
