@@ -82,17 +82,23 @@ impl Config {
         Ok(config)
     }
 
-    /// Environment overrides, with OpenFaaS's variable names.
+    /// Environment overrides, with OpenFaaS's variable names. `basic_auth`,
+    /// `secret_mount_path` and `upstream_timeout` mean the same to the
+    /// gateway and to OpenFaaS's connectors, so they set both sections: a
+    /// `switchboard connect` deployed like the cron-connector reads them.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), InvalidSetting> {
-        let g = &mut self.gateway;
+        let (g, h) = (&mut self.gateway, &mut self.hub);
         if let Some(v) = get("basic_auth") {
             g.basic_auth = parse_bool("basic_auth", &v)?;
+            h.basic_auth = g.basic_auth;
         }
         if let Some(v) = get("secret_mount_path") {
             g.secret_mount_path = v.into();
+            h.secret_mount_path = g.secret_mount_path.clone();
         }
         if let Some(v) = get("upstream_timeout") {
             g.upstream_timeout = parse_duration("upstream_timeout", &v)?;
+            h.upstream_timeout = g.upstream_timeout;
         }
         if let Some(v) = get("function_namespace") {
             g.function_namespace = v;
@@ -100,7 +106,6 @@ impl Config {
         if let Some(v) = get("max_body_size") {
             g.max_body_size = v.parse().map_err(|_| InvalidSetting::new("max_body_size", v, "a size in bytes"))?;
         }
-        let h = &mut self.hub;
         if let Some(v) = get("gateway_url") {
             h.gateway = v;
         }
@@ -181,8 +186,9 @@ mod tests {
             _ => None,
         })
         .unwrap();
-        assert!(c.gateway.basic_auth);
+        assert!(c.gateway.basic_auth && c.hub.basic_auth);
         assert_eq!(c.gateway.upstream_timeout, Duration::from_secs(90));
+        assert_eq!(c.hub.upstream_timeout, Duration::from_secs(90));
         let err = c.apply_env(|k| (k == "basic_auth").then(|| "yes".into())).unwrap_err().to_string();
         assert!(err.contains("basic_auth") && err.contains("yes"), "{err}");
     }

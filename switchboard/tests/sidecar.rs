@@ -70,10 +70,11 @@ async fn the_connector_survives_a_gateway_restart() {
     assert!(d.join("data/dead-letters.jsonl").exists());
 }
 
-/// Discovery beside a gateway with basic auth: functions in several
-/// namespaces addressed as `name.namespace`, an allow-list of namespaces, a
-/// custom topic delimiter; when the gateway starts answering 401 the hub keeps
-/// its last topic map and goes on delivering.
+/// Discovery beside a gateway with basic auth, the connector configured by
+/// OpenFaaS's environment variables: functions in several namespaces addressed
+/// as `name.namespace`, an allow-list of namespaces, a custom topic delimiter;
+/// when the gateway starts answering 401 the hub keeps its last topic map and
+/// goes on delivering.
 #[tokio::test]
 async fn discovery_with_basic_auth_namespaces_and_a_delimiter() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,7 +101,7 @@ async fn discovery_with_basic_auth_namespaces_and_a_delimiter() {
     std::fs::write(
         d.join("connector.yml"),
         format!(
-            "hub:\n  listen: 127.0.0.1:{hub_port}\n  refresh_interval: 300ms\n  basic_auth: true\n  secret_mount_path: {right}\n  topic_delimiter: \"|\"\n  namespaces: [team-a]\ncloudevents:\n  listen: 127.0.0.1:{ce_port}\n"
+            "hub:\n  listen: 127.0.0.1:{hub_port}\n  namespaces: [team-a]\ncloudevents:\n  listen: 127.0.0.1:{ce_port}\n"
         ),
     )
     .unwrap();
@@ -112,10 +113,18 @@ async fn discovery_with_basic_auth_namespaces_and_a_delimiter() {
         )
     };
     let mut gw = gateway(&right);
+    // Configured as OpenFaaS's connectors are, by their environment variables.
+    let gateway_url = format!("http://127.0.0.1:{gw_port}");
     let connector = Proc::spawn(
-        &["connect", "cloudevents", "--gateway", &format!("http://127.0.0.1:{gw_port}"), "--config", "connector.yml"],
+        &["connect", "cloudevents", "--config", "connector.yml"],
         d,
-        &[],
+        &[
+            ("gateway_url", &gateway_url),
+            ("basic_auth", "true"),
+            ("secret_mount_path", &right),
+            ("topic_delimiter", "|"),
+            ("rebuild_interval", "300ms"),
+        ],
     );
     let send = |ty: &'static str, id: &'static str| {
         let url = format!("http://127.0.0.1:{ce_port}/");
