@@ -16,15 +16,15 @@ pub struct FunctionDeployment {
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_process: Option<String>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Map::is_empty")]
     pub env_vars: Map,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Map::is_empty")]
     pub labels: Map,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Map::is_empty")]
     pub annotations: Map,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Map>,
@@ -45,11 +45,11 @@ pub struct FunctionStatus {
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_process: Option<String>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Map::is_empty")]
     pub env_vars: Map,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Map::is_empty")]
     pub labels: Map,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Map::is_empty")]
     pub annotations: Map,
     #[serde(default)]
     pub invocation_count: f64,
@@ -59,6 +59,11 @@ pub struct FunctionStatus {
     pub available_replicas: u64,
     #[serde(default = "zero_time")]
     pub created_at: String,
+}
+
+/// A Go `*map[string]string` pointing at a nil map is sent as `null`.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map, D::Error> {
+    Ok(Option::<Map>::deserialize(d)?.unwrap_or_default())
 }
 
 fn zero_time() -> String {
@@ -163,5 +168,27 @@ mod base64_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = Option::<String>::deserialize(d)?.unwrap_or_default();
         base64::engine::general_purpose::STANDARD.decode(text).map_err(D::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An item as a Go provider writes it: null maps, fields this crate does
+    /// not model, nanosecond timestamps.
+    #[test]
+    fn function_status_from_a_go_provider() {
+        let json = r#"{"name":"nodeinfo","image":"ghcr.io/openfaas/nodeinfo:latest","namespace":"openfaas-fn",
+            "labels":null,"annotations":{"topic":"a,b","prometheus.io.scrape":"false"},"envVars":null,
+            "secrets":["s"],"readOnlyRootFilesystem":true,"limits":{"memory":"128Mi"},
+            "invocationCount":3,"replicas":1,"availableReplicas":1,
+            "createdAt":"2026-11-23T05:44:28.045396123Z","usage":{"cpu":0.5,"totalMemoryBytes":1024}}"#;
+        let f: FunctionStatus = serde_json::from_str(json).unwrap();
+        assert_eq!(f.name, "nodeinfo");
+        assert_eq!(f.namespace.as_deref(), Some("openfaas-fn"));
+        assert!(f.labels.is_empty() && f.env_vars.is_empty());
+        assert_eq!(f.annotations["topic"], "a,b");
+        assert_eq!(f.available_replicas, 1);
     }
 }
