@@ -77,8 +77,13 @@ impl Config {
             None => parse(EMBEDDED).context("invalid built-in config")?,
         };
         config.apply_env(|k| std::env::var(k).ok())?;
-        config.queue.retry.validate()?;
-        config.hub.retry.validate()?;
+        for (section, retry) in [("queue", &config.queue.retry), ("hub", &config.hub.retry)] {
+            retry.validate().map_err(|e| InvalidSetting { key: format!("{section}.{}", e.key), ..e })?;
+        }
+        if config.hub.topic_delimiter.is_empty() {
+            // Splitting on "" would make a topic of every character.
+            return Err(InvalidSetting::new("hub.topic_delimiter", "", "at least one character, such as \",\"").into());
+        }
         Ok(config)
     }
 
@@ -135,7 +140,11 @@ impl Config {
 /// Parses YAML so that an error names the full key path, e.g. `gateway.upstream_timeout`.
 fn parse(text: &str) -> Result<Config> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| anyhow::anyhow!("{}: {}", e.path(), e.inner()))
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        // Some YAML errors name the key themselves.
+        let (path, inner) = (e.path().to_string(), e.inner().to_string());
+        if inner.starts_with(&path) { anyhow::anyhow!(inner) } else { anyhow::anyhow!("{path}: {inner}") }
+    })
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, InvalidSetting> {
@@ -167,6 +176,12 @@ mod tests {
     fn embedded_config_is_valid() {
         let c: Config = serde_yaml_ng::from_str(EMBEDDED).unwrap();
         assert!(c.queue.enabled);
+    }
+
+    #[test]
+    fn a_bad_address_is_named_once() {
+        let err = parse("cloudevents:\n  listen: nonsense\n").unwrap_err().to_string();
+        assert_eq!(err.matches("cloudevents.listen").count(), 1, "{err}");
     }
 
     #[test]

@@ -79,4 +79,14 @@ async fn invalid_config_names_the_key() {
     let mut proc = Proc::spawn(&["up"], dir.path(), &[("upstream_timeout", "later")]);
     assert_ne!(proc.wait_exit(std::time::Duration::from_secs(10)), Some(0));
     assert!(proc.output().contains("upstream_timeout"), "{}", proc.output());
+
+    // An empty delimiter would split every topic into characters.
+    let mut proc = Proc::spawn(&["connect", "cron"], dir.path(), &[("topic_delimiter", "")]);
+    assert_ne!(proc.wait_exit(std::time::Duration::from_secs(10)), Some(0));
+    assert!(proc.output().contains("hub.topic_delimiter"), "{}", proc.output());
+
+    std::fs::write(dir.path().join("retry.yml"), "hub:\n  retry:\n    attempts: 0\n").unwrap();
+    let mut proc = Proc::spawn(&["connect", "cron", "--config", "retry.yml"], dir.path(), &[]);
+    assert_ne!(proc.wait_exit(std::time::Duration::from_secs(10)), Some(0));
+    assert!(proc.output().contains("hub.retry.attempts"), "{}", proc.output());
 }
