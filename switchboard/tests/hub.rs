@@ -186,6 +186,9 @@ async fn cloudevents_binary_structured_batched_and_invalid() {
         call("POST", &format!("{}/", p.ce_url), &[("content-type", "application/cloudevents-batch+json")], "[{").await;
     assert_eq!(r.status, 400);
     assert!(r.text().contains("batch"), "{}", r.text());
+    let r = call("POST", &format!("{}/", p.ce_url), &[("content-type", "text/plain")], "no event").await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("not a CloudEvent") && r.text().contains("ce-specversion"), "{}", r.text());
     assert_eq!(get(&format!("{}/", p.ce_url)).await.status, 405);
     // A body announced over the default cloudevents.max_body_size (4 MiB) is
     // refused before it is sent, as curl sends large bodies (Expect: 100-continue).

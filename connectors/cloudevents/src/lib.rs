@@ -62,6 +62,10 @@ struct Receiver {
 
 const TRACE_CONTEXT: [HeaderName; 2] = [HeaderName::from_static("traceparent"), HeaderName::from_static("tracestate")];
 
+/// The answer to a request in no CloudEvents mode at all.
+const NOT_A_CLOUDEVENT: &str = "not a CloudEvent: expected the ce-specversion, ce-id, ce-source and ce-type \
+    headers (binary mode), or Content-Type application/cloudevents+json or application/cloudevents-batch+json";
+
 /// How long a client may take to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -139,9 +143,10 @@ impl Receiver {
         let parsed: Result<Vec<cloudevents::Event>, String> = if batch {
             serde_json::from_slice(&body).map_err(|e| format!("invalid CloudEvents batch: {e}"))
         } else {
-            cloudevents::binding::http::to_event(&parts.headers, body.into())
-                .map(|e| vec![e])
-                .map_err(|e| format!("invalid CloudEvent: {e}"))
+            cloudevents::binding::http::to_event(&parts.headers, body.into()).map(|e| vec![e]).map_err(|e| match e {
+                cloudevents::message::Error::WrongEncoding {} => NOT_A_CLOUDEVENT.to_string(),
+                e => format!("invalid CloudEvent: {e}"),
+            })
         };
         let mut events = match parsed
             .and_then(|ces| ces.into_iter().map(|ce| convert(ce, &self.topic_attribute)).collect::<Result<Vec<_>, _>>())
