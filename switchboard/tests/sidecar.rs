@@ -5,6 +5,16 @@ mod common;
 use common::*;
 use std::time::Duration;
 
+/// Sends a binary-mode CloudEvent with `id` as its body; the connector's
+/// answer, or null when it cannot be reached.
+async fn send(ce_port: u16, ty: &str, id: &str) -> serde_json::Value {
+    let headers = [("ce-id", id), ("ce-source", "/t"), ("ce-type", ty), ("ce-specversion", "1.0")];
+    try_call("POST", &format!("http://127.0.0.1:{ce_port}/"), &headers, id.to_string())
+        .await
+        .map(|r| r.json())
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn the_connector_survives_a_gateway_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,20 +41,7 @@ async fn the_connector_survives_a_gateway_restart() {
     let connector =
         Proc::spawn(&["connect", "cloudevents", "--gateway", &gateway_url, "--config", "connector.yml"], d, &[]);
 
-    let send = |id: &'static str| {
-        let url = format!("http://127.0.0.1:{ce_port}/");
-        async move {
-            try_call(
-                "POST",
-                &url,
-                &[("ce-id", id), ("ce-source", "/t"), ("ce-type", "restart.test"), ("ce-specversion", "1.0")],
-                id,
-            )
-            .await
-            .map(|r| r.json())
-            .unwrap_or_default()
-        }
-    };
+    let send = |id: &'static str| send(ce_port, "restart.test", id);
     let delivered = eventually(Duration::from_secs(20), || async { send("before").await["delivered"] == 1 }).await;
     assert!(delivered, "not delivered before the restart:\n{}\n{}", gateway.output(), connector.output());
 
@@ -126,20 +123,7 @@ async fn discovery_with_basic_auth_namespaces_and_a_delimiter() {
             ("rebuild_interval", "300ms"),
         ],
     );
-    let send = |ty: &'static str, id: &'static str| {
-        let url = format!("http://127.0.0.1:{ce_port}/");
-        async move {
-            try_call(
-                "POST",
-                &url,
-                &[("ce-id", id), ("ce-source", "/t"), ("ce-type", ty), ("ce-specversion", "1.0")],
-                id,
-            )
-            .await
-            .map(|r| r.json())
-            .unwrap_or_default()
-        }
-    };
+    let send = |ty: &'static str, id: &'static str| send(ce_port, ty, id);
     let delivered =
         eventually(Duration::from_secs(20), || async { send("ns.one", "one").await["delivered"] == 1 }).await;
     assert!(delivered, "ns.one not delivered once:\n{}\n{}", gw.output(), connector.output());
