@@ -6,7 +6,7 @@ use crate::discovery::Discovery;
 use crate::dispatcher::Dispatcher;
 use crate::gateway::{Gateway, InProcess};
 use crate::metrics::Metrics;
-use crate::source::{Source, SourceContext, SourceError};
+use crate::source::{Link, Source, SourceContext, SourceError};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -61,6 +61,8 @@ impl Hub {
             .await
             .map_err(|e| HubError::Listen(self.config.listen, e))?;
         tokio::spawn(self.discovery.clone().run(self.shutdown.clone()));
+        let links: Vec<Link> =
+            sources.iter().map(|s| Link::new(s.name(), self.metrics.source_connected.clone())).collect();
         let ops = Router::new()
             .route("/healthz", get(|| async { "OK" }))
             .route("/readyz", get(ready))
@@ -72,7 +74,7 @@ impl Hub {
                     StatusCode::ACCEPTED
                 }),
             )
-            .with_state(Ops { discovery: self.discovery.clone(), metrics: self.metrics.clone() });
+            .with_state(Ops { discovery: self.discovery.clone(), metrics: self.metrics.clone(), links: links.clone() });
         let stop = self.shutdown.clone();
         tokio::spawn(async move { axum::serve(listener, ops).with_graceful_shutdown(stop.cancelled_owned()).await });
         tracing::info!(gateway = %self.config.gateway, listen = %self.config.listen, sources = ?sources.iter().map(|s| s.name()).collect::<Vec<_>>(), "hub started");
@@ -85,11 +87,12 @@ impl Hub {
         }
         let mut running = tokio::task::JoinSet::new();
         let mut names = std::collections::HashMap::new();
-        for source in sources {
+        for (source, link) in sources.into_iter().zip(links) {
             let name = source.name();
             let ctx = SourceContext {
                 dispatcher: self.dispatcher.for_source(name),
                 topics: self.discovery.subscribe(),
+                link,
                 shutdown: self.shutdown.clone(),
             };
             let task = running.spawn(async move { source.run(ctx).await.map_err(|e| HubError::Source(name, e)) });
@@ -114,12 +117,18 @@ impl Hub {
 struct Ops {
     discovery: Arc<Discovery>,
     metrics: Arc<Metrics>,
+    links: Vec<Link>,
 }
 
-async fn ready(State(h): State<Ops>) -> (StatusCode, &'static str) {
-    if h.discovery.ready() {
-        (StatusCode::OK, "OK")
+/// Ready once functions are known and every broker source is connected.
+async fn ready(State(h): State<Ops>) -> (StatusCode, String) {
+    if !h.discovery.ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first function discovery".into());
+    }
+    let down: Vec<&str> = h.links.iter().filter_map(Link::down_source).collect();
+    if down.is_empty() {
+        (StatusCode::OK, "OK".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first function discovery")
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not connected to the broker: {}", down.join(", ")))
     }
 }

@@ -28,7 +28,7 @@ pub use dispatcher::{Dispatcher, Ticket};
 pub use event::{CloudEventAttrs, Event, Outcome, Response};
 pub use gateway::InProcess;
 pub use hub::{Hub, HubError};
-pub use source::{Source, SourceContext, SourceError};
+pub use source::{Link, Source, SourceContext, SourceError};
 pub use tls::{TlsFiles, TlsPem};
 pub use topics::{CRON_TOPIC, TopicMap};
 

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub functions: Gauge,
     pub discovery_errors: IntCounter,
     pub schedule_errors: CounterVec,
+    pub source_connected: GaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
@@ -47,6 +48,12 @@ impl Default for Metrics {
         let discovery_errors =
             IntCounter::new("switchboard_discovery_errors_total", "Failed function discoveries").expect("valid metric");
         r.register(Box::new(discovery_errors.clone())).expect("registered once");
+        let source_connected = GaugeVec::new(
+            Opts::new("switchboard_source_connected", "1 while a source is connected to its broker"),
+            &["source"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(source_connected.clone())).expect("registered once");
         Self {
             received: counter(&r, "switchboard_events_received_total", "Events received", &["source", "topic"]),
             delivered: counter(&r, "switchboard_events_delivered_total", "Events delivered", by_fn),
@@ -64,6 +71,7 @@ impl Default for Metrics {
             topics,
             functions,
             discovery_errors,
+            source_connected,
             registry: r,
         }
     }

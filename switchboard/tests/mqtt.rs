@@ -201,9 +201,12 @@ async fn reconnects_after_the_broker_restarts() {
         }
     };
     assert!(send_until("before").await, "not delivered before the restart:\n{}", p.proc.output());
+    assert!(link_reported(&p, "mqtt", true).await, "not reported connected");
     broker.kill();
+    assert!(link_reported(&p, "mqtt", false).await, "the lost connection is not reported");
     broker.restart();
     assert!(send_until("after").await, "not delivered after the broker restarted:\n{}", p.proc.output());
+    assert!(link_reported(&p, "mqtt", true).await, "not reported connected again");
 }
 
 #[tokio::test]

@@ -354,9 +354,10 @@ async fn jetstream_carries_on_after_the_server_restarts() {
     publish(0, 20).await;
     let before = eventually(Duration::from_secs(15), || async { bodies().len() >= 20 }).await;
     assert!(before, "not delivered before the restart:\n{}", p.proc.output());
+    assert!(link_reported(&p, "nats", true).await, "not reported connected");
 
     server.kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(link_reported(&p, "nats", false).await, "the lost connection is not reported");
     server.restart();
     publish(20, 40).await;
     let expected: BTreeSet<String> = (0..40).map(|i| format!("m{i}")).collect();
@@ -367,6 +368,7 @@ async fn jetstream_carries_on_after_the_server_restarts() {
         expected.difference(&bodies()).collect::<Vec<_>>(),
         p.proc.output()
     );
+    assert!(link_reported(&p, "nats", true).await, "not reported connected again");
 }
 
 /// A NATS server of the test's own with these `auth` settings and, when

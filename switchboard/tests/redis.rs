@@ -155,8 +155,10 @@ async fn reconnects_after_the_broker_restarts() {
     })
     .await;
     assert!(delivered, "not delivered before the restart:\n{}", p.proc.output());
+    assert!(link_reported(&p, "redis", true).await, "not reported connected");
 
     broker.kill();
+    assert!(link_reported(&p, "redis", false).await, "the lost connection is not reported");
     broker.restart();
     con = redis_con(port).await;
     let after = eventually(Duration::from_secs(30), || {
@@ -172,6 +174,7 @@ async fn reconnects_after_the_broker_restarts() {
     .await;
     assert!(after, "not delivered after the broker restarted:\n{}", p.proc.output());
     assert!(p.proc.output().contains("reconnecting"), "the reconnect is not logged");
+    assert!(link_reported(&p, "redis", true).await, "not reported connected again");
 }
 
 #[tokio::test]

@@ -111,6 +111,7 @@ macro_rules! session {
                 let mut subscribed: BTreeSet<String> = BTreeSet::new();
                 let mut backoff = Duration::from_millis(250);
                 tracing::info!(url = %c.url, client_id = %c.client_id, version = c.version, qos = c.qos, clean_session = c.clean_session, "connecting to MQTT");
+                ctx.link.down();
                 loop {
                     let want = wanted(&ctx);
                     for f in subscribed.difference(&want).cloned().collect::<Vec<_>>() {
@@ -141,6 +142,7 @@ macro_rules! session {
                                 });
                             }
                             Ok(m::Event::Incoming(m::Incoming::ConnAck(ack))) => {
+                                ctx.link.up();
                                 tracing::info!(session_present = ack.session_present, "connected to MQTT");
                                 // A new session has no subscriptions: make them again.
                                 if !ack.session_present {
@@ -149,6 +151,7 @@ macro_rules! session {
                             }
                             Ok(_) => {}
                             Err(e) => {
+                                ctx.link.down();
                                 tracing::warn!(url = %c.url, error = %e, retry_in = ?backoff, "MQTT connection lost; reconnecting");
                                 tokio::select! {
                                     () = tokio::time::sleep(backoff) => {}

@@ -20,7 +20,7 @@ pub use config::{JetStreamConfig, NatsConfig};
 pub use sink::NatsSink;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
-use connector_core::{CloudEventAttrs, Dispatcher, Event, Outcome, Source, SourceContext, SourceError};
+use connector_core::{CloudEventAttrs, Dispatcher, Event, Link, Outcome, Source, SourceContext, SourceError};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
@@ -53,7 +53,7 @@ impl NatsSource {
         Ok(Self { config })
     }
 
-    async fn connect(&self) -> Result<async_nats::Client, SourceError> {
+    async fn connect(&self, link: Link) -> Result<async_nats::Client, SourceError> {
         let c = &self.config;
         let mut options = async_nats::ConnectOptions::new().name("switchboard").retry_on_initial_connect();
         if let Some(token) = &c.token {
@@ -76,7 +76,13 @@ impl NatsSource {
             }
         }
         let url = c.url.clone();
+        link.down();
         options = options.event_callback(move |event| {
+            match event {
+                async_nats::Event::Connected => link.up(),
+                async_nats::Event::Disconnected | async_nats::Event::Closed => link.down(),
+                _ => {}
+            }
             let url = url.clone();
             async move { tracing::info!(%url, %event, "nats connection event") }
         });
@@ -91,7 +97,7 @@ impl Source for NatsSource {
 
     fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(async move {
-            let client = self.connect().await?;
+            let client = self.connect(ctx.link.clone()).await?;
             let dispatcher = match &self.config.dead_letter_subject {
                 Some(subject) => {
                     let js = self.config.jetstream.is_some().then(|| jetstream::new(client.clone()));

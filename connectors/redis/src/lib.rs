@@ -50,6 +50,7 @@ impl Source for RedisSource {
         Box::pin(async move {
             let this = Arc::new(*self);
             let mut backoff = Duration::from_millis(250);
+            ctx.link.down();
             loop {
                 let result = match this.config.mode {
                     Mode::Streams => this.clone().streams(&ctx).await,
@@ -59,6 +60,7 @@ impl Source for RedisSource {
                     return Ok(());
                 }
                 if let Err(e) = result {
+                    ctx.link.down();
                     tracing::warn!(url = %this.config.redacted_url(), error = %e, retry_in = ?backoff, "redis connection lost; reconnecting");
                 }
                 tokio::select! {
@@ -81,6 +83,7 @@ impl RedisSource {
         // Blocking reads get a connection of their own; acks and claims share another.
         let mut reader = self.client.get_multiplexed_async_connection().await?;
         let commands = self.client.get_multiplexed_async_connection().await?;
+        ctx.link.up();
         tracing::info!(url = %c.redacted_url(), group = %c.group, consumer = %c.consumer, "reading Redis streams");
         let dispatcher = ctx
             .dispatcher
@@ -238,6 +241,7 @@ impl RedisSource {
 
     async fn pubsub(&self, ctx: &SourceContext) -> redis::RedisResult<()> {
         let (mut sink, mut stream) = self.client.get_async_pubsub().await?.split();
+        ctx.link.up();
         tracing::warn!(url = %self.config.redacted_url(), "Redis pub/sub is at-most-once: messages published while the hub is away are lost; use redis.mode: streams for at-least-once");
         let mut topics = ctx.topics.clone();
         let mut subscribed: BTreeSet<String> = BTreeSet::new();

@@ -377,6 +377,19 @@ pub fn envlog_stack(name: &str, topic: &str, record: &Path, extra_env: &str, ann
     )
 }
 
+/// Whether the hub comes to report `source` connected to its broker
+/// (`/readyz` 200, `switchboard_source_connected` 1) or not (503 naming it, 0).
+pub async fn link_reported(p: &Platform, source: &str, connected: bool) -> bool {
+    eventually(Duration::from_secs(15), || async {
+        let ready = get(&format!("{}/readyz", p.hub_url)).await;
+        let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+        let gauge = format!("switchboard_source_connected{{source=\"{source}\"}} {}", u8::from(connected));
+        metrics.contains(&gauge)
+            && if connected { ready.status == 200 } else { ready.status == 503 && ready.text().contains(source) }
+    })
+    .await
+}
+
 /// A broker process of the test's own on a free port, stopped by pid.
 pub struct Broker {
     pub proc: Option<std::process::Child>,
