@@ -60,6 +60,10 @@ impl Source for RedisSource {
                     return Ok(());
                 }
                 if let Err(e) = result {
+                    // A connection that was up starts reconnecting from the shortest wait.
+                    if ctx.link.down_source().is_none() {
+                        backoff = Duration::from_millis(250);
+                    }
                     ctx.link.down();
                     tracing::warn!(url = %this.config.redacted_url(), error = %e, retry_in = ?backoff, "redis connection lost; reconnecting");
                 }
