@@ -143,6 +143,7 @@ macro_rules! session {
                             }
                             Ok(m::Event::Incoming(m::Incoming::ConnAck(ack))) => {
                                 ctx.link.up();
+                                backoff = Duration::from_millis(250);
                                 tracing::info!(session_present = ack.session_present, "connected to MQTT");
                                 // A new session has no subscriptions: make them again.
                                 if !ack.session_present {
