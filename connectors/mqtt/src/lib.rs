@@ -127,7 +127,6 @@ macro_rules! session {
                     tokio::select! {
                         polled = events.poll() => match polled {
                             Ok(m::Event::Incoming(m::Incoming::Publish(p))) => {
-                                backoff = Duration::from_millis(250);
                                 let event = event(&p);
                                 let ticket = ctx.dispatcher.ticket(&event).await;
                                 let client = client.clone();
