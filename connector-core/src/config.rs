@@ -1,4 +1,5 @@
 use crate::subscription::LimitSettings;
+use crate::tls::TlsFiles;
 use openfaas::RetryPolicy;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -12,6 +13,9 @@ pub struct HubConfig {
     /// The OpenFaaS-compatible gateway to discover and invoke through
     /// (`switchboard up` uses its own).
     pub gateway: String,
+    /// For an `https://` gateway: a CA to trust instead of the system's
+    /// roots, and a client certificate for gateways that verify clients.
+    pub tls: Option<TlsFiles>,
     /// Read gateway credentials from `secret_mount_path` for `/system/*`.
     pub basic_auth: bool,
     pub secret_mount_path: PathBuf,
@@ -48,6 +52,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         Self {
             gateway: "http://127.0.0.1:8080".into(),
+            tls: None,
             basic_auth: false,
             secret_mount_path: PathBuf::from("/run/secrets"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),

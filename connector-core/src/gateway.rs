@@ -3,12 +3,16 @@
 //! in-process when the hub runs inside the gateway (`switchboard up`).
 
 use crate::event::Event;
+use crate::tls::TlsFiles;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use openfaas::{Credentials, FunctionStatus, headers as h};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +31,7 @@ where
 
 #[derive(Clone)]
 enum Transport {
-    Http(Client<HttpConnector, Full<Bytes>>),
+    Http(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
     InProcess(InProcess),
 }
 
@@ -75,16 +79,27 @@ pub struct Invocation<'a> {
 }
 
 impl Gateway {
-    pub fn new(base: &str, credentials: Option<Credentials>, timeout: Duration) -> Result<Self, GatewayError> {
+    /// A gateway at `base` (`http://` or `https://`); `tls` overrides the
+    /// system's roots and adds a client certificate (`hub.tls`).
+    pub fn new(
+        base: &str,
+        tls: Option<&TlsFiles>,
+        credentials: Option<Credentials>,
+        timeout: Duration,
+    ) -> Result<Self, GatewayError> {
         let base = base.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") || url::Url::parse(&base).is_err() {
-            return Err(GatewayError {
-                url: base,
-                reason: "expected an http:// URL such as http://127.0.0.1:8080".into(),
-            });
+        let err = |reason: String| GatewayError { url: base.clone(), reason };
+        if !(base.starts_with("http://") || base.starts_with("https://")) || url::Url::parse(&base).is_err() {
+            return Err(err("expected an http:// or https:// URL such as http://127.0.0.1:8080".into()));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_tls(tls).map_err(err)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(usize::MAX)
@@ -111,7 +126,7 @@ impl Gateway {
     async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Bytes>, String> {
         match &self.transport {
             Transport::Http(client) => {
-                let res = client.request(req).await.map_err(|e| format!("unreachable: {e}"))?;
+                let res = client.request(req).await.map_err(|e| format!("unreachable: {}", with_causes(&e)))?;
                 let (parts, body) = res.into_parts();
                 let body = body.collect().await.map_err(|e| format!("response body: {e}"))?.to_bytes();
                 Ok(Response::from_parts(parts, body))
@@ -213,4 +228,48 @@ impl Gateway {
             elapsed: started.elapsed(),
         }
     }
+}
+
+/// The TLS client for `https://` gateways: `hub.tls.ca` or the system's roots,
+/// and `hub.tls.cert` with `key` when set.
+fn client_tls(files: Option<&TlsFiles>) -> Result<rustls::ClientConfig, String> {
+    let pem = files.map(|f| f.read("hub")).transpose()?;
+    let mut roots = rustls::RootCertStore::empty();
+    match pem.as_ref().and_then(|p| p.ca.as_deref()) {
+        Some(ca) => {
+            for cert in CertificateDer::pem_slice_iter(ca) {
+                let cert = cert.map_err(|e| format!("hub.tls.ca: {e}"))?;
+                roots.add(cert).map_err(|e| format!("hub.tls.ca: {e}"))?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match pem.and_then(|p| p.client) {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(&cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("hub.tls.cert: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("hub.tls.key: {e}"))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("hub.tls.cert: {e}"))
+        }
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// An error and its causes: hyper's client errors keep the reason (refused,
+/// an unknown certificate…) in their sources.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
 }

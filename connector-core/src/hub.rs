@@ -45,7 +45,7 @@ impl Hub {
         };
         let gateway = match gateway {
             Some(call) => Gateway::in_process(&config.gateway, call, credentials, config.upstream_timeout),
-            None => Gateway::new(&config.gateway, credentials, config.upstream_timeout)?,
+            None => Gateway::new(&config.gateway, config.tls.as_ref(), credentials, config.upstream_timeout)?,
         };
         let metrics = Arc::new(Metrics::default());
         let discovery = Arc::new(Discovery::new(&config, gateway.clone(), metrics.clone()));

@@ -152,3 +152,56 @@ async fn discovery_with_basic_auth_namespaces_and_a_delimiter() {
     assert_eq!(topics("a.log").len(), 3);
     assert_eq!(connector.output().matches("discovered functions").count(), 1, "{}", connector.output());
 }
+
+/// `connect` beside an https:// gateway whose certificate a private CA
+/// signed: with `hub.tls.ca` it discovers and invokes over TLS; without it
+/// the certificate is refused and the refusal logged.
+#[tokio::test]
+async fn an_https_gateway_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    certificates(&d);
+    let stack = format!("functions:\n{}", recorder_fn("r", &d, "", "      topic: tls.test\n"));
+    let p = Platform::start(&config(""), &stack).await;
+    p.wait_ready(&["r"]).await;
+    let tls_port = free_port();
+    let pem = |name: &str| d.join(name).display().to_string();
+    let _proxy = Broker::start(
+        "python3",
+        vec![
+            fixture("tls_proxy.py"),
+            tls_port.to_string(),
+            p.port.to_string(),
+            pem("server.pem"),
+            pem("server-key.pem"),
+        ],
+        tls_port,
+    );
+    let gateway = format!("https://127.0.0.1:{tls_port}");
+    let connector = |ca: bool| {
+        let (hub_port, ce_port) = (free_port(), free_port());
+        let tls = if ca { format!("  tls:\n    ca: {}\n", pem("ca.pem")) } else { String::new() };
+        let file = format!("connector-{ca}.yml");
+        std::fs::write(
+            d.join(&file),
+            format!("hub:\n  listen: 127.0.0.1:{hub_port}\n{tls}cloudevents:\n  listen: 127.0.0.1:{ce_port}\n"),
+        )
+        .unwrap();
+        (Proc::spawn(&["connect", "cloudevents", "--gateway", &gateway, "--config", &file], &d, &[]), ce_port)
+    };
+
+    let (trusting, ce_port) = connector(true);
+    let delivered =
+        eventually(Duration::from_secs(20), || async { send(ce_port, "tls.test", "over-tls").await["delivered"] == 1 })
+            .await;
+    assert!(delivered, "not delivered through the https:// gateway:\n{}", trusting.output());
+    assert!(std::fs::read_to_string(d.join("r.log")).unwrap().contains("over-tls"));
+
+    let (refusing, _) = connector(false);
+    let refused = eventually(Duration::from_secs(15), || async {
+        let out = refusing.output();
+        out.contains("discovery failed") && out.to_lowercase().contains("certificate")
+    })
+    .await;
+    assert!(refused, "an unknown CA was not refused:\n{}", refusing.output());
+}
