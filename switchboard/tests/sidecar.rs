@@ -154,8 +154,9 @@ async fn discovery_with_basic_auth_namespaces_and_a_delimiter() {
 }
 
 /// `connect` beside an https:// gateway whose certificate a private CA
-/// signed: with `hub.tls.ca` it discovers and invokes over TLS; without it
-/// the certificate is refused and the refusal logged.
+/// signed and which requires a client certificate: with `hub.tls` it
+/// discovers and invokes over TLS; without the CA the gateway's certificate
+/// is refused and the refusal logged.
 #[tokio::test]
 async fn an_https_gateway_with_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
@@ -174,13 +175,23 @@ async fn an_https_gateway_with_a_private_ca() {
             p.port.to_string(),
             pem("server.pem"),
             pem("server-key.pem"),
+            pem("ca.pem"),
         ],
         tls_port,
     );
     let gateway = format!("https://127.0.0.1:{tls_port}");
     let connector = |ca: bool| {
         let (hub_port, ce_port) = (free_port(), free_port());
-        let tls = if ca { format!("  tls:\n    ca: {}\n", pem("ca.pem")) } else { String::new() };
+        let tls = if ca {
+            format!(
+                "  tls:\n    ca: {}\n    cert: {}\n    key: {}\n",
+                pem("ca.pem"),
+                pem("client.pem"),
+                pem("client-key.pem")
+            )
+        } else {
+            String::new()
+        };
         let file = format!("connector-{ca}.yml");
         std::fs::write(
             d.join(&file),
