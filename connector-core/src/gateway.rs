@@ -89,14 +89,15 @@ impl Gateway {
     ) -> Result<Self, GatewayError> {
         let base = base.trim_end_matches('/').to_string();
         let err = |reason: String| GatewayError { url: base.clone(), reason };
-        if !(base.starts_with("http://") || base.starts_with("https://")) || url::Url::parse(&base).is_err() {
+        let https = base.starts_with("https://");
+        if !(https || base.starts_with("http://")) || url::Url::parse(&base).is_err() {
             return Err(err("expected an http:// or https:// URL such as http://127.0.0.1:8080".into()));
         }
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(client_tls(tls).map_err(err)?)
+            .with_tls_config(client_tls(tls, https).map_err(err)?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -231,8 +232,9 @@ impl Gateway {
 }
 
 /// The TLS client for `https://` gateways: `hub.tls.ca` or the system's roots,
-/// and `hub.tls.cert` with `key` when set.
-fn client_tls(files: Option<&TlsFiles>) -> Result<rustls::ClientConfig, String> {
+/// and `hub.tls.cert` with `key` when set. An `http://` gateway never uses
+/// it, so the system's roots are not read for one.
+fn client_tls(files: Option<&TlsFiles>, https: bool) -> Result<rustls::ClientConfig, String> {
     let pem = files.map(|f| f.read("hub")).transpose()?;
     let mut roots = rustls::RootCertStore::empty();
     match pem.as_ref().and_then(|p| p.ca.as_deref()) {
@@ -242,9 +244,10 @@ fn client_tls(files: Option<&TlsFiles>) -> Result<rustls::ClientConfig, String> 
                 roots.add(cert).map_err(|e| format!("hub.tls.ca: {e}"))?;
             }
         }
-        None => {
+        None if https => {
             roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
         }
+        None => {}
     }
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()

@@ -1,5 +1,5 @@
-//! The `tls:` block of a broker source (`nats.tls`, `redis.tls`,
-//! `mqtt.tls`): PEM files, read the same way for every broker.
+//! The `tls:` blocks of the config (`hub.tls` for an https:// gateway;
+//! `nats.tls`, `redis.tls`, `mqtt.tls`): PEM files, read the same way for each.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

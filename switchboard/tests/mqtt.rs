@@ -231,11 +231,9 @@ async fn mqtts_with_a_client_certificate() {
     let topic = unique("sbtest/tls/");
     let record = d.join("tls.log");
     let cfg = config(&format!(
-        "mqtt:\n  enabled: true\n  url: mqtts://127.0.0.1:{port}\n  qos: 1\n  client_id: {}\n  tls:\n    ca: {}\n    cert: {}\n    key: {}\n",
+        "mqtt:\n  enabled: true\n  url: mqtts://127.0.0.1:{port}\n  qos: 1\n  client_id: {}\n{}",
         unique("sbtest-hub-"),
-        pem("ca.pem"),
-        pem("client.pem"),
-        pem("client-key.pem")
+        tls_section(&d)
     ));
     let p = Platform::start_in(dir, &cfg, &envlog_stack("tls", &topic, &record, "", ""), &[]).await;
     p.wait_ready(&["tls"]).await;

@@ -23,6 +23,17 @@ async fn new_stream(prefix: &str) -> (async_nats::jetstream::Context, String, St
     (js, stream, subject)
 }
 
+/// Whether the hub's JetStream consumer of `topic` (durable `sbtest`) has
+/// acked or terminated something and has nothing left to deliver.
+async fn settled(js: &async_nats::jetstream::Context, stream: &str, topic: &str) -> bool {
+    let consumer = format!("sbtest-{}", topic.replace('.', "_"));
+    let Ok(s) = js.get_stream(stream).await else { return false };
+    let Ok(mut c) = s.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await else {
+        return false;
+    };
+    c.info().await.is_ok_and(|i| i.ack_floor.stream_sequence > 0 && i.num_ack_pending == 0 && i.num_pending == 0)
+}
+
 #[tokio::test]
 async fn core_subjects_pass_headers_and_answer_the_reply_subject() {
     let client = nats().await;
@@ -117,23 +128,8 @@ async fn jetstream_delivers_everything_after_the_connector_is_killed() {
     assert_eq!(got, (1..=N).collect::<BTreeSet<u64>>());
 
     // Everything was acked: nothing left pending on the consumer.
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-        .get_stream(&stream)
-        .await
-        .unwrap()
-        .get_consumer(&format!("sbtest-{}", subject.replace('.', "_")))
-        .await
-        .unwrap();
-    let mut settled = false;
-    for _ in 0..150 {
-        let info = consumer.info().await.unwrap();
-        if info.num_ack_pending == 0 && info.num_pending == 0 {
-            settled = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(settled, "messages left unacknowledged");
+    let acked = eventually(Duration::from_secs(15), || settled(&js, &stream, &subject)).await;
+    assert!(acked, "messages left unacknowledged");
     drop(second);
     let _ = js.delete_stream(&stream).await;
 }
@@ -192,18 +188,7 @@ async fn jetstream_keeps_a_long_invocation_with_in_progress_acks() {
     p.wait_ready(&["slow"]).await;
     js.publish(subject.clone(), "long".into()).await.unwrap().await.unwrap();
 
-    let name = format!("sbtest-{}", subject.replace('.', "_"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut acked = false;
-    while !acked && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Ok(s) = js.get_stream(&stream).await
-            && let Ok(mut c) = s.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name).await
-            && let Ok(info) = c.info().await
-        {
-            acked = info.ack_floor.stream_sequence == 1 && info.num_ack_pending == 0;
-        }
-    }
+    let acked = eventually(Duration::from_secs(20), || settled(&js, &stream, &subject)).await;
     assert!(acked, "the message was not acked:\n{}", p.proc.output());
     let calls = std::fs::read_to_string(&record).unwrap_or_default();
     assert_eq!(calls.lines().count(), 1, "the message was redelivered while its invocation ran:\n{calls}");
@@ -253,20 +238,8 @@ async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
     let count = |name: &str| -> u32 {
         std::fs::read_to_string(d.join(format!("{name}.count"))).ok().and_then(|c| c.trim().parse().ok()).unwrap_or(0)
     };
-    // Settled: something acked (or terminated) and nothing left to deliver.
-    let settled = |topic: String| {
-        let (js, stream, consumer) = (js.clone(), stream.clone(), format!("sbtest-{}", topic.replace('.', "_")));
-        async move {
-            let Ok(s) = js.get_stream(&stream).await else { return false };
-            let Ok(mut c) = s.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await else {
-                return false;
-            };
-            c.info()
-                .await
-                .is_ok_and(|i| i.ack_floor.stream_sequence > 0 && i.num_ack_pending == 0 && i.num_pending == 0)
-        }
-    };
-    let recovered = eventually(Duration::from_secs(20), || settled(format!("{subject}.recovers"))).await;
+    let (recovers, doomed) = (format!("{subject}.recovers"), format!("{subject}.doomed"));
+    let recovered = eventually(Duration::from_secs(20), || settled(&js, &stream, &recovers)).await;
     assert!(recovered, "the recovering message was not acked:\n{}", p.proc.output());
     assert_eq!(count("recovers"), 3, "two failures, then the third delivery succeeded");
     let output = p.proc.output();
@@ -280,7 +253,7 @@ async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
     })
     .await;
     assert!(dead, "the failing message was not dead-lettered:\n{}", p.proc.output());
-    assert!(eventually(Duration::from_secs(10), || settled(format!("{subject}.doomed"))).await, "not terminated");
+    assert!(eventually(Duration::from_secs(10), || settled(&js, &stream, &doomed)).await, "not terminated");
     assert_eq!(count("doomed"), 2, "com.openfaas.retry.attempts is 2");
     let letter: serde_json::Value =
         serde_json::from_str(std::fs::read_to_string(&letters).unwrap().lines().next().unwrap()).unwrap();
@@ -303,7 +276,7 @@ async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
                                   "annotations": {"topic": unique("sbtest.late.")}});
     assert_eq!(call("POST", &format!("{}/system/functions", p.url), &[], late.to_string()).await.status, 202);
     js.publish(outside.clone(), "now inside".into()).await.unwrap().await.unwrap();
-    let consumed = eventually(Duration::from_secs(15), || settled(outside.clone())).await;
+    let consumed = eventually(Duration::from_secs(15), || settled(&js, &stream, &outside)).await;
     assert!(consumed, "the grown stream's new topic was not consumed:\n{}", p.proc.output());
     let _ = js.delete_stream(&stream).await;
 }
@@ -412,11 +385,9 @@ async fn tls_with_a_client_certificate_and_user_password() {
     let stack = format!("functions:\n{}", recorder_fn("secure", &d, "", &format!("      topic: {subject}\n")));
     let nats = |password: &str| {
         format!(
-            "nats:\n  enabled: true\n  url: tls://127.0.0.1:{}\n  user: hub\n  password: {password}\n  tls:\n    ca: {}/ca.pem\n    cert: {}/client.pem\n    key: {}/client-key.pem\n",
+            "nats:\n  enabled: true\n  url: tls://127.0.0.1:{}\n  user: hub\n  password: {password}\n{}",
             server.port,
-            d.display(),
-            d.display(),
-            d.display()
+            tls_section(&d)
         )
     };
     let p = Platform::start(&config(&nats("s3cret")), &stack).await;

@@ -278,10 +278,8 @@ async fn rediss_with_a_private_ca_and_a_client_certificate() {
     let stream = unique("sbtest:tls:");
     let record = d.join("r.log");
     let cfg = config(&format!(
-        "redis:\n  enabled: true\n  url: {url}\n  group: sbtest\n  start: \"0\"\n  block: 200ms\n  tls:\n    ca: {}\n    cert: {}\n    key: {}\n",
-        pem("ca.pem"),
-        pem("client.pem"),
-        pem("client-key.pem")
+        "redis:\n  enabled: true\n  url: {url}\n  group: sbtest\n  start: \"0\"\n  block: 200ms\n{}",
+        tls_section(&d)
     ));
     let p = Platform::start_in(dir, &cfg, &envlog_stack("tls", &stream, &record, "", ""), &[]).await;
     p.wait_ready(&["tls"]).await;

@@ -182,16 +182,7 @@ async fn an_https_gateway_with_a_private_ca() {
     let gateway = format!("https://127.0.0.1:{tls_port}");
     let connector = |ca: bool| {
         let (hub_port, ce_port) = (free_port(), free_port());
-        let tls = if ca {
-            format!(
-                "  tls:\n    ca: {}\n    cert: {}\n    key: {}\n",
-                pem("ca.pem"),
-                pem("client.pem"),
-                pem("client-key.pem")
-            )
-        } else {
-            String::new()
-        };
+        let tls = if ca { tls_section(&d) } else { String::new() };
         let file = format!("connector-{ca}.yml");
         std::fs::write(
             d.join(&file),

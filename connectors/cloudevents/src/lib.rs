@@ -60,6 +60,7 @@ struct Receiver {
     max_body_size: usize,
 }
 
+/// W3C trace context, carried from the request to the function.
 const TRACE_CONTEXT: [HeaderName; 2] = [HeaderName::from_static("traceparent"), HeaderName::from_static("tracestate")];
 
 /// The answer to a request in no CloudEvents mode at all.
@@ -154,7 +155,7 @@ impl Receiver {
             Ok(events) => events,
             Err(e) => return reply(StatusCode::BAD_REQUEST, e + "\n"),
         };
-        // W3C trace context travels in its own headers, beside the CloudEvent.
+        // Trace context travels in its own headers, beside the CloudEvent.
         for name in &TRACE_CONTEXT {
             if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
                 for e in &mut events {

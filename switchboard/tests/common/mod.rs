@@ -434,6 +434,13 @@ impl Drop for Broker {
     }
 }
 
+/// The `tls:` block (CA, client certificate and key made by [`certificates`]
+/// in `dir`) of a section of the config, indented to sit inside it.
+pub fn tls_section(dir: &Path) -> String {
+    let d = dir.display();
+    format!("  tls:\n    ca: {d}/ca.pem\n    cert: {d}/client.pem\n    key: {d}/client-key.pem\n")
+}
+
 /// A CA, and server and client certificates it signed, as PEM files in `dir`:
 /// `ca.pem`, `server.pem` (for 127.0.0.1 and localhost), `client.pem` and
 /// their `-key.pem` files.
