@@ -1,3 +1,4 @@
+use crate::access::AuthMode;
 use crate::subscription::LimitSettings;
 use crate::tls::TlsFiles;
 use openfaas::RetryPolicy;
@@ -21,6 +22,11 @@ pub struct HubConfig {
     pub secret_mount_path: PathBuf,
     /// `/healthz`, `/readyz` and `/metrics` of the hub.
     pub listen: SocketAddr,
+    /// Credentials for `/metrics`, `POST /refresh` and the CloudEvents
+    /// receiver: `off`, `basic` (the credentials in `secret_mount_path`) or
+    /// `token` (`Authorization: Bearer`, the token in `token_file`).
+    pub auth: AuthMode,
+    pub token_file: Option<PathBuf>,
     /// Separator of topics in the `topic` annotation.
     pub topic_delimiter: String,
     /// Only these namespaces (empty: all the gateway lists).
@@ -56,6 +62,8 @@ impl Default for HubConfig {
             basic_auth: false,
             secret_mount_path: PathBuf::from("/run/secrets"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            auth: AuthMode::Off,
+            token_file: None,
             topic_delimiter: ",".into(),
             namespaces: vec![],
             refresh_interval: Duration::from_secs(5),

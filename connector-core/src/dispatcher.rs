@@ -19,6 +19,7 @@ struct Shared {
     map: watch::Receiver<Arc<TopicMap>>,
     metrics: Arc<Metrics>,
     pending: Arc<Semaphore>,
+    max_pending: usize,
     order: Option<KeyOrder>,
     asynchronous: Option<String>,
     content_type: Option<String>,
@@ -64,6 +65,7 @@ impl Dispatcher {
             map,
             metrics,
             pending: Arc::new(Semaphore::new(config.max_pending.max(1))),
+            max_pending: config.max_pending.max(1),
             order: config.ordered_keys.then(KeyOrder::default),
             asynchronous: config.async_invocation.then(|| config.callback_url.clone().unwrap_or_default()),
             content_type: config.content_type.clone(),
@@ -115,6 +117,11 @@ impl Dispatcher {
         self.dead_letter(event, None, None, attempts, reason)
             .await
             .map_or_else(Outcome::Failed, |()| Outcome::DeadLettered)
+    }
+
+    /// The most events in flight at once (`hub.max_pending`).
+    pub fn max_pending(&self) -> usize {
+        self.shared.max_pending
     }
 
     /// The longest wait for one invocation (`hub.upstream_timeout`).

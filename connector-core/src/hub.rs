@@ -1,5 +1,6 @@
 //! Runs discovery, the hub's health and metrics endpoints, and its sources.
 
+use crate::access::Access;
 use crate::config::HubConfig;
 use crate::deadletter::{DeadLetterSink, FileSink};
 use crate::discovery::Discovery;
@@ -10,12 +11,14 @@ use crate::source::{Link, Source, SourceContext, SourceError};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub struct Hub {
     pub config: HubConfig,
+    pub access: Arc<Access>,
     pub discovery: Arc<Discovery>,
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
@@ -28,6 +31,8 @@ pub enum HubError {
     Gateway(#[from] crate::gateway::GatewayError),
     #[error(transparent)]
     Secret(#[from] openfaas::auth::MissingSecret),
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
     #[error("cannot listen on {0} (hub.listen): {1}")]
     Listen(std::net::SocketAddr, std::io::Error),
     #[error("source {0}: {1}")]
@@ -47,12 +52,13 @@ impl Hub {
             Some(call) => Gateway::in_process(&config.gateway, call, credentials, config.upstream_timeout),
             None => Gateway::new(&config.gateway, config.tls.as_ref(), credentials, config.upstream_timeout)?,
         };
+        let access = Arc::new(Access::new(&config.auth, &config.secret_mount_path, config.token_file.as_ref())?);
         let metrics = Arc::new(Metrics::default());
         let discovery = Arc::new(Discovery::new(&config, gateway.clone(), metrics.clone()));
         let sink: Arc<dyn DeadLetterSink> = Arc::new(FileSink::new(&config.dead_letter_file));
         let dispatcher =
             Dispatcher::new(&config, gateway, discovery.subscribe(), sink, metrics.clone(), shutdown.clone());
-        Ok(Self { config, discovery, dispatcher, metrics, shutdown })
+        Ok(Self { config, access, discovery, dispatcher, metrics, shutdown })
     }
 
     /// Runs until shutdown, or until a source fails for good.
@@ -63,9 +69,13 @@ impl Hub {
         tokio::spawn(self.discovery.clone().run(self.shutdown.clone()));
         let links: Vec<Link> =
             sources.iter().map(|s| Link::new(s.name(), self.metrics.source_connected.clone())).collect();
-        let ops = Router::new()
-            .route("/healthz", get(|| async { "OK" }))
-            .route("/readyz", get(ready))
+        let state = Ops {
+            discovery: self.discovery.clone(),
+            metrics: self.metrics.clone(),
+            links: links.clone(),
+            access: self.access.clone(),
+        };
+        let guarded = Router::new()
             .route("/metrics", get(|State(h): State<Ops>| async move { h.metrics.render() }))
             .route(
                 "/refresh",
@@ -74,9 +84,19 @@ impl Hub {
                     StatusCode::ACCEPTED
                 }),
             )
-            .with_state(Ops { discovery: self.discovery.clone(), metrics: self.metrics.clone(), links: links.clone() });
-        let stop = self.shutdown.clone();
-        tokio::spawn(async move { axum::serve(listener, ops).with_graceful_shutdown(stop.cancelled_owned()).await });
+            .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_access));
+        let ops = Router::new()
+            .route("/healthz", get(|| async { "OK" }))
+            .route("/readyz", get(ready))
+            .merge(guarded)
+            .with_state(state);
+        let limits = switchboard_http::Limits {
+            hosts: switchboard_http::Hosts::Loopback(Arc::new([])),
+            drain: std::time::Duration::from_secs(1),
+            ..Default::default()
+        };
+        let stop = self.shutdown.clone().cancelled_owned();
+        tokio::spawn(switchboard_http::serve(listener, switchboard_http::Routes(ops), limits, stop));
         tracing::info!(gateway = %self.config.gateway, listen = %self.config.listen, sources = ?sources.iter().map(|s| s.name()).collect::<Vec<_>>(), "hub started");
 
         // Sources start once functions are known; a message read earlier
@@ -93,6 +113,7 @@ impl Hub {
                 dispatcher: self.dispatcher.for_source(name),
                 topics: self.discovery.subscribe(),
                 link,
+                access: self.access.clone(),
                 shutdown: self.shutdown.clone(),
             };
             let task = running.spawn(async move { source.run(ctx).await.map_err(|e| HubError::Source(name, e)) });
@@ -118,6 +139,16 @@ struct Ops {
     discovery: Arc<Discovery>,
     metrics: Arc<Metrics>,
     links: Vec<Link>,
+    access: Arc<Access>,
+}
+
+async fn require_access(State(h): State<Ops>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if h.access.allows(req.headers()) {
+        return next.run(req).await;
+    }
+    let mut res = (StatusCode::UNAUTHORIZED, "credentials required (hub.auth)\n").into_response();
+    res.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static(h.access.challenge()));
+    res
 }
 
 /// Ready once functions are known and every broker source is connected.

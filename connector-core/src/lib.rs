@@ -7,6 +7,7 @@
 //! gateway, retries, dead-letters what cannot be delivered, and returns the
 //! [`Outcome`] the source acks or redelivers by. Nothing here knows a broker.
 
+pub mod access;
 pub mod config;
 pub mod deadletter;
 pub mod discovery;
@@ -21,6 +22,7 @@ pub mod subscription;
 pub mod tls;
 pub mod topics;
 
+pub use access::{Access, AuthMode};
 pub use config::HubConfig;
 pub use deadletter::{DeadLetter, DeadLetterSink};
 pub use discovery::Discovery;

@@ -1,5 +1,6 @@
 //! The contract between the hub and a source.
 
+use crate::access::Access;
 use crate::dispatcher::Dispatcher;
 use crate::topics::TopicMap;
 use futures_util::future::BoxFuture;
@@ -19,6 +20,8 @@ pub struct SourceContext {
     pub topics: watch::Receiver<Arc<TopicMap>>,
     /// For a source with a broker: whether it is connected to it.
     pub link: Link,
+    /// Who may send requests, for a source that serves HTTP (`hub.auth`).
+    pub access: Arc<Access>,
     pub shutdown: CancellationToken,
 }
 

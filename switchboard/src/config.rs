@@ -105,6 +105,9 @@ impl Config {
             g.upstream_timeout = parse_duration("upstream_timeout", &v)?;
             h.upstream_timeout = g.upstream_timeout;
         }
+        if let Some(v) = get("read_timeout") {
+            g.read_timeout = parse_duration("read_timeout", &v)?;
+        }
         if let Some(v) = get("function_namespace") {
             g.function_namespace = v;
         }

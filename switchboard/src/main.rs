@@ -53,13 +53,17 @@ struct ConnectArgs {
 }
 
 #[derive(clap::Args)]
-struct PlatformArgs {
+pub struct PlatformArgs {
     /// YAML config file; built-in defaults when absent
     #[arg(long, short, env = "SWITCHBOARD_CONFIG")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Gateway port, overriding gateway.port
     #[arg(long)]
-    port: Option<u16>,
+    pub port: Option<u16>,
+    /// Serve /system/* without credentials: anyone who can reach the gateway
+    /// can then deploy and run any command on this machine
+    #[arg(long)]
+    pub no_auth: bool,
 }
 
 #[derive(clap::Args)]
@@ -104,8 +108,8 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Up(args) => platform::up(args.config.as_deref(), args.port, true).await,
-            Command::Gateway(args) => platform::up(args.config.as_deref(), args.port, false).await,
+            Command::Up(args) => platform::up(args, true).await,
+            Command::Gateway(args) => platform::up(args, false).await,
             Command::Watchdog => {
                 let config = switchboard_watchdog::Config::from_env()?;
                 switchboard_watchdog::run(config, platform::shutdown_signal()).await?;

@@ -1,10 +1,13 @@
 //! Starting the compact platform: gateway, provider, queue and worker.
 
+use crate::PlatformArgs;
 use crate::config::{Config, check_stack};
 use anyhow::{Context, Result};
+use openfaas::Credentials;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use switchboard_gateway::config::GENERATED_SECRETS;
 use switchboard_gateway::{
     Gateway, GatewayConfig, ProcessProvider, ProcessSettings, Provider, ProviderConfig, StaticProvider,
 };
@@ -51,13 +54,43 @@ async fn provider(config: &Config) -> Result<Provider> {
     })
 }
 
+/// The API's credentials: read from `secret_mount_path`, or generated there
+/// at first start when it is the data directory's; none when the operator
+/// turned auth off, which is said loudly.
+fn credentials(config: &GatewayConfig) -> Result<Option<Credentials>> {
+    if !config.basic_auth {
+        tracing::warn!(
+            "basic auth is OFF: anyone who can reach the gateway can deploy functions, and so run any command \
+             on this machine as this user; turn it off only on a machine no one else can reach"
+        );
+        return Ok(None);
+    }
+    let dir = &config.secret_mount_path;
+    if dir != Path::new(GENERATED_SECRETS) {
+        return Ok(Some(Credentials::from_secret_mount(dir)?));
+    }
+    let (credentials, generated) = Credentials::load_or_generate(dir)?;
+    if generated {
+        let file = dir.join(openfaas::auth::PASSWORD_FILE);
+        println!("Generated credentials for the gateway's API (/system/*), stored readable by this user only:");
+        println!("  user      {}", credentials.user);
+        println!("  password  {}", credentials.password);
+        println!("Read the password again with: cat {}", file.display());
+    }
+    Ok(Some(credentials))
+}
+
 /// `switchboard up` and `switchboard gateway`.
-pub async fn up(config_path: Option<&Path>, port: Option<u16>, with_hub: bool) -> Result<()> {
-    let mut config = Config::load(config_path)?;
-    if let Some(port) = port {
+pub async fn up(args: PlatformArgs, with_hub: bool) -> Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(port) = args.port {
         config.gateway.port = port;
     }
+    if args.no_auth {
+        config.gateway.basic_auth = false;
+    }
     check_stack(&config)?;
+    let credentials = credentials(&config.gateway)?;
     let addr = SocketAddr::new(config.gateway.bind, config.gateway.port);
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (gateway.port)"))?;
@@ -76,7 +109,7 @@ pub async fn up(config_path: Option<&Path>, port: Option<u16>, with_hub: bool) -
         }
     };
     let provider = provider(&config).await?;
-    let gateway = Arc::new(Gateway::new(config.gateway.clone(), provider, queue)?);
+    let gateway = Arc::new(Gateway::new(config.gateway.clone(), provider, queue, credentials.clone()));
 
     let token = stop.clone();
     let server = tokio::spawn(switchboard_gateway::serve(gateway.clone(), listener, token.cancelled_owned()));
@@ -96,7 +129,7 @@ pub async fn up(config_path: Option<&Path>, port: Option<u16>, with_hub: bool) -
     } else {
         None
     };
-    print_banner(&config, &url, &gateway, hub.is_some());
+    print_banner(&config, &url, &gateway, credentials.as_ref(), hub.is_some());
     let failed = match hub {
         Some(hub) => tokio::select! {
             () = shutdown_signal() => None,
@@ -131,7 +164,7 @@ fn worker_config(config: &Config, gateway_url: &str) -> WorkerConfig {
     }
 }
 
-fn print_banner(config: &Config, url: &str, gateway: &Gateway, hub: bool) {
+fn print_banner(config: &Config, url: &str, gateway: &Gateway, credentials: Option<&Credentials>, hub: bool) {
     let ns = &config.gateway.function_namespace;
     let functions: Vec<String> = gateway
         .provider
@@ -147,7 +180,17 @@ fn print_banner(config: &Config, url: &str, gateway: &Gateway, hub: bool) {
         }
     };
     println!("switchboard {} is up", env!("CARGO_PKG_VERSION"));
-    println!("  gateway    {url}  (auth: {})", if config.gateway.basic_auth { "basic" } else { "off" });
+    match credentials {
+        Some(c) => {
+            println!("  gateway    {url}  (auth: basic, user {})", c.user);
+            println!(
+                "  login      faas-cli login -g {url} -u {} --password-stdin < {}",
+                c.user,
+                config.gateway.secret_mount_path.join(openfaas::auth::PASSWORD_FILE).display()
+            );
+        }
+        None => println!("  gateway    {url}  (auth: OFF, anyone who can reach it can run commands here)"),
+    }
     println!("  invoke     {url}/function/NAME   async: {url}/async-function/NAME");
     println!("  metrics    {url}/metrics");
     println!("  queue      {queue}");
@@ -196,9 +239,9 @@ pub async fn queue_worker(config_path: Option<&Path>, listen: Option<SocketAddr>
         listener.local_addr()?,
         config.queue.path.display()
     );
-    let intake = axum::serve(listener, switchboard_queue::intake_router(queue))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-    let server = tokio::spawn(async move { intake.await });
+    let intake = switchboard_http::Routes(switchboard_queue::intake_router(queue));
+    let limits = switchboard_http::Limits { body_timeout: config.gateway.read_timeout, ..Default::default() };
+    let server = tokio::spawn(switchboard_http::serve(listener, intake, limits, stop.clone().cancelled_owned()));
     shutdown_signal().await;
     stop.cancel();
     let _ = worker.await;

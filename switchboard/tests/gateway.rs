@@ -82,7 +82,7 @@ async fn unreachable_upstream_is_502() {
     let r = post(&format!("{}/function/gone", p.url), "").await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("gone.openfaas-fn"));
-    let listed = get(&format!("{}/system/functions", p.url)).await.json();
+    let listed = p.api("GET", "/system/functions", "").await.json();
     assert_eq!(listed[0]["annotations"]["topic"], "t");
     let r = post(&format!("{}/async-function/gone", p.url), "").await;
     assert_eq!(r.status, 404, "async is disabled: {}", r.text());
@@ -91,23 +91,22 @@ async fn unreachable_upstream_is_502() {
 #[tokio::test]
 async fn deploy_update_delete_lifecycle() {
     let p = platform().await;
-    let fns = format!("{}/system/functions", p.url);
 
     // faas-cli deploys with PUT and falls back to POST on 404.
     let deploy = r#"{"service":"shout","image":"local/shout","envProcess":"tr a-z A-Z","annotations":{"topic":"a,b"},"labels":{"team":"x"}}"#;
-    assert_eq!(call("PUT", &fns, &[], deploy).await.status, 404);
-    assert_eq!(call("POST", &fns, &[], deploy).await.status, 202);
-    assert_eq!(call("POST", &fns, &[], deploy).await.status, 409);
+    assert_eq!(p.api("PUT", "/system/functions", deploy).await.status, 404);
+    assert_eq!(p.api("POST", "/system/functions", deploy).await.status, 202);
+    assert_eq!(p.api("POST", "/system/functions", deploy).await.status, 409);
     p.wait_ready(&["shout"]).await;
     assert_eq!(post(&format!("{}/function/shout", p.url), "hi").await.text(), "HI");
 
-    let f = get(&format!("{}/system/function/shout", p.url)).await.json();
+    let f = p.api("GET", "/system/function/shout", "").await.json();
     assert_eq!(f["annotations"]["topic"], "a,b");
     assert_eq!(f["labels"]["team"], "x");
-    assert_eq!(f["invocationCount"], 1.0);
+    assert_eq!(f["invocationCount"], 1, "an integer, as Go clients read it");
 
     let update = r#"{"service":"shout","image":"local/shout","envProcess":"rev"}"#;
-    assert_eq!(call("PUT", &fns, &[], update).await.status, 202);
+    assert_eq!(p.api("PUT", "/system/functions", update).await.status, 202);
     assert!(
         eventually(Duration::from_secs(10), || async {
             post(&format!("{}/function/shout", p.url), "abc").await.text() == "cba"
@@ -115,42 +114,41 @@ async fn deploy_update_delete_lifecycle() {
         .await
     );
 
-    let r = call("POST", &fns, &[], r#"{"image":"x"}"#).await;
+    let r = p.api("POST", "/system/functions", r#"{"image":"x"}"#).await;
     assert_eq!(r.status, 400);
     assert!(r.text().contains("service"), "{}", r.text());
-    let r = call("POST", &fns, &[], r#"{"service":"noproc","image":"x"}"#).await;
+    let r = p.api("POST", "/system/functions", r#"{"service":"noproc","image":"x"}"#).await;
     assert_eq!(r.status, 400);
     assert!(r.text().contains("envProcess"), "{}", r.text());
 
-    assert_eq!(call("DELETE", &fns, &[], r#"{"functionName":"shout"}"#).await.status, 202);
+    assert_eq!(p.api("DELETE", "/system/functions", r#"{"functionName":"shout"}"#).await.status, 202);
     assert_eq!(post(&format!("{}/function/shout", p.url), "").await.status, 404);
-    assert_eq!(call("DELETE", &fns, &[], r#"{"functionName":"shout"}"#).await.status, 404);
-    assert_eq!(get(&format!("{}/system/function/shout", p.url)).await.status, 404);
+    assert_eq!(p.api("DELETE", "/system/functions", r#"{"functionName":"shout"}"#).await.status, 404);
+    assert_eq!(p.api("GET", "/system/function/shout", "").await.status, 404);
 }
 
 #[tokio::test]
 async fn namespaces_scaling_info_logs_and_metrics() {
     let p = platform().await;
-    let fns = format!("{}/system/functions", p.url);
     let d = r#"{"service":"echo","image":"x","namespace":"team-a","envProcess":"cat"}"#;
-    assert_eq!(call("POST", &fns, &[], d).await.status, 202);
+    assert_eq!(p.api("POST", "/system/functions", d).await.status, 202);
     p.wait_ready(&["echo.team-a"]).await;
     assert_eq!(post(&format!("{}/function/echo.team-a", p.url), "ns").await.text(), "ns");
-    let ns = get(&format!("{}/system/namespaces", p.url)).await.json();
+    let ns = p.api("GET", "/system/namespaces", "").await.json();
     assert_eq!(ns, serde_json::json!(["openfaas-fn", "team-a"]));
-    assert_eq!(get(&format!("{fns}?namespace=team-a")).await.json().as_array().unwrap().len(), 1);
+    assert_eq!(p.api("GET", "/system/functions?namespace=team-a", "").await.json().as_array().unwrap().len(), 1);
 
-    let r = post(&format!("{}/system/scale-function/echo", p.url), r#"{"serviceName":"echo","replicas":3}"#).await;
+    let r = p.api("POST", "/system/scale-function/echo", r#"{"serviceName":"echo","replicas":3}"#).await;
     assert_eq!(r.status, 202);
     p.wait_ready(&["echo"]).await;
-    let f = get(&format!("{}/system/function/echo", p.url)).await.json();
+    let f = p.api("GET", "/system/function/echo", "").await.json();
     assert_eq!((f["replicas"].as_u64(), f["availableReplicas"].as_u64()), (Some(3), Some(3)));
     for _ in 0..6 {
         assert_eq!(post(&format!("{}/function/echo", p.url), "rr").await.status, 200);
     }
-    assert_eq!(post(&format!("{}/system/scale-function/nope", p.url), r#"{"replicas":1}"#).await.status, 404);
+    assert_eq!(p.api("POST", "/system/scale-function/nope", r#"{"replicas":1}"#).await.status, 404);
 
-    let info = get(&format!("{}/system/info", p.url)).await.json();
+    let info = p.api("GET", "/system/info", "").await.json();
     assert_eq!(info["provider"]["orchestration"], "process");
     assert!(info["version"]["release"].is_string());
 
@@ -164,13 +162,13 @@ async fn namespaces_scaling_info_logs_and_metrics() {
     assert!(metrics.contains("gateway_functions_seconds_bucket"));
     assert!(metrics.contains(r#"gateway_function_invocation_started{function_name="echo.team-a"} 1"#));
 
-    let logs = get(&format!("{}/system/logs?name=echo&tail=2", p.url)).await;
+    let logs = p.api("GET", "/system/logs?name=echo&tail=2", "").await;
     assert_eq!(logs.header("content-type").as_deref(), Some("application/x-ndjson"));
     let lines: Vec<serde_json::Value> = logs.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "{}", logs.text());
     assert!(lines.iter().all(|l| l["name"] == "echo" && l["namespace"] == "openfaas-fn" && l["timestamp"].is_string()));
-    assert_eq!(get(&format!("{}/system/logs", p.url)).await.status, 422);
-    assert_eq!(get(&format!("{}/system/logs?name=echo&tail=x", p.url)).await.status, 422);
+    assert_eq!(p.api("GET", "/system/logs", "").await.status, 422);
+    assert_eq!(p.api("GET", "/system/logs?name=echo&tail=x", "").await.status, 422);
 }
 
 #[tokio::test]
@@ -191,6 +189,6 @@ async fn crashed_replicas_are_restarted() {
     })
     .await;
     assert!(restarted, "replica was not restarted; output:\n{}", p.proc.output());
-    let logs = get(&format!("{}/system/logs?name=crashy", p.url)).await.text();
+    let logs = p.api("GET", "/system/logs?name=crashy", "").await.text();
     assert!(logs.contains("replica exited"), "{logs}");
 }

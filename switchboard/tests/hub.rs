@@ -213,14 +213,13 @@ async fn deployed_functions_subscribe_live_and_fan_out() {
     let d = dir.path().to_path_buf();
     let p = Platform::start_in(dir, &config(""), NO_STACK, &[]).await;
     hub_ready(&p).await;
-    let fns = format!("{}/system/functions", p.url);
     for name in ["first", "second"] {
         let body = serde_json::json!({
             "service": name, "image": "x", "envProcess": fixture("record.sh"),
             "envVars": {"RECORD_FILE": d.join(format!("{name}.log")).display().to_string()},
             "annotations": {"topic": "payments, audit"}
         });
-        assert_eq!(call("POST", &fns, &[], body.to_string()).await.status, 202);
+        assert_eq!(p.api("POST", "/system/functions", &body.to_string()).await.status, 202);
     }
     p.wait_ready(&["first", "second"]).await;
     let delivered =
@@ -231,8 +230,8 @@ async fn deployed_functions_subscribe_live_and_fan_out() {
     wait_calls(&d.join("first.log"), 1).await;
     wait_calls(&d.join("second.log"), 1).await;
 
-    assert_eq!(call("DELETE", &fns, &[], r#"{"functionName":"first"}"#).await.status, 202);
-    assert_eq!(call("DELETE", &fns, &[], r#"{"functionName":"second"}"#).await.status, 202);
+    assert_eq!(p.api("DELETE", "/system/functions", r#"{"functionName":"first"}"#).await.status, 202);
+    assert_eq!(p.api("DELETE", "/system/functions", r#"{"functionName":"second"}"#).await.status, 202);
     assert_eq!(post(&format!("{}/refresh", p.hub_url), "").await.status, 202);
     let mut n = 0;
     let unrouted = eventually(Duration::from_secs(10), || {

@@ -287,7 +287,7 @@ async fn replicas_in_a_share_group_split_the_messages() {
             )
             .unwrap();
             let args = ["connect", "mqtt", "--gateway", &p.url, "--config", &format!("replica{i}.yml")];
-            (Proc::spawn(&args, &d, &[]), port)
+            (Proc::spawn(&args, &d, &[("basic_auth", "true"), ("secret_mount_path", &p.secrets())]), port)
         })
         .collect();
     let filter = format!("$share/{group}/{topic}");

@@ -99,7 +99,7 @@ async fn jetstream_delivers_everything_after_the_connector_is_killed() {
         Proc::spawn(
             &["connect", "nats", "--gateway", &p.url, "--config", &connector_cfg.display().to_string()],
             dir,
-            &[],
+            &[("basic_auth", "true"), ("secret_mount_path", &p.secrets())],
         )
     };
 
@@ -274,7 +274,7 @@ async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
     .expect("stream subjects");
     let late = serde_json::json!({"service": "late", "image": "x", "envProcess": "cat",
                                   "annotations": {"topic": unique("sbtest.late.")}});
-    assert_eq!(call("POST", &format!("{}/system/functions", p.url), &[], late.to_string()).await.status, 202);
+    assert_eq!(p.api("POST", "/system/functions", &late.to_string()).await.status, 202);
     js.publish(outside.clone(), "now inside".into()).await.unwrap().await.unwrap();
     let consumed = eventually(Duration::from_secs(15), || settled(&js, &stream, &outside)).await;
     assert!(consumed, "the grown stream's new topic was not consumed:\n{}", p.proc.output());

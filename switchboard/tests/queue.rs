@@ -88,7 +88,7 @@ async fn retries_until_success() {
     assert_eq!(got[0].headers["x-retry"], "2");
     assert_eq!(got[0].headers["x-retry-max"], "4");
     assert_eq!(got[0].body, "third time lucky");
-    let dead = get(&format!("{}/system/async/dead-letters", p.url)).await.json();
+    let dead = p.api("GET", "/system/async/dead-letters", "").await.json();
     assert_eq!(dead, serde_json::json!([]));
 }
 
@@ -106,9 +106,9 @@ async fn exhausted_retries_are_dead_lettered() {
     assert_eq!(got[0].headers["x-function-status"], "500");
 
     // The callback goes out before the dead letter is recorded.
-    let url = format!("{}/system/async/dead-letters", p.url);
-    assert!(eventually(Duration::from_secs(5), || async { get(&url).await.json()[0].is_object() }).await);
-    let dead = get(&url).await.json();
+    let url = "/system/async/dead-letters";
+    assert!(eventually(Duration::from_secs(5), || async { p.api("GET", url, "").await.json()[0].is_object() }).await);
+    let dead = p.api("GET", url, "").await.json();
     let letter = &dead[0];
     assert_eq!(letter["call_id"], call_id.as_str());
     assert_eq!(letter["function"], "flaky.openfaas-fn");
@@ -176,5 +176,5 @@ async fn a_separate_queue_worker_takes_the_gateways_requests() {
     assert_eq!(got.len(), 1, "no callback");
     assert_eq!(got[0].headers["x-function-status"], "200");
     assert!(dir.path().join("data/queue.redb").exists(), "the worker owns the store");
-    assert_eq!(get(&format!("{}/system/async/dead-letters", p.url)).await.json(), serde_json::json!([]));
+    assert_eq!(p.api("GET", "/system/async/dead-letters", "").await.json(), serde_json::json!([]));
 }

@@ -38,8 +38,15 @@ async fn the_connector_survives_a_gateway_restart() {
     let gateway_url = format!("http://127.0.0.1:{gw_port}");
     let start_gateway = || Proc::spawn(&["gateway", "--config", "gateway.yml", "--port", &gw_port.to_string()], d, &[]);
     let mut gateway = start_gateway();
-    let connector =
-        Proc::spawn(&["connect", "cloudevents", "--gateway", &gateway_url, "--config", "connector.yml"], d, &[]);
+    // The connector logs in with the credentials the gateway generated at its first start.
+    let up =
+        eventually(Duration::from_secs(20), || async { get(&format!("{gateway_url}/healthz")).await.status == 200 });
+    assert!(up.await, "{}", gateway.output());
+    let connector = Proc::spawn(
+        &["connect", "cloudevents", "--gateway", &gateway_url, "--config", "connector.yml"],
+        d,
+        &[("basic_auth", "true"), ("secret_mount_path", "data/secrets")],
+    );
 
     let send = |id: &'static str| send(ce_port, "restart.test", id);
     let delivered = eventually(Duration::from_secs(20), || async { send("before").await["delivered"] == 1 }).await;
@@ -189,7 +196,8 @@ async fn an_https_gateway_with_a_private_ca() {
             format!("hub:\n  listen: 127.0.0.1:{hub_port}\n{tls}cloudevents:\n  listen: 127.0.0.1:{ce_port}\n"),
         )
         .unwrap();
-        (Proc::spawn(&["connect", "cloudevents", "--gateway", &gateway, "--config", &file], &d, &[]), ce_port)
+        let auth = [("basic_auth", "true"), ("secret_mount_path", &p.secrets())];
+        (Proc::spawn(&["connect", "cloudevents", "--gateway", &gateway, "--config", &file], &d, &auth), ce_port)
     };
 
     let (trusting, ce_port) = connector(true);

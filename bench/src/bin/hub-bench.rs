@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             &dir,
             "up-ce",
             &format!(
-                "{function}gateway:\n  bind: 127.0.0.1\n  port: {up_port}\nhub:\n  listen: 127.0.0.1:{up_hub}\ncloudevents:\n  listen: 127.0.0.1:{up_ce}\n"
+                "{function}gateway:\n  basic_auth: false\n  bind: 127.0.0.1\n  port: {up_port}\nhub:\n  listen: 127.0.0.1:{up_hub}\ncloudevents:\n  listen: 127.0.0.1:{up_ce}\n"
             ),
         )?;
         wait_ok(&format!("http://127.0.0.1:{up_hub}/readyz")).await?;
@@ -257,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
                 &dir,
                 "up-js",
                 &format!(
-                    "{function}gateway:\n  bind: 127.0.0.1\n  port: {}\ncloudevents:\n  enabled: false\n{nats}",
+                    "{function}gateway:\n  basic_auth: false\n  bind: 127.0.0.1\n  port: {}\ncloudevents:\n  enabled: false\n{nats}",
                     free_port()?
                 ),
             )?,

@@ -61,7 +61,8 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "provider:\n  kind: static\n  functions:\n    fn:\n      upstream: http://127.0.0.1:{wd}\nqueue:\n  enabled: false\n"
+            "{}provider:\n  kind: static\n  functions:\n    fn:\n      upstream: http://127.0.0.1:{wd}\nqueue:\n  enabled: false\n",
+            bench::OPEN_API
         ),
     )?;
     let _gateway =

@@ -8,16 +8,14 @@
 
 use bytes::Bytes;
 use cloudevents::{AttributesReader, Data};
-use connector_core::{CloudEventAttrs, Dispatcher, Event, Outcome, Source, SourceContext, SourceError};
+use connector_core::{Access, CloudEventAttrs, Dispatcher, Event, Outcome, Source, SourceContext, SourceError};
 use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use switchboard_http::Links;
+use switchboard_http::{Links, RequestBody};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -56,6 +54,7 @@ impl CloudEventsSource {
 #[derive(Clone)]
 struct Receiver {
     dispatcher: Dispatcher,
+    access: Arc<Access>,
     topic_attribute: Arc<str>,
     max_body_size: usize,
 }
@@ -66,9 +65,6 @@ const TRACE_CONTEXT: [HeaderName; 2] = [HeaderName::from_static("traceparent"), 
 /// The answer to a request in no CloudEvents mode at all.
 const NOT_A_CLOUDEVENT: &str = "not a CloudEvent: expected the ce-specversion, ce-id, ce-source and ce-type \
     headers (binary mode), or Content-Type application/cloudevents+json or application/cloudevents-batch+json";
-
-/// How long a client may take to send its request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Source for CloudEventsSource {
     fn name(&self) -> &'static str {
@@ -86,11 +82,17 @@ impl Source for CloudEventsSource {
             let drain = ctx.dispatcher.upstream_timeout();
             let receiver = Receiver {
                 dispatcher: ctx.dispatcher,
+                access: ctx.access,
                 topic_attribute: self.config.topic_attribute.into(),
                 max_body_size: self.config.max_body_size,
             };
             let stop = ctx.shutdown.cancelled_owned();
-            switchboard_http::serve(listener, receiver, HEADER_READ_TIMEOUT, drain, stop).await;
+            let limits = switchboard_http::Limits {
+                drain,
+                hosts: switchboard_http::Hosts::Loopback(Arc::new([])),
+                ..Default::default()
+            };
+            switchboard_http::serve(listener, receiver, limits, stop).await;
             Ok(())
         })
     }
@@ -99,7 +101,7 @@ impl Source for CloudEventsSource {
 impl switchboard_http::Handler<Full<Bytes>> for Receiver {
     type Body = Full<Bytes>;
 
-    async fn call(&self, req: Request<Incoming>, _: SocketAddr, _: Links<Full<Bytes>>) -> Response<Full<Bytes>> {
+    async fn call(&self, req: Request<RequestBody>, _: SocketAddr, _: Links<Full<Bytes>>) -> Response<Full<Bytes>> {
         self.receive(req).await
     }
 }
@@ -127,7 +129,12 @@ fn retry_later(status: StatusCode, message: String) -> Response<Full<Bytes>> {
 }
 
 impl Receiver {
-    async fn receive(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn receive(&self, req: Request<RequestBody>) -> Response<Full<Bytes>> {
+        if !self.access.allows(req.headers()) {
+            let mut res = reply(StatusCode::UNAUTHORIZED, "credentials required (hub.auth)\n");
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(self.access.challenge()));
+            return res;
+        }
         if req.method() != http::Method::POST {
             return reply(StatusCode::METHOD_NOT_ALLOWED, "CloudEvents are POSTed\n");
         }
@@ -163,6 +170,16 @@ impl Receiver {
                 }
             }
         }
+        // A batch is admitted whole or not at all, so one larger than the
+        // hub's admission limit could never be: refuse it for what it is.
+        let max = self.dispatcher.max_pending();
+        if events.len() > max {
+            let message = format!(
+                "batch of {} events is over hub.max_pending ({max}), the most the hub admits at once; send smaller batches\n",
+                events.len()
+            );
+            return reply(StatusCode::PAYLOAD_TOO_LARGE, message);
+        }
         let mut tickets = Vec::with_capacity(events.len());
         for e in &events {
             match self.dispatcher.try_ticket(e) {
@@ -194,7 +211,7 @@ impl Receiver {
 
     /// The whole body, or 413 when it is over `max_body_size` (refused
     /// before reading when its Content-Length says so).
-    async fn read_body(&self, headers: &http::HeaderMap, body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
+    async fn read_body(&self, headers: &http::HeaderMap, body: RequestBody) -> Result<Bytes, Response<Full<Bytes>>> {
         let limit = self.max_body_size;
         let too_large =
             || reply(StatusCode::PAYLOAD_TOO_LARGE, format!("body over cloudevents.max_body_size ({limit} bytes)\n"));
@@ -223,6 +240,15 @@ fn convert(mut ce: cloudevents::Event, topic_attribute: &str) -> Result<Event, S
         dataschema: ce.dataschema().map(|u| u.to_string()),
         extensions,
     };
+    // The SDK accepts empty ones; the specification requires all three.
+    for (name, value) in [("id", &attrs.id), ("source", &attrs.source), ("type", &attrs.ty)] {
+        if value.is_empty() {
+            return Err(format!(
+                "event {:?}: the {name} attribute is empty; CloudEvents requires a non-empty {name}",
+                attrs.id
+            ));
+        }
+    }
     let topic = match topic_attribute {
         "type" => Some(attrs.ty.clone()),
         "source" => Some(attrs.source.clone()),

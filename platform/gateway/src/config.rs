@@ -4,6 +4,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Where credentials are generated at first start when none exist.
+pub const GENERATED_SECRETS: &str = "data/secrets";
+
 /// The `gateway:` section of the config file. Environment variables with
 /// OpenFaaS's names override it (see the binary's config loader).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -13,7 +16,18 @@ pub struct GatewayConfig {
     pub port: u16,
     /// Protect `/system/*` with the credentials in `secret_mount_path`.
     pub basic_auth: bool,
+    /// Where `basic-auth-user` and `basic-auth-password` are. The default,
+    /// `data/secrets`, is filled with generated credentials at first start.
     pub secret_mount_path: PathBuf,
+    /// Names besides localhost, 127.0.0.1 and [::1] that a gateway bound to
+    /// loopback answers (a proxy in front of it); other `Host` names are
+    /// refused, against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    /// Longest wait for a request's head, and for each piece of its body.
+    #[serde(with = "openfaas::duration::serde_duration")]
+    pub read_timeout: Duration,
+    /// Client connections served at once.
+    pub max_connections: usize,
     /// Longest wait for a function's response headers.
     #[serde(with = "openfaas::duration::serde_duration")]
     pub upstream_timeout: Duration,
@@ -28,8 +42,11 @@ impl Default for GatewayConfig {
         Self {
             bind: IpAddr::from([127, 0, 0, 1]),
             port: 8080,
-            basic_auth: false,
-            secret_mount_path: PathBuf::from("/run/secrets"),
+            basic_auth: true,
+            secret_mount_path: PathBuf::from(GENERATED_SECRETS),
+            allowed_hosts: vec![],
+            read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
             upstream_timeout: Duration::from_secs(60),
             max_body_size: 64 * 1024 * 1024,
             function_namespace: "openfaas-fn".into(),

@@ -19,12 +19,11 @@ use axum::response::Response;
 use axum::routing::{any, get, post};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use openfaas::Credentials;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use switchboard_http::Links;
+use switchboard_http::{Links, RequestBody};
 use switchboard_queue::Queue;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -40,16 +39,14 @@ pub struct Gateway {
 pub type Shared = Arc<Gateway>;
 
 impl Gateway {
-    /// Reads the basic-auth secrets when `basic_auth` is on, so a missing
-    /// secret fails at start-up rather than at the first request.
+    /// A gateway whose `/system/*` requires `credentials` (none: open).
     pub fn new(
         config: GatewayConfig,
         provider: Provider,
         queue: Option<Arc<dyn Queue>>,
-    ) -> Result<Self, openfaas::auth::MissingSecret> {
-        let credentials =
-            if config.basic_auth { Some(Credentials::from_secret_mount(&config.secret_mount_path)?) } else { None };
-        Ok(Self { config, provider, queue, metrics: Default::default(), credentials })
+        credentials: Option<Credentials>,
+    ) -> Self {
+        Self { config, provider, queue, metrics: Default::default(), credentials }
     }
 }
 
@@ -69,7 +66,8 @@ pub fn router(gw: Shared) -> Router {
         .route("/system/scale-function/{name}", post(system::scale))
         .route("/system/logs", get(system::logs))
         .route("/system/async/dead-letters", get(system::dead_letters))
-        .route_layer(axum::middleware::from_fn_with_state(gw.clone(), system::require_auth));
+        .route_layer(axum::middleware::from_fn_with_state(gw.clone(), system::require_auth))
+        .route_layer(axum::middleware::from_fn(system::refuse_browsers));
     Router::new()
         .route("/function/{name}", any(invoke::function))
         .route("/function/{name}/", any(invoke::function))
@@ -95,8 +93,16 @@ async fn render_metrics(axum::extract::State(gw): axum::extract::State<Shared>) 
 /// Serves until `shutdown` resolves, then finishes requests in flight
 /// (within `upstream_timeout`).
 pub async fn serve(gw: Shared, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let drain = gw.config.upstream_timeout;
-    switchboard_http::serve(listener, App(router(gw)), std::time::Duration::from_secs(60), drain, shutdown).await
+    let c = &gw.config;
+    let limits = switchboard_http::Limits {
+        header_read_timeout: c.read_timeout,
+        body_timeout: c.read_timeout,
+        max_connections: c.max_connections,
+        drain: c.upstream_timeout,
+        hosts: switchboard_http::Hosts::Loopback(c.allowed_hosts.clone().into()),
+        ..Default::default()
+    };
+    switchboard_http::serve(listener, App(router(gw)), limits, shutdown).await
 }
 
 /// The router, handed each connection's peer address and upstream links.
@@ -117,7 +123,7 @@ impl App {
 impl switchboard_http::Handler<Body> for App {
     type Body = Body;
 
-    async fn call(&self, req: http::Request<Incoming>, peer: SocketAddr, links: Links<Body>) -> Response {
+    async fn call(&self, req: http::Request<RequestBody>, peer: SocketAddr, links: Links<Body>) -> Response {
         self.handle(req.map(Body::new), peer, links).await
     }
 }

@@ -46,14 +46,14 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Invocations of `function_name` (name.namespace) so far, all codes.
-    pub fn invocation_count(&self, function_name: &str) -> f64 {
+    pub fn invocation_count(&self, function_name: &str) -> u64 {
         self.registry
             .gather()
             .iter()
             .filter(|f| f.name() == "gateway_function_invocation_total")
             .flat_map(|f| f.get_metric())
             .filter(|m| m.get_label().iter().any(|l| l.name() == "function_name" && l.value() == function_name))
-            .map(|m| m.get_counter().get_value())
+            .map(|m| m.get_counter().get_value() as u64)
             .sum()
     }
 

@@ -26,6 +26,20 @@ pub async fn require_auth(State(gw): State<Shared>, req: Request, next: Next) ->
     }
 }
 
+/// The API answers no browser page of another site: a cross-site form post
+/// or `fetch` would otherwise deploy a command (with auth off) or read the
+/// functions' settings.
+pub async fn refuse_browsers(req: Request, next: Next) -> Response {
+    if switchboard_http::from_other_site(req.headers()) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "refused: a browser request from a page of another site (Origin or Sec-Fetch-Site); \
+             the API answers its own origin and non-browser clients such as faas-cli and curl\n",
+        );
+    }
+    next.run(req).await
+}
+
 impl IntoResponse for ProviderError {
     fn into_response(self) -> Response {
         let status = match self {
@@ -35,6 +49,19 @@ impl IntoResponse for ProviderError {
             ProviderError::Unsupported(..) => StatusCode::NOT_IMPLEMENTED,
         };
         text(status, format!("{self}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_looking_names() {
+        for k in ["DB_PASSWORD", "api_key", "GITHUB_TOKEN", "aws_secret_access_key", "Authorization", "KEY"] {
+            assert!(super::looks_secret(k), "{k}");
+        }
+        for k in ["PATH", "mode", "RECORD_FILE", "keyboard", "monkey_count"] {
+            assert!(!super::looks_secret(k), "{k}");
+        }
     }
 }
 
@@ -49,33 +76,60 @@ impl NamespaceQuery {
     }
 }
 
-fn with_counts(gw: &Shared, mut f: FunctionStatus) -> FunctionStatus {
+/// A function as the API lists it: with its invocation count, and with
+/// the values of secret-looking environment variables masked.
+fn listed(gw: &Shared, mut f: FunctionStatus) -> FunctionStatus {
     let ns = f.namespace.clone().unwrap_or_default();
     f.invocation_count = gw.metrics.invocation_count(&format!("{}.{ns}", f.name));
+    for (key, value) in &mut f.env_vars {
+        if looks_secret(key) {
+            *value = MASK.into();
+        }
+    }
     f
 }
 
+const MASK: &str = "********";
+
+/// Names of variables that usually hold credentials.
+fn looks_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["secret", "passw", "token", "credential", "private", "apikey", "api_key", "auth"].iter().any(|w| k.contains(w))
+        || k == "key"
+        || k.ends_with("_key")
+}
+
 pub async fn list(State(gw): State<Shared>, Query(q): Query<NamespaceQuery>) -> Json<Vec<FunctionStatus>> {
-    Json(gw.provider.list(q.or_default(&gw)).into_iter().map(|f| with_counts(&gw, f)).collect())
+    Json(gw.provider.list(q.or_default(&gw)).into_iter().map(|f| listed(&gw, f)).collect())
 }
 
 pub async fn get_one(State(gw): State<Shared>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>) -> Response {
     match gw.provider.get(&name, q.or_default(&gw)) {
-        Some(f) => Json(with_counts(&gw, f)).into_response(),
+        Some(f) => Json(listed(&gw, f)).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
 /// A JSON body whose errors answer 400 with serde's message (naming the
-/// field and position), where axum's own `Json` answers 422.
+/// field and position), where axum's own `Json` answers 422. Only a body
+/// sent as JSON is read: the content types a browser form may send without
+/// asking first (`text/plain`, form encodings) are refused with 415.
 pub struct JsonBody<T>(T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
-        let body = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
         let what = std::any::type_name::<T>().rsplit("::").next().unwrap_or("body");
+        let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let media = content_type.and_then(|v| v.split(';').next()).map(|m| m.trim().to_ascii_lowercase());
+        if !media.is_some_and(|m| m == "application/json" || m.ends_with("+json")) {
+            return Err(text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("{what}: expected Content-Type: application/json, got {}\n", content_type.unwrap_or("none")),
+            ));
+        }
+        let body = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
         serde_json::from_slice(&body)
             .map(JsonBody)
             .map_err(|e| text(StatusCode::BAD_REQUEST, format!("invalid {what}: {e}\n")))

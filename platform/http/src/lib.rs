@@ -1,19 +1,26 @@
-//! HTTP plumbing shared by the gateway and the watchdog.
+//! HTTP plumbing shared by every server in Switchboard (gateway, watchdog,
+//! CloudEvents receiver, the hub's and queue-worker's ports).
 //!
-//! Both are reverse proxies on the invocation path. An HTTP/1.1 connection
-//! carries one request at a time, so each downstream connection keeps its
-//! own upstream connections ([`Links`]): the hot path takes no pool lock,
-//! and a slow function never holds a connection another caller needs.
+//! [`serve`] is the one accept loop, and it bounds what a client can hold:
+//! connections, time to send a request head, time between pieces of a
+//! body, header size. [`Links`] serve the reverse proxies on the invocation
+//! path: an HTTP/1.1 connection carries one request at a time, so each
+//! downstream connection keeps its own upstream connections, the hot path
+//! takes no pool lock, and a slow function never holds a connection another
+//! caller needs.
+
+mod body;
+mod guard;
+mod server;
+
+pub use body::{BodyTimeout, RequestBody};
+pub use guard::{from_other_site, loopback_host};
+pub use server::{Handler, Hosts, Limits, Routes, serve};
 
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
+use hyper_util::rt::TokioIo;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::net::TcpListener;
 
 /// Upstream connections owned by one downstream connection, by authority.
 pub struct Links<B>(Arc<Mutex<Vec<Link<B>>>>);
@@ -69,54 +76,4 @@ where
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     Ok(sender)
-}
-
-/// What each connection's requests are handed to.
-pub trait Handler<B>: Clone + Send + Sync + 'static {
-    type Body: Body<Data = hyper::body::Bytes> + Send + 'static;
-    fn call(
-        &self,
-        req: http::Request<Incoming>,
-        peer: SocketAddr,
-        links: Links<B>,
-    ) -> impl Future<Output = http::Response<Self::Body>> + Send;
-}
-
-/// Accepts HTTP/1.1 connections until `shutdown` resolves, then lets the
-/// requests in flight finish within `drain`.
-pub async fn serve<B, H>(
-    listener: TcpListener,
-    handler: H,
-    header_read_timeout: Duration,
-    drain: Duration,
-    shutdown: impl Future<Output = ()>,
-) where
-    B: Send + 'static,
-    H: Handler<B>,
-    <H::Body as Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let links = Links::<B>::default();
-                let handler = handler.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let (handler, links) = (handler.clone(), links.clone());
-                    async move { Ok::<_, Infallible>(handler.call(req, peer, links).await) }
-                });
-                tokio::spawn(graceful.watch(http.serve_connection(TokioIo::new(stream), service)));
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?drain, "requests still in flight after the drain limit; stopping anyway");
-    }
 }

@@ -51,8 +51,9 @@ pub struct FunctionStatus {
     pub labels: Map,
     #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Map::is_empty")]
     pub annotations: Map,
-    #[serde(default)]
-    pub invocation_count: f64,
+    /// Go providers send an integer; some send a float.
+    #[serde(default, deserialize_with = "whole_number")]
+    pub invocation_count: u64,
     #[serde(default)]
     pub replicas: u64,
     #[serde(default)]
@@ -64,6 +65,10 @@ pub struct FunctionStatus {
 /// A Go `*map[string]string` pointing at a nil map is sent as `null`.
 fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map, D::Error> {
     Ok(Option::<Map>::deserialize(d)?.unwrap_or_default())
+}
+
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Ok(f64::deserialize(d)?.max(0.0) as u64)
 }
 
 fn zero_time() -> String {

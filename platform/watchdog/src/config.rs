@@ -29,7 +29,15 @@ pub struct Config {
     pub max_inflight: usize,
     pub content_type: String,
     pub suppress_lock: bool,
+    /// Largest request body a fork mode buffers (serializing), in bytes.
+    pub max_request_size: usize,
+    /// Largest output a serializing function may write; past it the
+    /// process is killed and the caller told why.
+    pub max_response_size: usize,
 }
+
+/// Default for both body bounds: the gateway's own request limit.
+const MAX_BODY: usize = 64 * 1024 * 1024;
 
 impl Config {
     /// Reads the settings from a variable lookup (the process environment in
@@ -90,7 +98,18 @@ impl Config {
                 return Err(InvalidSetting::new("suppress_lock", other, "true or false"));
             }
         };
+        let size = |key: &str| match get(key) {
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| InvalidSetting::new(key, v, "a size in bytes above 0")),
+            None => Ok(MAX_BODY),
+        };
         Ok(Self {
+            max_request_size: size("max_request_size")?,
+            max_response_size: size("max_response_size")?,
             fprocess,
             mode,
             upstream_url,
@@ -137,6 +156,7 @@ mod tests {
             (vec![("fprocess", "node"), ("mode", "http")], "upstream_url"),
             (vec![("fprocess", "cat"), ("exec_timeout", "eventually")], "exec_timeout"),
             (vec![("fprocess", "cat"), ("max_inflight", "-1")], "max_inflight"),
+            (vec![("fprocess", "cat"), ("max_response_size", "lots")], "max_response_size"),
         ] {
             let err = cfg(&pairs).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");

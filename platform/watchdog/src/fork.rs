@@ -5,11 +5,12 @@
 use crate::{Body, Config, Mode, internal, text};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, LengthLimitError, Limited, StreamBody};
+use hyper::body::Frame;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use switchboard_http::RequestBody;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
 pub struct Runner {
@@ -18,6 +19,8 @@ pub struct Runner {
     mode: Mode,
     exec_timeout: Duration,
     content_type: http::HeaderValue,
+    max_request_size: usize,
+    max_response_size: usize,
 }
 
 impl Runner {
@@ -27,12 +30,14 @@ impl Runner {
             args: config.fprocess[1..].to_vec(),
             mode: config.mode,
             exec_timeout: config.exec_timeout,
+            max_request_size: config.max_request_size,
+            max_response_size: config.max_response_size,
             content_type: http::HeaderValue::from_str(&config.content_type)
                 .unwrap_or(http::HeaderValue::from_static("application/octet-stream")),
         }
     }
 
-    pub async fn run(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn run(&self, req: Request<RequestBody>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let mut command = Command::new(&self.program);
         command.args(&self.args).envs(cgi_env(&parts)).stdin(Stdio::piped()).stdout(Stdio::piped()).kill_on_drop(true);
@@ -62,12 +67,19 @@ impl Runner {
 
     async fn serialize(
         &self,
-        child: tokio::process::Child,
+        mut child: tokio::process::Child,
         mut stdin: tokio::process::ChildStdin,
-        body: Incoming,
+        body: RequestBody,
     ) -> Response<Body> {
-        let input = match body.collect().await {
+        let input = match Limited::new(body, self.max_request_size).collect().await {
             Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => {
+                let limit = self.max_request_size;
+                return internal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body over max_request_size ({limit} bytes)\n"),
+                );
+            }
             Err(e) => {
                 return text(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}\n"));
             }
@@ -76,10 +88,13 @@ impl Runner {
         // not an error of ours, so the write result is ignored.
         let feed = async move {
             let _ = stdin.write_all(&input).await;
+            Ok(())
         };
-        let run = async { tokio::join!(feed, child.wait_with_output()).1 };
+        let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+        let limit = self.max_response_size;
+        let collect = futures_util::future::try_join3(read_at_most(stdout, limit), keep_head(stderr), feed);
         // On timeout the future is dropped with the child, and kill_on_drop kills it.
-        let output = match tokio::time::timeout(self.exec_timeout, run).await {
+        let (stdout, stderr, ()) = match tokio::time::timeout(self.exec_timeout, collect).await {
             Err(_) => {
                 return internal(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -90,23 +105,36 @@ impl Runner {
                     ),
                 );
             }
-            Ok(Err(e)) => {
-                return internal(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot run `{}`: {e}\n", self.command()));
+            Ok(Err(TooLarge)) => {
+                let _ = child.kill().await;
+                return internal(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "function `{}` wrote more than max_response_size ({limit} bytes) and was killed\n",
+                        self.command()
+                    ),
+                );
             }
             Ok(Ok(output)) => output,
         };
-        if !output.stderr.is_empty() {
+        let status = match child.wait().await {
+            Ok(status) => status,
+            Err(e) => {
+                return internal(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot run `{}`: {e}\n", self.command()));
+            }
+        };
+        if !stderr.is_empty() {
             // Line-based log collectors need the last line ended.
-            let text = String::from_utf8_lossy(&output.stderr);
+            let text = String::from_utf8_lossy(&stderr);
             if text.ends_with('\n') { eprint!("{text}") } else { eprintln!("{text}") }
         }
-        if !output.status.success() {
-            let mut msg = format!("function `{}` failed: {}\n", self.command(), output.status);
-            msg.push_str(&String::from_utf8_lossy(&output.stderr));
+        if !status.success() {
+            let mut msg = format!("function `{}` failed: {status}\n", self.command());
+            msg.push_str(&String::from_utf8_lossy(&stderr));
             return text(StatusCode::INTERNAL_SERVER_ERROR, msg);
         }
         let mut res =
-            Response::new(http_body_util::Full::new(Bytes::from(output.stdout)).map_err(|e| match e {}).boxed_unsync());
+            Response::new(http_body_util::Full::new(Bytes::from(stdout)).map_err(|e| match e {}).boxed_unsync());
         res.headers_mut().insert(http::header::CONTENT_TYPE, self.content_type.clone());
         res
     }
@@ -117,7 +145,7 @@ impl Runner {
         &self,
         mut child: tokio::process::Child,
         mut stdin: tokio::process::ChildStdin,
-        mut body: Incoming,
+        mut body: RequestBody,
     ) -> Response<Body> {
         tokio::spawn(async move {
             while let Some(Ok(frame)) = body.frame().await {
@@ -150,6 +178,34 @@ impl Runner {
         res.headers_mut().insert(http::header::CONTENT_TYPE, self.content_type.clone());
         res
     }
+}
+
+/// Output over a bound.
+struct TooLarge;
+
+/// How much of a serializing function's stderr is kept for the log and the
+/// error answer; the rest is read and dropped, so the process never blocks.
+const STDERR_KEPT: usize = 64 * 1024;
+
+/// All of `r`, or `TooLarge` as soon as it passes `limit` bytes.
+async fn read_at_most(r: impl AsyncRead + Unpin, limit: usize) -> Result<Vec<u8>, TooLarge> {
+    let mut out = vec![];
+    let _ = r.take(limit as u64 + 1).read_to_end(&mut out).await;
+    if out.len() > limit { Err(TooLarge) } else { Ok(out) }
+}
+
+/// The first `STDERR_KEPT` bytes of `r`, read to its end.
+async fn keep_head(mut r: impl AsyncRead + Unpin) -> Result<Vec<u8>, TooLarge> {
+    let mut out = vec![];
+    let mut chunk = [0u8; 8192];
+    while let Ok(n) = r.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        let room = STDERR_KEPT.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..n.min(room)]);
+    }
+    Ok(out)
 }
 
 /// CGI variables as of-watchdog sets them: `Http_<Header>` with the

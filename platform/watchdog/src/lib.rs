@@ -11,12 +11,11 @@ pub use config::{Config, Mode};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use switchboard_http::Links;
+use switchboard_http::{Links, RequestBody};
 use tokio::net::TcpListener;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -63,7 +62,7 @@ struct Watchdog {
 }
 
 impl Watchdog {
-    async fn serve(self: Arc<Self>, req: Request<Incoming>, links: Links<Incoming>) -> Response<Body> {
+    async fn serve(self: Arc<Self>, req: Request<RequestBody>, links: Links<RequestBody>) -> Response<Body> {
         match req.uri().path() {
             "/_/health" => return self.health(&req),
             "/_/ready" => return self.ready(&req),
@@ -97,14 +96,14 @@ impl Watchdog {
         !self.draining.load(Ordering::Acquire) && self.lock_file.as_ref().is_none_or(|p| p.exists())
     }
 
-    fn health(&self, req: &Request<Incoming>) -> Response<Body> {
+    fn health(&self, req: &Request<RequestBody>) -> Response<Body> {
         if req.method() != http::Method::GET {
             return text(StatusCode::METHOD_NOT_ALLOWED, "");
         }
         if self.healthy() { text(StatusCode::OK, "OK") } else { text(StatusCode::SERVICE_UNAVAILABLE, "") }
     }
 
-    fn ready(&self, req: &Request<Incoming>) -> Response<Body> {
+    fn ready(&self, req: &Request<RequestBody>) -> Response<Body> {
         if req.method() != http::Method::GET {
             return text(StatusCode::METHOD_NOT_ALLOWED, "");
         }
@@ -167,8 +166,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         tokio::time::sleep(config.healthcheck_interval).await;
     };
-    let server =
-        switchboard_http::serve(listener, Service(watchdog.clone()), config.read_timeout, config.write_timeout, drain);
+    let limits = switchboard_http::Limits {
+        header_read_timeout: config.read_timeout,
+        body_timeout: config.read_timeout,
+        drain: config.write_timeout,
+        ..Default::default()
+    };
+    let server = switchboard_http::serve(listener, Service(watchdog.clone()), limits, drain);
     let upstream_died = async {
         match upstream_exit {
             Some(rx) => rx.await.unwrap_or_else(|_| "unknown".into()),
@@ -192,14 +196,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 #[derive(Clone)]
 struct Service(Arc<Watchdog>);
 
-impl switchboard_http::Handler<Incoming> for Service {
+impl switchboard_http::Handler<RequestBody> for Service {
     type Body = Body;
 
     async fn call(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         _peer: std::net::SocketAddr,
-        links: Links<Incoming>,
+        links: Links<RequestBody>,
     ) -> Response<Body> {
         self.0.clone().serve(req, links).await
     }

@@ -5,10 +5,9 @@
 use crate::{Body, Config, Error, internal};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use switchboard_http::Links;
+use switchboard_http::{Links, RequestBody};
 use tokio::sync::oneshot;
 
 pub struct Upstream {
@@ -57,7 +56,7 @@ impl Upstream {
         Ok((Self { base, authority, exec_timeout: config.exec_timeout }, rx))
     }
 
-    pub async fn forward(&self, req: Request<Incoming>, links: &Links<Incoming>) -> Response<Body> {
+    pub async fn forward(&self, req: Request<RequestBody>, links: &Links<RequestBody>) -> Response<Body> {
         // A caller may shorten, never lengthen, the function's time limit.
         let timeout = req
             .headers()

@@ -132,6 +132,9 @@ pub struct Platform {
     /// The CloudEvents receiver.
     pub ce_url: String,
     pub dir: tempfile::TempDir,
+    /// The `Authorization` value for `/system/*`: the credentials the
+    /// platform generated at first start (or those the test gave it).
+    pub auth: Option<String>,
 }
 
 pub const NO_STACK: &str = "functions: {}\n";
@@ -155,9 +158,33 @@ impl Platform {
         let proc = Proc::spawn(&["up", "--config", "switchboard.yml", "--port", &port.to_string()], dir.path(), env);
         let url = format!("http://127.0.0.1:{port}");
         let (hub_url, ce_url) = (format!("http://127.0.0.1:{hub}"), format!("http://127.0.0.1:{ce}"));
-        let p = Self { proc, url, port, hub_url, ce_url, dir };
+        let mut p = Self { proc, url, port, hub_url, ce_url, dir, auth: None };
         p.wait_healthy().await;
+        let secrets = env.iter().find(|(k, _)| *k == "secret_mount_path").map(|(_, v)| PathBuf::from(v));
+        p.auth = credentials(&secrets.unwrap_or_else(|| p.dir.path().join("data/secrets")));
         p
+    }
+
+    /// Where the platform keeps its generated credentials, for a
+    /// `switchboard connect` beside it (`secret_mount_path`).
+    pub fn secrets(&self) -> String {
+        self.dir.path().join("data/secrets").display().to_string()
+    }
+
+    /// A request to the gateway's API with its credentials; a body is sent as JSON.
+    pub async fn api(&self, method: &str, path: &str, body: &str) -> Resp {
+        let mut headers = vec![];
+        if let Some(auth) = &self.auth {
+            headers.push(("Authorization", auth.as_str()));
+        }
+        if !body.is_empty() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        try_call(method, &format!("{}{path}", self.url), &headers, body.to_string()).await.unwrap_or(Resp {
+            status: 0,
+            headers: Default::default(),
+            body: Bytes::new(),
+        })
     }
 
     async fn wait_healthy(&self) {
@@ -171,9 +198,9 @@ impl Platform {
     pub async fn wait_ready(&self, functions: &[&str]) {
         for f in functions {
             let (name, ns) = f.split_once('.').unwrap_or((f, "openfaas-fn"));
-            let url = format!("{}/system/function/{name}?namespace={ns}", self.url);
+            let path = format!("/system/function/{name}?namespace={ns}");
             let ok = eventually(Duration::from_secs(20), || async {
-                let r = get(&url).await;
+                let r = self.api("GET", &path, "").await;
                 r.status == 200
                     && r.json()["availableReplicas"].as_u64().unwrap_or(0)
                         >= r.json()["replicas"].as_u64().unwrap_or(1).max(1)
@@ -182,6 +209,14 @@ impl Platform {
             assert!(ok, "function {f} never became ready; output:\n{}", self.proc.output());
         }
     }
+}
+
+/// The basic-auth header value for the secrets in `dir`, if there are any.
+pub fn credentials(dir: &Path) -> Option<String> {
+    use base64::Engine;
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok().map(|s| s.trim().to_string());
+    let (user, password) = (read("basic-auth-user")?, read("basic-auth-password")?);
+    Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))))
 }
 
 /// Platform config; `extra` is YAML appended to the `queue:` section (or

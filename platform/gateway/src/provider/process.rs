@@ -213,7 +213,7 @@ impl Function {
             env_vars: d.env_vars.clone(),
             labels: d.labels.clone(),
             annotations: d.annotations.clone(),
-            invocation_count: 0.0,
+            invocation_count: 0,
             replicas: replicas.len() as u64,
             available_replicas: replicas.iter().filter(|r| r.endpoint.ready.load(Ordering::Acquire)).count() as u64,
             created_at: self.created_at.clone(),

@@ -1,0 +1,74 @@
+//! The request body every handler reads: hyper's, with a limit on the wait
+//! for each piece of it, and a record of whether it was read to the end.
+
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub struct RequestBody {
+    inner: Incoming,
+    idle: Duration,
+    /// Armed while a reader waits for data; a sender that stalls longer
+    /// than `idle` fails the body. Not armed while nobody reads, so a
+    /// handler that waits before reading is not cut short.
+    timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+    finished: Arc<AtomicBool>,
+}
+
+/// A sender that stopped sending its body.
+#[derive(Debug, thiserror::Error)]
+#[error("no part of the request body arrived within {0:?}")]
+pub struct BodyTimeout(pub Duration);
+
+impl RequestBody {
+    /// The body, and a flag that turns true once it has been read to its end.
+    pub(crate) fn new(inner: Incoming, idle: Duration) -> (Self, Arc<AtomicBool>) {
+        let finished = Arc::new(AtomicBool::new(inner.is_end_stream()));
+        (Self { inner, idle, timer: None, waiting: false, finished: finished.clone() }, finished)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                if frame.is_none() || this.inner.is_end_stream() {
+                    this.finished.store(true, Ordering::Release);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let deadline = Instant::now() + this.idle;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.waiting {
+                    this.waiting = true;
+                    timer.as_mut().reset(deadline);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout(this.idle).into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,217 @@
+//! Safe by default: `switchboard up` as the README starts it lets no one
+//! run code, read its settings or hold its connections.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+const DEPLOY: &str = r#"{"service":"p","image":"x","envProcess":"id"}"#;
+
+/// Sends raw bytes on a new connection and reads until the server closes it
+/// or `limit` passes; returns what was read.
+fn raw(port: u16, request: &[u8], limit: Duration) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut out = vec![];
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn the_api_needs_the_credentials_generated_at_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let p = Platform::start_in(dir, &config(""), NO_STACK, &[]).await;
+    let fns = format!("{}/system/functions", p.url);
+
+    // What the issue found: an open API that runs any command.
+    let r = call("POST", &fns, &[("Content-Type", "application/json")], DEPLOY).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(get(&fns).await.status, 401);
+
+    let secrets = d.join("data/secrets");
+    let mode = |f: &str| std::fs::metadata(secrets.join(f)).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode("basic-auth-user"), mode("basic-auth-password")), (0o600, 0o600));
+    let password = std::fs::read_to_string(secrets.join("basic-auth-password")).unwrap();
+    let out = p.proc.output();
+    assert!(out.contains(&password) && out.contains("cat data/secrets/basic-auth-password"), "{out}");
+    assert!(out.contains("faas-cli login"), "{out}");
+
+    assert_eq!(p.api("POST", "/system/functions", DEPLOY).await.status, 202);
+    assert_eq!(p.api("GET", "/system/functions", "").await.json()[0]["name"], "p");
+
+    // The same credentials after a restart, and the password not printed again.
+    let mut p = p;
+    p.proc.stop();
+    let again = Proc::spawn(&["up", "--config", "switchboard.yml", "--port", &p.port.to_string()], p.dir.path(), &[]);
+    let up = eventually(Duration::from_secs(20), || async { get(&format!("{}/healthz", p.url)).await.status == 200 });
+    assert!(up.await, "{}", again.output());
+    assert_eq!(p.api("GET", "/system/namespaces", "").await.status, 200, "{}", again.output());
+    assert!(!again.output().contains(&password), "{}", again.output());
+}
+
+#[tokio::test]
+async fn browsers_cannot_reach_the_api_from_another_site() {
+    let p = Platform::start(&config(""), NO_STACK).await;
+    let auth = p.auth.clone().unwrap();
+    let fns = format!("{}/system/functions", p.url);
+    let host = format!("127.0.0.1:{}", p.port);
+    let json = ("Content-Type", "application/json");
+
+    // A cross-site form post ("simple" request): refused even with credentials.
+    let form = [("Authorization", auth.as_str()), ("Content-Type", "text/plain")];
+    let r = call("POST", &fns, &form, DEPLOY).await;
+    assert_eq!(r.status, 415, "{}", r.text());
+    assert!(r.text().contains("application/json"), "{}", r.text());
+    let r = call("POST", &fns, &[("Authorization", auth.as_str())], DEPLOY).await;
+    assert_eq!(r.status, 415, "no Content-Type at all: {}", r.text());
+
+    let evil = [("Authorization", auth.as_str()), json, ("Origin", "http://evil.example")];
+    let r = call("POST", &fns, &evil, DEPLOY).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let cross = [("Authorization", auth.as_str()), ("Sec-Fetch-Site", "cross-site")];
+    assert_eq!(call("GET", &fns, &cross, "").await.status, 403);
+    let same = format!("http://{host}");
+    let own = [("Authorization", auth.as_str()), ("Origin", same.as_str()), ("Host", host.as_str())];
+    assert_eq!(call("GET", &fns, &own, "").await.status, 200);
+
+    // DNS rebinding: a page on evil.example whose name now points at 127.0.0.1.
+    for path in ["/system/functions", "/function/nope", "/healthz"] {
+        let r = call("GET", &format!("{}{path}", p.url), &[("Host", "evil.example:8080")], "").await;
+        assert_eq!(r.status, 421, "{path}: {}", r.text());
+        assert!(r.text().contains("allowed_hosts"), "{}", r.text());
+    }
+    assert_eq!(call("GET", &format!("{}/healthz", p.url), &[("Host", "localhost")], "").await.status, 200);
+    let hub = call("GET", &format!("{}/metrics", p.hub_url), &[("Host", "evil.example")], "").await;
+    assert_eq!(hub.status, 421, "the hub's port too");
+    let ce = call("POST", &p.ce_url, &[("Host", "evil.example")], "{}").await;
+    assert_eq!(ce.status, 421, "the CloudEvents receiver too");
+}
+
+#[tokio::test]
+async fn secret_looking_environment_values_are_masked_in_listings() {
+    let p = Platform::start(&config(""), NO_STACK).await;
+    let deploy = serde_json::json!({
+        "service": "env", "image": "x", "envProcess": "cat",
+        "envVars": {"DB_PASSWORD": "hunter2", "API_KEY": "k-123", "MODE": "fast"}
+    });
+    assert_eq!(p.api("POST", "/system/functions", &deploy.to_string()).await.status, 202);
+    let listed = p.api("GET", "/system/functions", "").await;
+    assert!(!listed.text().contains("hunter2") && !listed.text().contains("k-123"), "{}", listed.text());
+    let env = &listed.json()[0]["envVars"];
+    assert_eq!((env["MODE"].as_str(), env["DB_PASSWORD"].as_str()), (Some("fast"), Some("********")));
+    let one = p.api("GET", "/system/function/env", "").await.text();
+    assert!(!one.contains("hunter2"), "{one}");
+}
+
+#[tokio::test]
+async fn turning_auth_off_is_explicit_and_loud() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("switchboard.yml"), "queue:\n  enabled: false\nprovider:\n  kind: process\n")
+        .unwrap();
+    let port = free_port();
+    let proc = Proc::spawn(
+        &["gateway", "--config", "switchboard.yml", "--port", &port.to_string(), "--no-auth"],
+        dir.path(),
+        &[],
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(20), || async { get(&format!("{url}/healthz")).await.status == 200 });
+    assert!(up.await, "{}", proc.output());
+    let r = call("GET", &format!("{url}/system/functions"), &[], "").await;
+    assert_eq!(r.status, 200);
+    let out = proc.output();
+    assert!(out.contains("basic auth is OFF") && out.contains("auth: OFF"), "{out}");
+    assert!(!dir.path().join("data/secrets").exists(), "no credentials are made when auth is off");
+}
+
+#[tokio::test]
+async fn empty_or_half_credentials_stop_the_start() {
+    for (user, password, named) in [("admin", "", "basic-auth-password"), ("", "pw", "basic-auth-user")] {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir(&secrets).unwrap();
+        std::fs::write(secrets.join("basic-auth-user"), user).unwrap();
+        std::fs::write(secrets.join("basic-auth-password"), password).unwrap();
+        std::fs::write(dir.path().join("g.yml"), "queue:\n  enabled: false\nprovider:\n  kind: process\n").unwrap();
+        let mut proc = Proc::spawn(
+            &["gateway", "--config", "g.yml", "--port", &free_port().to_string()],
+            dir.path(),
+            &[("secret_mount_path", &secrets.display().to_string())],
+        );
+        assert_ne!(proc.wait_exit(Duration::from_secs(10)), Some(0));
+        let out = proc.output();
+        assert!(out.contains(named) && out.contains("empty"), "{out}");
+    }
+    // Only one of the two files in the generated directory: never overwritten.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data/secrets")).unwrap();
+    std::fs::write(dir.path().join("data/secrets/basic-auth-user"), "me").unwrap();
+    std::fs::write(dir.path().join("g.yml"), "queue:\n  enabled: false\nprovider:\n  kind: process\n").unwrap();
+    let mut proc = Proc::spawn(&["gateway", "--config", "g.yml", "--port", &free_port().to_string()], dir.path(), &[]);
+    assert_ne!(proc.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(proc.output().contains("basic-auth-password"), "{}", proc.output());
+}
+
+#[tokio::test]
+async fn the_hubs_ports_take_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "t0ken\n").unwrap();
+    let hub = format!("  auth: token\n  token_file: {}/token\n", dir.path().display());
+    let p = Platform::start_in(dir, &config_with(&hub, ""), NO_STACK, &[]).await;
+    assert_eq!(get(&format!("{}/healthz", p.hub_url)).await.status, 200, "probes stay open");
+    let metrics = format!("{}/metrics", p.hub_url);
+    let r = get(&metrics).await;
+    assert_eq!((r.status, r.header("www-authenticate").as_deref()), (401, Some("Bearer realm=\"switchboard\"")));
+    assert_eq!(call("GET", &metrics, &[("Authorization", "Bearer t0ken")], "").await.status, 200);
+    assert_eq!(call("GET", &metrics, &[("Authorization", "Bearer other")], "").await.status, 401);
+    assert_eq!(call("POST", &format!("{}/refresh", p.hub_url), &[], "").await.status, 401);
+    let ce = [("ce-id", "1"), ("ce-source", "/t"), ("ce-type", "t"), ("ce-specversion", "1.0")];
+    assert_eq!(call("POST", &p.ce_url, &ce, "x").await.status, 401);
+    let with = [ce[0], ce[1], ce[2], ce[3], ("Authorization", "bearer t0ken")];
+    let r = call("POST", &p.ce_url, &with, "x").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["dead_lettered"], 1, "admitted, and dead-lettered for want of a subscriber");
+}
+
+#[tokio::test]
+async fn slow_senders_and_header_bombs_are_cut_off() {
+    let p = Platform::start(&config("gateway:\n  read_timeout: 1s\n"), NO_STACK).await;
+    // A body promised and never sent: the connection ends within the
+    // limit, not minutes later.
+    let began = Instant::now();
+    let head = format!(
+        "POST /system/functions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"ser",
+        p.auth.clone().unwrap()
+    );
+    let answer = raw(p.port, head.as_bytes(), Duration::from_secs(15));
+    assert!(began.elapsed() < Duration::from_secs(10), "held for {:?}", began.elapsed());
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    // A request head that never ends.
+    let began = Instant::now();
+    raw(p.port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", Duration::from_secs(15));
+    assert!(began.elapsed() < Duration::from_secs(10), "held for {:?}", began.elapsed());
+
+    let bomb = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {}\r\n\r\n", "a".repeat(200 * 1024));
+    let answer = raw(p.port, bomb.as_bytes(), Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 431"), "{}", answer.lines().next().unwrap_or_default());
+}
+
+#[tokio::test]
+async fn an_answer_before_the_body_says_connection_close() {
+    let p = Platform::start(&config(""), NO_STACK).await;
+    // 404 for an unknown function, given before the 1 MB body is read.
+    let head = format!("POST /function/nope HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n", 1024 * 1024);
+    let answer = raw(p.port, head.as_bytes(), Duration::from_secs(10)).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 404"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    // A request with no body keeps its connection open.
+    let empty = "POST /function/nope HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n";
+    let answer = raw(p.port, empty.as_bytes(), Duration::from_secs(2)).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 404") && !answer.contains("connection: close"), "{answer}");
+}
