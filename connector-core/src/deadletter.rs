@@ -81,6 +81,9 @@ impl DeadLetterSink for FileSink {
             let err = |e: std::io::Error| format!("{}: {e}", self.path.display());
             let mut f = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.path).await.map_err(err)?;
             f.write_all(&line).await.map_err(err)?;
+            // tokio's File buffers: a write error (ENOSPC) surfaces at flush,
+            // and sync_data alone would report success for a line never written.
+            f.flush().await.map_err(err)?;
             f.sync_data().await.map_err(err)
         })
     }

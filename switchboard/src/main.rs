@@ -33,7 +33,7 @@ enum Command {
     Gateway(PlatformArgs),
     /// Run the watchdog in front of one function; configured by environment variables, as of-watchdog
     #[command(after_help = WATCHDOG_ENV)]
-    Watchdog,
+    Watchdog(WatchdogArgs),
     /// Run the async queue worker: a durable store that gateways publish to (queue.url), and the worker that invokes
     QueueWorker(QueueWorkerArgs),
     /// Run one event source beside any OpenFaaS-compatible gateway (a sidecar)
@@ -64,6 +64,13 @@ pub struct PlatformArgs {
     /// can then deploy and run any command on this machine
     #[arg(long)]
     pub no_auth: bool,
+}
+
+#[derive(clap::Args)]
+struct WatchdogArgs {
+    /// Stop when the process with this pid (the supervisor) dies, even by SIGKILL
+    #[arg(long, hide = true)]
+    parent: Option<i32>,
 }
 
 #[derive(clap::Args)]
@@ -110,7 +117,10 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Up(args) => platform::up(args, true).await,
             Command::Gateway(args) => platform::up(args, false).await,
-            Command::Watchdog => {
+            Command::Watchdog(args) => {
+                if let Some(parent) = args.parent {
+                    switchboard_watchdog::stop_with_parent(parent)?;
+                }
                 let config = switchboard_watchdog::Config::from_env()?;
                 switchboard_watchdog::run(config, platform::shutdown_signal()).await?;
                 Ok(())

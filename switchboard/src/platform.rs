@@ -33,21 +33,27 @@ async fn provider(config: &Config) -> Result<Provider> {
         ProviderConfig::Static { functions } => {
             Provider::Static(StaticProvider::new(functions.clone(), &config.gateway.function_namespace)?)
         }
-        ProviderConfig::Process { stack, stop_timeout, log_lines } => {
+        ProviderConfig::Process { stack, stop_timeout, log_lines, max_replicas, state } => {
             let provider = ProcessProvider::new(ProcessSettings {
                 watchdog_exe: std::env::current_exe().context("cannot find the switchboard executable")?,
                 default_namespace: config.gateway.function_namespace.clone(),
                 stop_timeout: *stop_timeout,
                 log_lines: *log_lines,
+                max_replicas: *max_replicas,
+                state: state.clone(),
             });
             if let Some(stack) = stack {
                 for d in switchboard_gateway::stack::load(stack)? {
                     let name = d.service.clone();
                     provider
-                        .deploy(d)
+                        .deploy_from_stack(d)
                         .await
                         .with_context(|| format!("cannot deploy function {name} from {}", stack.display()))?;
                 }
+            }
+            let restored = provider.restore().await.context("cannot restore the functions deployed through the API")?;
+            if restored > 0 {
+                tracing::info!(count = restored, "restored functions deployed through the API");
             }
             Provider::Process(provider)
         }

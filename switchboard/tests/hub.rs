@@ -510,3 +510,20 @@ async fn cloudevents_topic_from_a_configured_extension() {
     assert_eq!(r.status, 400);
     assert!(r.text().contains("\"route\"") && r.text().contains("cloudevents.topic_attribute"), "{}", r.text());
 }
+
+/// A batch larger than the hub ever admits at once is refused for what it
+/// is (413), not answered 429 forever; events without an id are refused.
+#[tokio::test]
+async fn oversized_batches_and_empty_ids_are_refused() {
+    let p = Platform::start(&config_with("  max_pending: 2\n", ""), NO_STACK).await;
+    hub_ready(&p).await;
+    p.receiving().await;
+    let event = |id: &str| serde_json::json!({"specversion": "1.0", "id": id, "source": "/t", "type": "t", "data": 1});
+    let batch = serde_json::json!([event("1"), event("2"), event("3")]).to_string();
+    let r = call("POST", &p.ce_url, &[("content-type", "application/cloudevents-batch+json")], batch).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("hub.max_pending (2)"), "{}", r.text());
+    let r = ce(&p, "t", "", "no id").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("id attribute is empty"), "{}", r.text());
+}

@@ -86,6 +86,7 @@ async fn browsers_cannot_reach_the_api_from_another_site() {
         assert!(r.text().contains("allowed_hosts"), "{}", r.text());
     }
     assert_eq!(call("GET", &format!("{}/healthz", p.url), &[("Host", "localhost")], "").await.status, 200);
+    p.receiving().await;
     let hub = call("GET", &format!("{}/metrics", p.hub_url), &[("Host", "evil.example")], "").await;
     assert_eq!(hub.status, 421, "the hub's port too");
     let ce = call("POST", &p.ce_url, &[("Host", "evil.example")], "{}").await;
@@ -163,6 +164,7 @@ async fn the_hubs_ports_take_a_token() {
     std::fs::write(dir.path().join("token"), "t0ken\n").unwrap();
     let hub = format!("  auth: token\n  token_file: {}/token\n", dir.path().display());
     let p = Platform::start_in(dir, &config_with(&hub, ""), NO_STACK, &[]).await;
+    p.receiving().await;
     assert_eq!(get(&format!("{}/healthz", p.hub_url)).await.status, 200, "probes stay open");
     let metrics = format!("{}/metrics", p.hub_url);
     let r = get(&metrics).await;

@@ -130,3 +130,25 @@ async fn bad_environment_is_named() {
         assert!(p.output().contains(key), "{key}: {}", p.output());
     }
 }
+
+/// A serializing function that writes without end is killed at
+/// `max_response_size` and the caller told why; the watchdog stays small.
+#[tokio::test]
+async fn serializing_output_is_bounded() {
+    let w = watchdog(&[("fprocess", "yes"), ("mode", "serializing"), ("max_response_size", "1048576")]).await;
+    let r = post(&w.url, "").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("max_response_size (1048576 bytes)") && r.text().contains("killed"), "{}", r.text());
+    let rss_kb = std::fs::read_to_string(format!("/proc/{}/status", w.proc.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok()))
+        .unwrap();
+    assert!(rss_kb < 64 * 1024, "the watchdog holds {rss_kb} kB");
+    // Within the bound the output arrives whole.
+    let w = watchdog(&[("fprocess", "head -c 1000"), ("mode", "serializing"), ("max_response_size", "1000")]).await;
+    let r = post(&w.url, &"x".repeat(5000)).await;
+    assert_eq!((r.status, r.body.len()), (200, 1000));
+    let w = watchdog(&[("fprocess", "cat"), ("mode", "serializing"), ("max_request_size", "10")]).await;
+    assert_eq!(post(&w.url, "more than ten bytes").await.status, 413);
+}

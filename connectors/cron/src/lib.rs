@@ -137,7 +137,8 @@ impl Job {
     async fn run(self, stop: CancellationToken) {
         loop {
             let Some(next) = self.schedule.next_after(Utc::now()) else {
-                tracing::warn!(function = %self.function, schedule = %self.schedule, "schedule has no future time");
+                tracing::error!(function = %self.function, schedule = %self.schedule, "schedule has no future time");
+                self.dispatcher.metrics().schedule_errors.with_label_values(&[&self.function]).inc();
                 return;
             };
             let wait = (next.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or_default();

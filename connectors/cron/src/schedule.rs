@@ -8,6 +8,8 @@ use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 use std::time::Duration;
 
+const MIN_EVERY: Duration = Duration::from_secs(1);
+
 pub struct Schedule {
     text: String,
     zone: Tz,
@@ -41,8 +43,10 @@ impl Schedule {
         let kind = if let Some(every) = rest.strip_prefix("@every") {
             let d = humantime::parse_duration(every.trim())
                 .map_err(|e| format!("@every {:?}: {e} (expected e.g. @every 30s)", every.trim()))?;
-            if d.is_zero() {
-                return Err("@every needs a duration above zero".into());
+            // The shortest interval a six-field schedule can say; below it a
+            // schedule would invoke (and log) without pause.
+            if d < MIN_EVERY {
+                return Err(format!("@every {}: shorter than the shortest interval, 1s", every.trim()));
             }
             Kind::Every(d)
         } else {
@@ -56,7 +60,11 @@ impl Schedule {
                 CronParser::builder().seconds(Seconds::Optional).build().parse(rest).map_err(|e| e.to_string())?;
             Kind::Cron(Box::new(cron))
         };
-        Ok(Self { text, zone, kind })
+        let schedule = Self { text, zone, kind };
+        if schedule.next_after(Utc::now()).is_none() {
+            return Err("the schedule never fires (a date that does not exist, such as February 30)".into());
+        }
+        Ok(schedule)
     }
 
     /// The first fire time after `now`, in the schedule's time zone.
@@ -96,6 +104,9 @@ mod tests {
             ("* * *", "5 fields"),
             ("CRON_TZ=Mars/Olympus * * * * *", "unknown time zone"),
             ("@every soon", "@every"),
+            ("@every 1ns", "shortest interval"),
+            ("@every 0s", "shortest interval"),
+            ("0 0 30 2 *", "never fires"),
             ("61 * * * *", ""),
         ] {
             let err = Schedule::parse(expr).err().unwrap_or_else(|| panic!("{expr} parsed"));

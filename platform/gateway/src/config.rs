@@ -69,6 +69,13 @@ pub enum ProviderConfig {
         /// Lines of output kept per function for `/system/logs`.
         #[serde(default = "default_log_lines")]
         log_lines: usize,
+        /// The most replicas of one function (`com.openfaas.scale.max` may lower it).
+        #[serde(default = "default_max_replicas")]
+        max_replicas: u64,
+        /// Where functions deployed, updated or scaled through the API are
+        /// recorded, to be restored at the next start (null: not recorded).
+        #[serde(default = "default_state")]
+        state: Option<PathBuf>,
     },
     /// Functions declared here, already running at an upstream URL.
     Static {
@@ -79,7 +86,13 @@ pub enum ProviderConfig {
 
 impl Default for ProviderConfig {
     fn default() -> Self {
-        ProviderConfig::Process { stack: None, stop_timeout: default_stop_timeout(), log_lines: default_log_lines() }
+        ProviderConfig::Process {
+            stack: None,
+            stop_timeout: default_stop_timeout(),
+            log_lines: default_log_lines(),
+            max_replicas: default_max_replicas(),
+            state: default_state(),
+        }
     }
 }
 
@@ -89,6 +102,16 @@ fn default_stop_timeout() -> Duration {
 
 fn default_log_lines() -> usize {
     1000
+}
+
+/// Each replica is a process or two: 20 bounds a function to what one
+/// machine serves, and a mistaken `replicas: 1000000000` to nothing worse.
+fn default_max_replicas() -> u64 {
+    20
+}
+
+fn default_state() -> Option<PathBuf> {
+    Some(PathBuf::from("data/functions.json"))
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -75,7 +75,13 @@ fn resolve(gw: &Shared, qualified: &str) -> Target {
             res.headers_mut().insert(h::OPENFAAS_INTERNAL, HeaderValue::from_static("proxy"));
             Target::Missing(res)
         }
-        Route::Unknown => Target::Missing(text(StatusCode::NOT_FOUND, format!("function {label} not found\n"))),
+        // Marked as the gateway's own answer, so the queue worker can tell a
+        // missing function from a function that answers 404.
+        Route::Unknown => {
+            let mut res = text(StatusCode::NOT_FOUND, format!("function {label} not found\n"));
+            res.headers_mut().insert(h::OPENFAAS_INTERNAL, HeaderValue::from_static("gateway"));
+            Target::Missing(res)
+        }
     }
 }
 
@@ -217,7 +223,12 @@ pub async fn async_function(State(gw): State<Shared>, req: Request) -> Response 
             res.headers_mut().insert(h::CALL_ID, call_id);
             res
         }
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot queue the request: {e}\n")),
+        // A full disk, say: nothing was queued, and the caller may try again.
+        Err(e) => {
+            let mut res = text(StatusCode::SERVICE_UNAVAILABLE, format!("cannot queue the request: {e}\n"));
+            res.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            res
+        }
     }
 }
 

@@ -75,10 +75,21 @@ pub fn router(gw: Shared) -> Router {
         .route("/async-function/{name}", any(invoke::async_function))
         .route("/async-function/{name}/", any(invoke::async_function))
         .route("/async-function/{name}/{*path}", any(invoke::async_function))
-        .route("/healthz", get(|| async { "OK" }))
+        .route("/healthz", get(health))
         .route("/metrics", get(render_metrics))
         .merge(system)
         .with_state(gw)
+}
+
+/// Unhealthy while the async queue cannot take requests (a full disk).
+async fn health(axum::extract::State(gw): axum::extract::State<Shared>) -> Response {
+    match &gw.queue {
+        Some(queue) => match queue.health().await {
+            Ok(()) => text(http::StatusCode::OK, "OK"),
+            Err(e) => text(http::StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        },
+        None => text(http::StatusCode::OK, "OK"),
+    }
 }
 
 async fn render_metrics(axum::extract::State(gw): axum::extract::State<Shared>) -> String {

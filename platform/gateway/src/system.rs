@@ -47,6 +47,7 @@ impl IntoResponse for ProviderError {
             ProviderError::Exists(_) => StatusCode::CONFLICT,
             ProviderError::Invalid(_) => StatusCode::BAD_REQUEST,
             ProviderError::Unsupported(..) => StatusCode::NOT_IMPLEMENTED,
+            ProviderError::Storage(_) => StatusCode::INSUFFICIENT_STORAGE,
         };
         text(status, format!("{self}\n"))
     }

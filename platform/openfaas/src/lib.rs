@@ -41,6 +41,17 @@ pub fn is_valid_function_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
+/// A name OpenFaaS deploys: a DNS label (RFC 1123), as Kubernetes requires
+/// of services and namespaces: lower-case letters, digits and `-`, starting
+/// and ending with a letter or digit, at most 63 characters.
+pub fn is_dns_label(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +62,14 @@ mod tests {
         assert_eq!(split_function_name("a.b.ns", "x"), ("a.b", "ns"));
         assert_eq!(split_function_name("fn", "openfaas-fn"), ("fn", "openfaas-fn"));
         assert_eq!(split_function_name("fn.", "d"), ("fn.", "d"));
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("my-fn1") && is_dns_label("a") && is_dns_label(&"a".repeat(63)));
+        for bad in ["", "My-fn", "-fn", "fn-", "fn_1", "fn.ns", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -162,7 +162,8 @@ impl QueueRequest {
     }
 }
 
-mod base64_bytes {
+/// Bytes as a base64 string, as Go encodes `[]byte` in JSON.
+pub mod base64_bytes {
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 

@@ -46,6 +46,13 @@ pub struct Envelope {
     /// Attempts made so far.
     pub attempts: u32,
     pub enqueued_at_ms: u64,
+    /// The invocation's final answer, kept while its callback is retried,
+    /// so a callback that fails never runs the function again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<worker::Answer>,
+    /// Callback attempts made so far.
+    #[serde(default)]
+    pub callbacks: u32,
 }
 
 /// A request whose retries ran out, with what went wrong.
@@ -65,6 +72,10 @@ pub struct DeadLetter {
 pub trait Queue: Send + Sync {
     fn enqueue(&self, request: QueueRequest) -> BoxFuture<'_, Result<(), QueueError>>;
     fn dead_letters(&self) -> BoxFuture<'_, Result<Vec<DeadLetter>, QueueError>>;
+    /// Whether the queue can take requests now (the gateway's `/healthz`).
+    fn health(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The durable store on this machine, shared by the gateway and the worker.
@@ -93,7 +104,8 @@ impl EmbeddedQueue {
 impl Queue for EmbeddedQueue {
     fn enqueue(&self, request: QueueRequest) -> BoxFuture<'_, Result<(), QueueError>> {
         Box::pin(async move {
-            let envelope = Envelope { request, attempts: 0, enqueued_at_ms: store::now_ms() };
+            let envelope =
+                Envelope { request, attempts: 0, enqueued_at_ms: store::now_ms(), answer: None, callbacks: 0 };
             self.blocking(move |s| s.push(&envelope, 0)).await?;
             self.ready.notify_one();
             Ok(())
@@ -102,5 +114,9 @@ impl Queue for EmbeddedQueue {
 
     fn dead_letters(&self) -> BoxFuture<'_, Result<Vec<DeadLetter>, QueueError>> {
         Box::pin(self.blocking(|s| s.dead_letters()))
+    }
+
+    fn health(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.blocking(|s| Ok(s.health())).await.map_err(|e| e.to_string())? })
     }
 }

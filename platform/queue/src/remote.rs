@@ -70,9 +70,15 @@ pub fn intake_router(queue: EmbeddedQueue) -> Router {
     async fn dead(State(q): State<EmbeddedQueue>) -> Result<Json<Vec<DeadLetter>>, (StatusCode, String)> {
         q.dead_letters().await.map(Json).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     }
+    async fn health(State(q): State<EmbeddedQueue>) -> (StatusCode, String) {
+        match q.health().await {
+            Ok(()) => (StatusCode::OK, "OK".into()),
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e),
+        }
+    }
     Router::new()
         .route("/queue", post(enqueue))
         .route("/dead-letters", get(dead))
-        .route("/healthz", get(|| async { "OK" }))
+        .route("/healthz", get(health))
         .with_state(queue)
 }

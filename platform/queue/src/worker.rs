@@ -5,10 +5,11 @@
 use crate::store::{Lease, now_ms};
 use crate::{DeadLetter, EmbeddedQueue, Envelope};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use http::{HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use openfaas::{QueueRequest, RetryPolicy, headers as h};
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,14 +33,20 @@ pub struct Worker {
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
-/// What one attempt produced.
-struct Attempt {
-    status: Option<u16>,
-    headers: HeaderMap,
-    body: Bytes,
-    error: String,
+/// What an invocation produced: the function's answer, or why there was none.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Answer {
+    pub status: Option<u16>,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "openfaas::types::base64_bytes")]
+    pub body: Vec<u8>,
+    pub error: String,
+    pub duration_ms: u64,
+    /// Retries ran out (or the function is gone): the request ends among
+    /// the dead letters once its callback is settled.
+    pub dead: bool,
+    #[serde(skip)]
     retry_after: Option<Duration>,
-    duration: Duration,
 }
 
 impl Worker {
@@ -95,59 +102,90 @@ impl Worker {
 
     async fn deliver(&self, lease: Lease) {
         let Lease { seq, mut envelope } = lease;
-        let req = &envelope.request;
+        let req = envelope.request.clone();
         let policy = self.config.retry.with_annotations(&req.annotations).unwrap_or_else(|e| {
             tracing::warn!(function = %req.function, error = %e, "ignoring the function's retry annotations");
             self.config.retry.clone()
         });
-        let attempt = self.invoke(req).await;
-        envelope.attempts += 1;
-        let n = envelope.attempts;
-        let retryable = attempt.status.is_none_or(|s| policy.is_retryable(s));
         let call_id = req.call_id().unwrap_or_default().to_string();
-
-        let settled = if retryable && policy.has_attempts_after(n) {
-            let wait = policy.backoff(n, attempt.retry_after);
-            tracing::info!(function = %req.function, %call_id, attempt = n, status = ?attempt.status, error = %attempt.error, ?wait, "retrying");
-            let due = now_ms() + wait.as_millis() as u64;
-            let env = envelope.clone();
-            let rescheduled = self.queue.blocking(move |s| s.reschedule(seq, &env, due)).await;
-            // The run loop may be asleep until a later item is due.
-            self.queue.ready.notify_one();
-            rescheduled
-        } else {
-            self.callback(&envelope, &attempt, &policy).await;
-            if retryable {
-                tracing::warn!(function = %req.function, %call_id, attempts = n, status = ?attempt.status, error = %attempt.error, "retries exhausted; dead-lettered");
-                let letter = DeadLetter {
-                    call_id,
-                    function: req.function.clone(),
-                    attempts: n,
-                    last_status: attempt.status,
-                    last_error: attempt.error.clone(),
-                    failed_at_ms: now_ms(),
-                    request: req.clone(),
-                };
-                self.queue.blocking(move |s| s.dead_letter(seq, &letter)).await
-            } else {
-                self.queue.blocking(move |s| s.complete(seq)).await
+        let answer = match envelope.answer.clone() {
+            Some(answer) => answer,
+            None => {
+                let mut answer = self.invoke(&req).await;
+                envelope.attempts += 1;
+                let n = envelope.attempts;
+                let retryable = gone(&answer) || answer.status.is_none_or(|s| policy.is_retryable(s));
+                if retryable && policy.has_attempts_after(n) {
+                    let wait = policy.backoff(n, answer.retry_after);
+                    tracing::info!(function = %req.function, %call_id, attempt = n, status = ?answer.status, error = %answer.error, ?wait, "retrying");
+                    return self.reschedule(seq, &envelope, wait).await;
+                }
+                answer.dead = retryable;
+                envelope.answer = Some(answer.clone());
+                answer
             }
         };
-        if let Err(e) = settled {
+        if let Some(url) = req.callback_url.as_deref()
+            && let Err(e) = self.callback(url, &envelope, &answer, &policy).await
+        {
+            envelope.callbacks += 1;
+            let n = envelope.callbacks;
+            if policy.has_attempts_after(n) {
+                let wait = policy.backoff(n, None);
+                tracing::info!(function = %req.function, %call_id, %url, attempt = n, error = %e, ?wait, "retrying the callback");
+                return self.reschedule(seq, &envelope, wait).await;
+            }
+            tracing::warn!(function = %req.function, %call_id, %url, attempts = n, error = %e, "callback never landed; dead-lettered");
+            let error = format!("callback to {url} failed {n} times ({e}); the function answered {:?}", answer.status);
+            return self.dead_letter(seq, &envelope, answer.status, error).await;
+        }
+        if answer.dead {
+            tracing::warn!(function = %req.function, %call_id, attempts = envelope.attempts, status = ?answer.status, error = %answer.error, "retries exhausted; dead-lettered");
+            return self.dead_letter(seq, &envelope, answer.status, answer.error.clone()).await;
+        }
+        self.settle(self.queue.blocking(move |s| s.complete(seq)).await);
+    }
+
+    async fn reschedule(&self, seq: u64, envelope: &Envelope, wait: Duration) {
+        let due = now_ms() + wait.as_millis() as u64;
+        let env = envelope.clone();
+        let rescheduled = self.queue.blocking(move |s| s.reschedule(seq, &env, due)).await;
+        // The run loop may be asleep until a later item is due.
+        self.queue.ready.notify_one();
+        self.settle(rescheduled);
+    }
+
+    async fn dead_letter(&self, seq: u64, envelope: &Envelope, last_status: Option<u16>, last_error: String) {
+        let req = &envelope.request;
+        let letter = DeadLetter {
+            call_id: req.call_id().unwrap_or_default().to_string(),
+            function: req.function.clone(),
+            attempts: envelope.attempts,
+            last_status,
+            last_error,
+            failed_at_ms: now_ms(),
+            request: req.clone(),
+        };
+        self.settle(self.queue.blocking(move |s| s.dead_letter(seq, &letter)).await);
+    }
+
+    fn settle(&self, result: Result<(), crate::QueueError>) {
+        if let Err(e) = result {
             // The lease stays in the store and is redelivered on restart.
             tracing::error!(error = %e, "cannot record the outcome of an invocation");
         }
     }
 
-    async fn invoke(&self, req: &QueueRequest) -> Attempt {
+    async fn invoke(&self, req: &QueueRequest) -> Answer {
         let started = Instant::now();
-        let failed = |error: String| Attempt {
+        let failed = |error: String| Answer {
             status: None,
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
+            headers: vec![],
+            body: vec![],
             error,
+            duration_ms: started.elapsed().as_millis() as u64,
+            dead: false,
             retry_after: None,
-            duration: started.elapsed(),
         };
         let mut uri =
             format!("{}/function/{}{}", self.config.gateway_url.trim_end_matches('/'), req.function, req.path);
@@ -184,35 +222,55 @@ impl Worker {
             Ok(Ok(r)) => r,
         };
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return failed(format!("the answer from {uri} broke off: {e}")),
+        };
         let status = parts.status.as_u16();
-        Attempt {
+        let headers = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let internal = parts.headers.get(h::OPENFAAS_INTERNAL).is_some_and(|v| v == "gateway");
+        Answer {
             status: Some(status),
             retry_after: parts.headers.get(http::header::RETRY_AFTER).and_then(openfaas::retry::parse_retry_after),
-            error: if parts.status.is_success() { String::new() } else { format!("HTTP {status}") },
-            headers: parts.headers,
-            body,
-            duration: started.elapsed(),
+            error: match (parts.status.is_success(), internal && status == 404) {
+                (true, _) => String::new(),
+                (false, true) => format!("function {} not found (HTTP 404 from the gateway)", req.function),
+                (false, false) => format!("HTTP {status}"),
+            },
+            headers,
+            body: body.to_vec(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            dead: false,
         }
     }
 
     /// Posts the final result to `X-Callback-Url` the way OpenFaaS does: the
     /// function's body and headers plus `X-Function-Status` and friends. An
     /// invocation that never got a response reports 503 with an empty body.
-    async fn callback(&self, envelope: &Envelope, attempt: &Attempt, policy: &RetryPolicy) {
+    /// Only a 2xx answer counts as landed.
+    async fn callback(
+        &self,
+        url: &str,
+        envelope: &Envelope,
+        answer: &Answer,
+        policy: &RetryPolicy,
+    ) -> Result<(), String> {
         let req = &envelope.request;
-        let Some(url) = req.callback_url.as_deref() else {
-            return;
-        };
         let mut builder = Request::builder().method(http::Method::POST).uri(url);
         let headers = builder.headers_mut().expect("builder is valid so far");
-        for (name, value) in &attempt.headers {
-            if name != http::header::CONTENT_LENGTH {
-                headers.append(name.clone(), value.clone());
+        for (name, value) in &answer.headers {
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
+                && name != http::header::CONTENT_LENGTH
+            {
+                headers.append(name, value);
             }
         }
         h::strip_hop_by_hop(headers);
-        let status = attempt.status.unwrap_or(503);
+        let status = answer.status.unwrap_or(503);
         let mut set = |name: &'static str, value: String| {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 headers.insert(name, v);
@@ -221,21 +279,22 @@ impl Worker {
         set(h::FUNCTION_STATUS, status.to_string());
         set(h::FUNCTION_NAME, req.function.clone());
         set(h::CALL_ID, req.call_id().unwrap_or_default().to_string());
-        set(h::DURATION_SECONDS, format!("{:.6}", attempt.duration.as_secs_f64()));
+        set(h::DURATION_SECONDS, format!("{:.6}", answer.duration_ms as f64 / 1000.0));
         set(h::RETRY, envelope.attempts.saturating_sub(1).to_string());
         set(h::RETRY_MAX, policy.attempts.saturating_sub(1).to_string());
-        let body = if attempt.status.is_some() { attempt.body.clone() } else { Bytes::new() };
-        let request = match builder.body(Full::new(body)) {
-            Ok(r) => r,
-            Err(e) => return tracing::warn!(%url, error = %e, "invalid callback request"),
-        };
+        let request = builder.body(Full::new(Bytes::from(answer.body.clone()))).map_err(|e| e.to_string())?;
         match tokio::time::timeout(self.config.invoke_timeout, self.client.request(request)).await {
-            Ok(Ok(res)) if res.status().is_success() => {}
-            Ok(Ok(res)) => {
-                tracing::warn!(%url, status = %res.status(), "callback rejected the result")
-            }
-            Ok(Err(e)) => tracing::warn!(%url, error = %e, "cannot reach the callback"),
-            Err(_) => tracing::warn!(%url, "callback timed out"),
+            Ok(Ok(res)) if res.status().is_success() => Ok(()),
+            Ok(Ok(res)) => Err(format!("answered {}", res.status())),
+            Ok(Err(e)) => Err(format!("unreachable: {e}")),
+            Err(_) => Err(format!("no answer within {:?}", self.config.invoke_timeout)),
         }
     }
+}
+
+/// The gateway's own 404: the function does not exist (any more). Retried,
+/// since a function may be in the middle of being redeployed, then
+/// dead-lettered; never settled as if the function had answered.
+fn gone(answer: &Answer) -> bool {
+    answer.status == Some(404) && answer.headers.iter().any(|(k, v)| k == h::OPENFAAS_INTERNAL && v == "gateway")
 }

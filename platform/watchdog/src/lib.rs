@@ -29,6 +29,8 @@ pub enum Error {
     Spawn { command: String, source: std::io::Error },
     #[error("the upstream process `{command}` exited ({status}); the watchdog stops so that it can be restarted")]
     UpstreamExited { command: String, status: String },
+    #[error("cannot stop with the supervisor: {0}")]
+    Parent(String),
     #[error("the upstream process `{command}` did not accept connections at {url} within {secs}s")]
     UpstreamNotReady { command: String, url: String, secs: u64 },
 }
@@ -125,6 +127,18 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Asks the kernel for SIGTERM when `parent` dies, so that a supervisor
+/// killed with SIGKILL (or by the OOM killer) leaves no watchdog, and no
+/// function process, holding a port. SIGTERM drains as usual.
+pub fn stop_with_parent(parent: i32) -> Result<(), Error> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(|e| Error::Parent(e.to_string()))?;
+    // The parent may have died before the request took effect.
+    if nix::unistd::getppid().as_raw() != parent {
+        return Err(Error::Parent(format!("the supervisor (pid {parent}) is already gone")));
+    }
+    Ok(())
 }
 
 /// Runs the watchdog until `shutdown` resolves, then drains: it reports

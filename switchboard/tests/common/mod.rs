@@ -165,6 +165,19 @@ impl Platform {
         p
     }
 
+    /// Waits until the CloudEvents receiver takes connections (it starts
+    /// after the hub's first discovery).
+    pub async fn receiving(&self) {
+        let addr = self.ce_url.trim_start_matches("http://").to_string();
+        let ok = eventually(Duration::from_secs(15), || async { tokio::net::TcpStream::connect(&addr).await.is_ok() });
+        assert!(
+            ok.await,
+            "the CloudEvents receiver never listened:
+{}",
+            self.proc.output()
+        );
+    }
+
     /// Where the platform keeps its generated credentials, for a
     /// `switchboard connect` beside it (`secret_mount_path`).
     pub fn secrets(&self) -> String {

@@ -22,6 +22,8 @@ pub enum ProviderError {
     Invalid(String),
     #[error("the {0} provider cannot {1}")]
     Unsupported(&'static str, &'static str),
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// The result of resolving a function for an invocation.

@@ -1,10 +1,13 @@
 //! The process provider: each replica of a function is a `switchboard
 //! watchdog` child process on a loopback port, supervised here: restarted
-//! with backoff when it crashes, stopped with SIGTERM then SIGKILL.
+//! with backoff when it crashes, stopped with SIGTERM then SIGKILL, and
+//! told to stop when this process dies (even by SIGKILL). What the API
+//! deploys, updates and scales is recorded in a state file and restored at
+//! the next start, so queued work never finds its function gone.
 
 use super::{ProviderError, Route};
 use crate::logs::LogStore;
-use openfaas::{FunctionDeployment, FunctionStatus, LogMessage, is_valid_function_name};
+use openfaas::{FunctionDeployment, FunctionStatus, LogMessage, is_dns_label};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -17,6 +20,8 @@ use tokio::task::JoinHandle;
 
 /// Label that sets the replicas a function starts with (OpenFaaS's name).
 const SCALE_MIN: &str = "com.openfaas.scale.min";
+/// Label that caps a function's replicas, below the provider's own cap.
+const SCALE_MAX: &str = "com.openfaas.scale.max";
 /// Environment a function inherits from the gateway; everything else comes
 /// from its deployment, so the gateway's own settings never leak into it.
 const INHERITED_ENV: [&str; 6] = ["PATH", "HOME", "USER", "LANG", "TMPDIR", "TZ"];
@@ -31,12 +36,28 @@ pub struct ProcessSettings {
     pub default_namespace: String,
     pub stop_timeout: Duration,
     pub log_lines: usize,
+    /// The most replicas of one function.
+    pub max_replicas: u64,
+    /// Where API changes are recorded; none: they last until the process ends.
+    pub state: Option<PathBuf>,
 }
+
+type Key = (String, String);
 
 pub struct ProcessProvider {
     settings: Arc<ProcessSettings>,
-    functions: RwLock<BTreeMap<(String, String), Arc<Function>>>,
+    functions: RwLock<BTreeMap<Key, Arc<Function>>>,
     logs: Arc<LogStore>,
+    /// What the API changed, as written to `settings.state`; held while a
+    /// change is recorded and applied, so changes apply in the recorded order.
+    records: tokio::sync::Mutex<BTreeMap<Key, Record>>,
+}
+
+/// A function as the API last left it.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Record {
+    deployment: FunctionDeployment,
+    replicas: u64,
 }
 
 struct Function {
@@ -69,7 +90,70 @@ impl Replica {
 impl ProcessProvider {
     pub fn new(settings: ProcessSettings) -> Self {
         let logs = Arc::new(LogStore::new(settings.log_lines));
-        Self { settings: Arc::new(settings), functions: RwLock::new(BTreeMap::new()), logs }
+        let (functions, records) = Default::default();
+        Self { settings: Arc::new(settings), functions, logs, records }
+    }
+
+    /// Deploys a function of the stack file: not recorded, since the stack
+    /// file itself is read again at every start.
+    pub async fn deploy_from_stack(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
+        self.start_function(self.validate(d)?).await
+    }
+
+    /// Applies the API changes recorded by an earlier run, over the stack's
+    /// functions. A state file that cannot be read stops the start.
+    pub async fn restore(&self) -> Result<usize, ProviderError> {
+        let Some(path) = &self.settings.state else {
+            return Ok(0);
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(ProviderError::Storage(format!("cannot read {}: {e}", path.display()))),
+        };
+        let saved: Vec<Record> = serde_json::from_str(&text)
+            .map_err(|e| ProviderError::Storage(format!("{} is not a function list: {e}", path.display())))?;
+        let mut records = self.records.lock().await;
+        for r in saved {
+            let (d, namespace) = self.validate(r.deployment.clone())?;
+            let key = (d.service.clone(), namespace.clone());
+            if self.find(&key.0, &key.1).is_some() {
+                self.replace(d, namespace).await?;
+            } else {
+                self.start_function((d, namespace)).await?;
+            }
+            self.scale_function(&key.0, &key.1, r.replicas).await?;
+            records.insert(key, r);
+        }
+        Ok(records.len())
+    }
+
+    /// Writes `records` to the state file (whole, then renamed over the old
+    /// one, so a crash leaves one or the other). A change that cannot be
+    /// recorded is refused, since it would be lost at the next restart.
+    fn save(&self, records: &BTreeMap<Key, Record>) -> Result<(), ProviderError> {
+        let Some(path) = &self.settings.state else {
+            return Ok(());
+        };
+        let err = |e: std::io::Error| {
+            ProviderError::Storage(format!("cannot record the change in {}: {e}; nothing was changed", path.display()))
+        };
+        let json = serde_json::to_vec_pretty(&records.values().collect::<Vec<_>>()).expect("records serialize");
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            err(e)
+        })
     }
 
     pub fn logs(&self) -> Arc<LogStore> {
@@ -103,16 +187,17 @@ impl ProcessProvider {
     }
 
     fn validate(&self, mut d: FunctionDeployment) -> Result<(FunctionDeployment, String), ProviderError> {
-        if !is_valid_function_name(&d.service) || d.service.contains('.') {
+        if !is_dns_label(&d.service) {
             return Err(ProviderError::Invalid(format!(
-                "service {:?}: expected a name of letters, digits, '-' and '_'",
+                "service {:?}: expected a DNS label, as OpenFaaS requires: lower-case letters, digits and '-', \
+                 starting and ending with a letter or digit, at most 63 characters",
                 d.service
             )));
         }
         let namespace = d.namespace.clone().unwrap_or_else(|| self.settings.default_namespace.clone());
-        if !is_valid_function_name(&namespace) || namespace.contains('.') {
+        if !is_dns_label(&namespace) {
             return Err(ProviderError::Invalid(format!(
-                "namespace {namespace:?}: expected letters, digits, '-' and '_'"
+                "namespace {namespace:?}: expected a DNS label (lower-case letters, digits and '-', at most 63 characters)"
             )));
         }
         if d.env_process.as_deref().is_none_or(|p| p.trim().is_empty()) {
@@ -121,17 +206,50 @@ impl ProcessProvider {
                     .into(),
             ));
         }
-        if let Some(v) = d.labels.get(SCALE_MIN)
-            && v.parse::<u64>().is_err()
-        {
-            return Err(ProviderError::Invalid(format!("labels.{SCALE_MIN} {v:?}: expected a whole number")));
+        let max = self.max_replicas(&d)?;
+        match d.labels.get(SCALE_MIN).map(|v| (v, v.parse::<u64>())) {
+            Some((v, Err(_))) => {
+                return Err(ProviderError::Invalid(format!("labels.{SCALE_MIN} {v:?}: expected a whole number")));
+            }
+            Some((_, Ok(min))) if min > max => {
+                return Err(ProviderError::Invalid(format!(
+                    "labels.{SCALE_MIN} {min}: over the function's maximum of {max} replicas"
+                )));
+            }
+            _ => {}
         }
         d.namespace = Some(namespace.clone());
         Ok((d, namespace))
     }
 
+    /// The most replicas `d` may have: its `com.openfaas.scale.max` label,
+    /// within the provider's `max_replicas`.
+    fn max_replicas(&self, d: &FunctionDeployment) -> Result<u64, ProviderError> {
+        let cap = self.settings.max_replicas;
+        match d.labels.get(SCALE_MAX) {
+            None => Ok(cap),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n >= 1 => Ok(n.min(cap)),
+                _ => Err(ProviderError::Invalid(format!("labels.{SCALE_MAX} {v:?}: expected a whole number above 0"))),
+            },
+        }
+    }
+
     pub async fn deploy(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
         let (d, namespace) = self.validate(d)?;
+        let key = (d.service.clone(), namespace.clone());
+        let mut records = self.records.lock().await;
+        if self.find(&key.0, &key.1).is_some() {
+            return Err(ProviderError::Exists(format!("{}.{namespace}", d.service)));
+        }
+        let mut changed = records.clone();
+        changed.insert(key, Record { replicas: initial_replicas(&d), deployment: d.clone() });
+        self.save(&changed)?;
+        *records = changed;
+        self.start_function((d, namespace)).await
+    }
+
+    async fn start_function(&self, (d, namespace): (FunctionDeployment, String)) -> Result<(), ProviderError> {
         let key = (d.service.clone(), namespace.clone());
         let f = {
             let mut functions = self.functions.write().expect("functions lock");
@@ -142,7 +260,7 @@ impl ProcessProvider {
             functions.insert(key, f.clone());
             f
         };
-        let initial = f.deployment.labels.get(SCALE_MIN).and_then(|v| v.parse().ok()).unwrap_or(1);
+        let initial = initial_replicas(&f.deployment);
         f.scale(initial, &self.settings, &self.logs).await;
         tracing::info!(function = %f.qualified(), replicas = initial, "deployed");
         Ok(())
@@ -153,9 +271,22 @@ impl ProcessProvider {
     pub async fn update(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
         let (d, namespace) = self.validate(d)?;
         let key = (d.service.clone(), namespace.clone());
+        let mut records = self.records.lock().await;
         let old =
             self.find(&key.0, &key.1).ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
-        let replicas = old.replicas.read().expect("replicas lock").len() as u64;
+        let replicas = (old.replicas.read().expect("replicas lock").len() as u64).min(self.max_replicas(&d)?);
+        let mut changed = records.clone();
+        changed.insert(key, Record { replicas, deployment: d.clone() });
+        self.save(&changed)?;
+        *records = changed;
+        self.replace(d, namespace).await
+    }
+
+    async fn replace(&self, d: FunctionDeployment, namespace: String) -> Result<(), ProviderError> {
+        let key = (d.service.clone(), namespace.clone());
+        let old =
+            self.find(&key.0, &key.1).ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
+        let replicas = (old.replicas.read().expect("replicas lock").len() as u64).min(self.max_replicas(&d)?);
         let new = Arc::new(Function::new(d, namespace));
         new.scale(replicas, &self.settings, &self.logs).await;
         new.wait_ready(Duration::from_secs(10)).await;
@@ -166,8 +297,16 @@ impl ProcessProvider {
     }
 
     pub async fn delete(&self, name: &str, namespace: &str) -> Result<(), ProviderError> {
-        let removed =
-            self.functions.write().expect("functions lock").remove(&(name.to_string(), namespace.to_string()));
+        let key = (name.to_string(), namespace.to_string());
+        let mut records = self.records.lock().await;
+        if self.find(name, namespace).is_none() {
+            return Err(ProviderError::NotFound(format!("{name}.{namespace}")));
+        }
+        let mut changed = records.clone();
+        changed.remove(&key);
+        self.save(&changed)?;
+        *records = changed;
+        let removed = self.functions.write().expect("functions lock").remove(&key);
         let f = removed.ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
         f.scale(0, &self.settings, &self.logs).await;
         tracing::info!(function = %f.qualified(), "deleted");
@@ -176,7 +315,25 @@ impl ProcessProvider {
 
     pub async fn scale(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), ProviderError> {
         let f = self.find(name, namespace).ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
-        f.scale(replicas, &self.settings, &self.logs).await;
+        let max = self.max_replicas(&f.deployment)?;
+        if replicas > max {
+            return Err(ProviderError::Invalid(format!(
+                "replicas {replicas}: over the maximum of {max} for {name}.{namespace} \
+                 (labels.{SCALE_MAX}, within provider.max_replicas)"
+            )));
+        }
+        let mut records = self.records.lock().await;
+        let mut changed = records.clone();
+        changed
+            .insert((name.to_string(), namespace.to_string()), Record { deployment: f.deployment.clone(), replicas });
+        self.save(&changed)?;
+        *records = changed;
+        self.scale_function(name, namespace, replicas).await
+    }
+
+    async fn scale_function(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), ProviderError> {
+        let f = self.find(name, namespace).ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
+        f.scale(replicas.min(self.max_replicas(&f.deployment)?), &self.settings, &self.logs).await;
         tracing::info!(function = %f.qualified(), replicas, "scaled");
         Ok(())
     }
@@ -185,6 +342,10 @@ impl ProcessProvider {
         let all: Vec<_> = std::mem::take(&mut *self.functions.write().expect("functions lock")).into_values().collect();
         futures_util::future::join_all(all.iter().map(|f| f.scale(0, &self.settings, &self.logs))).await;
     }
+}
+
+fn initial_replicas(d: &FunctionDeployment) -> u64 {
+    d.labels.get(SCALE_MIN).and_then(|v| v.parse().ok()).unwrap_or(1)
 }
 
 impl Function {
@@ -308,7 +469,7 @@ async fn supervise(mut s: Supervised) {
     loop {
         let started = Instant::now();
         let spawned = tokio::process::Command::new(&s.settings.watchdog_exe)
-            .arg("watchdog")
+            .args(["watchdog", "--parent", &std::process::id().to_string()])
             .env_clear()
             .envs(&s.env)
             .stdin(Stdio::null())

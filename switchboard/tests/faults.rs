@@ -1,0 +1,301 @@
+//! Faults an unlucky operator meets: a platform killed with -9, a restart,
+//! a full disk, a mistaken replica count. Each test is bounded in time and
+//! stops what it started.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+/// The pids of the `switchboard watchdog` processes whose parent is `pid`.
+fn watchdogs_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let cmd = std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            // Field 4 of /proc/PID/stat, after the parenthesised name, is the parent's pid.
+            let ppid = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<i32>().ok());
+            ppid == Some(pid) && cmd.contains("watchdog")
+        })
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[tokio::test]
+async fn replicas_are_bounded() {
+    let stack = "functions:\n  echo:\n    fprocess: cat\n    labels:\n      com.openfaas.scale.max: \"2\"\n";
+    let config = config("").replace("  stop_timeout: 3s\n", "  stop_timeout: 3s\n  max_replicas: 3\n");
+    let p = Platform::start(&config, stack).await;
+    p.wait_ready(&["echo"]).await;
+    let r = p.api("POST", "/system/scale-function/echo", r#"{"serviceName":"echo","replicas":1000000000}"#).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("maximum of 2") && r.text().contains("com.openfaas.scale.max"), "{}", r.text());
+    assert_eq!(p.api("POST", "/system/scale-function/echo", r#"{"replicas":2}"#).await.status, 202);
+    assert_eq!(get(&format!("{}/healthz", p.url)).await.status, 200);
+
+    // The provider's own cap, and a scale.min over it.
+    let d = r#"{"service":"big","image":"x","envProcess":"cat","labels":{"com.openfaas.scale.min":"5"}}"#;
+    let r = p.api("POST", "/system/functions", d).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("maximum of 3"), "{}", r.text());
+    let d = r#"{"service":"small","image":"x","envProcess":"cat"}"#;
+    assert_eq!(p.api("POST", "/system/functions", d).await.status, 202);
+    let r = p.api("POST", "/system/scale-function/small", r#"{"replicas":4}"#).await;
+    assert!(r.status == 400 && r.text().contains("maximum of 3"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn names_openfaas_refuses_are_refused() {
+    let p = Platform::start(&config(""), NO_STACK).await;
+    let long = "a".repeat(64);
+    for name in ["Upper", "-dash", "under_score", "dot.ted", long.as_str()] {
+        let d = serde_json::json!({"service": name, "image": "x", "envProcess": "cat"});
+        let r = p.api("POST", "/system/functions", &d.to_string()).await;
+        assert_eq!(r.status, 400, "{name}: {}", r.text());
+        assert!(r.text().contains("DNS label"), "{}", r.text());
+    }
+    let d = r#"{"service":"ok","image":"x","envProcess":"cat","namespace":"Team"}"#;
+    assert_eq!(p.api("POST", "/system/functions", d).await.status, 400);
+}
+
+/// Functions deployed and scaled through the API outlive a restart; a
+/// deleted one stays deleted.
+#[tokio::test]
+async fn api_deployments_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Platform::start_in(dir, &config(""), NO_STACK, &[]).await;
+    for (name, command) in [("shout", "tr a-z A-Z"), ("gone", "cat")] {
+        let d =
+            serde_json::json!({"service": name, "image": "x", "envProcess": command, "annotations": {"topic": "t"}});
+        assert_eq!(p.api("POST", "/system/functions", &d.to_string()).await.status, 202);
+    }
+    assert_eq!(p.api("POST", "/system/scale-function/shout", r#"{"replicas":2}"#).await.status, 202);
+    assert_eq!(p.api("DELETE", "/system/functions", r#"{"functionName":"gone"}"#).await.status, 202);
+
+    p.proc.crash();
+    p.proc = Proc::spawn(&["up", "--config", "switchboard.yml", "--port", &p.port.to_string()], p.dir.path(), &[]);
+    p.wait_ready(&["shout"]).await;
+    let f = p.api("GET", "/system/function/shout", "").await.json();
+    assert_eq!((f["replicas"].as_u64(), f["annotations"]["topic"].as_str()), (Some(2), Some("t")));
+    assert_eq!(post(&format!("{}/function/shout", p.url), "back").await.text(), "BACK");
+    assert_eq!(p.api("GET", "/system/function/gone", "").await.status, 404);
+    assert!(p.proc.output().contains("restored functions deployed through the API"), "{}", p.proc.output());
+}
+
+/// kill -9 of `switchboard up` takes its watchdogs with it: none is left
+/// holding a port.
+#[tokio::test]
+async fn watchdogs_die_with_a_killed_platform() {
+    let stack = "functions:\n  echo:\n    fprocess: cat\n    labels:\n      com.openfaas.scale.min: \"2\"\n";
+    let p = Platform::start(&config(""), stack).await;
+    p.wait_ready(&["echo"]).await;
+    let up = p.proc.pid().as_raw();
+    let watchdogs = watchdogs_of(up);
+    assert_eq!(watchdogs.len(), 2, "{watchdogs:?}");
+    // SIGKILL to the platform alone, not its process group.
+    nix::sys::signal::kill(p.proc.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let gone = eventually(Duration::from_secs(10), || async { watchdogs.iter().all(|w| !alive(*w)) }).await;
+    assert!(gone, "watchdogs outlived their platform: {watchdogs:?}");
+}
+
+/// Asynchronous calls to a function deployed through the API, queued when
+/// the platform is killed with -9: after the restart every one is answered
+/// by the function, none ends with "not found".
+#[tokio::test]
+async fn queued_calls_to_api_functions_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = "  max_inflight: 1\n";
+    let mut p = Platform::start_in(dir, &config(queue), NO_STACK, &[]).await;
+    let d = serde_json::json!({
+        "service": "slow", "image": "x", "envProcess": fixture("record.sh"),
+        "envVars": {"RECORD_FILE": p.dir.path().join("slow.log").display().to_string(), "SLEEP": "0.2"}
+    });
+    assert_eq!(p.api("POST", "/system/functions", &d.to_string()).await.status, 202);
+    p.wait_ready(&["slow"]).await;
+    let (cb, mut rx) = recorder().await;
+    const N: usize = 20;
+    for i in 0..N {
+        let r =
+            call("POST", &format!("{}/async-function/slow", p.url), &[("X-Callback-Url", &cb)], format!("{i}")).await;
+        assert_eq!(r.status, 202);
+    }
+    let before = receive(&mut rx, 2, Duration::from_secs(10)).await;
+    p.proc.crash();
+    p.proc = Proc::spawn(&["up", "--config", "switchboard.yml", "--port", &p.port.to_string()], p.dir.path(), &[]);
+    // At least once: a call answered just before the kill may be answered again.
+    let mut seen: std::collections::BTreeSet<String> = before.iter().map(|r| r.body.clone()).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while seen.len() < N && tokio::time::Instant::now() < deadline {
+        for r in receive(&mut rx, 1, Duration::from_secs(1)).await {
+            assert_eq!(r.headers["x-function-status"], "200", "{r:?}\n{}", p.proc.output());
+            seen.insert(r.body);
+        }
+    }
+    assert!(before.iter().all(|r| r.headers["x-function-status"] == "200"), "{before:?}");
+    let bodies: Vec<String> = seen.into_iter().collect();
+    assert_eq!(bodies.len(), N, "every call answered at least once: {bodies:?}");
+}
+
+/// A queue retry policy quick enough for a test.
+const QUICK_RETRY: &str = "  retry:\n    attempts: 4\n    min_wait: 100ms\n    max_wait: 300ms\n";
+
+/// A callback receiver that is down at first is retried until it takes the
+/// result; the function runs once. One that never comes up ends among the
+/// dead letters, with the function's answer and the callback's failure.
+#[tokio::test]
+async fn callbacks_are_retried_then_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("r.log");
+    let stack = format!("functions:\n{}", recorder_fn("r", dir.path(), "", "      x: y\n"));
+    let p = Platform::start_in(dir, &config(QUICK_RETRY), &stack, &[]).await;
+    p.wait_ready(&["r"]).await;
+
+    let late = free_port();
+    let late_url = format!("http://127.0.0.1:{late}/done");
+    let r = call("POST", &format!("{}/async-function/r", p.url), &[("X-Callback-Url", &late_url)], "once").await;
+    assert_eq!(r.status, 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The receiver comes up on the port the callback was refused on.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", late)).await.unwrap();
+    let (stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .unwrap_or_else(|_| panic!("the callback was not retried:\n{}", p.proc.output()))
+        .unwrap();
+    let mut stream = stream;
+    let mut head = vec![0u8; 4096];
+    let n = tokio::io::AsyncReadExt::read(&mut stream, &mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).to_ascii_lowercase().contains("x-function-status: 200"));
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+    drop(listener);
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1, "the function ran once");
+
+    let never = format!("http://127.0.0.1:{}/never", free_port());
+    let r = call("POST", &format!("{}/async-function/r", p.url), &[("X-Callback-Url", &never)], "lost?").await;
+    let call_id = r.header("x-call-id").unwrap();
+    let dead = eventually(Duration::from_secs(15), || async {
+        p.api("GET", "/system/async/dead-letters", "").await.json()[0]["call_id"] == call_id.as_str()
+    })
+    .await;
+    assert!(dead, "no dead letter for a callback that never landed:\n{}", p.proc.output());
+    let letter = &p.api("GET", "/system/async/dead-letters", "").await.json()[0];
+    assert_eq!(letter["last_status"], 200);
+    assert!(letter["last_error"].as_str().unwrap().contains("callback"), "{letter}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2, "the function ran once per call");
+}
+
+/// A queued call whose function is deleted before it runs is retried, then
+/// dead-lettered as "not found"; it is never settled as answered.
+#[tokio::test]
+async fn a_call_to_a_deleted_function_is_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Platform::start_in(dir, &config(&format!("  max_inflight: 1\n{QUICK_RETRY}")), NO_STACK, &[]).await;
+    let d = serde_json::json!({
+        "service": "doomed", "image": "x", "envProcess": fixture("record.sh"),
+        "envVars": {"RECORD_FILE": p.dir.path().join("d.log").display().to_string(), "SLEEP": "1"}
+    });
+    assert_eq!(p.api("POST", "/system/functions", &d.to_string()).await.status, 202);
+    p.wait_ready(&["doomed"]).await;
+    for body in ["first", "second"] {
+        assert_eq!(post(&format!("{}/async-function/doomed", p.url), body).await.status, 202);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(p.api("DELETE", "/system/functions", r#"{"functionName":"doomed"}"#).await.status, 202);
+    let dead = eventually(Duration::from_secs(15), || async {
+        let letters = p.api("GET", "/system/async/dead-letters", "").await.json();
+        letters.as_array().is_some_and(|l| !l.is_empty())
+    })
+    .await;
+    assert!(dead, "the call to a deleted function was not dead-lettered:\n{}", p.proc.output());
+    let letter = &p.api("GET", "/system/async/dead-letters", "").await.json()[0];
+    assert!(letter["last_error"].as_str().unwrap().contains("not found"), "{letter}");
+    assert_eq!(letter["last_status"], 404);
+}
+
+/// A dead letter that cannot be written was not dead-lettered: the event is
+/// reported undelivered (the sender retries), never acknowledged.
+#[tokio::test]
+async fn an_unwritable_dead_letter_is_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        config_with("", "").replace("dead_letter_file: data/dead-letters.jsonl", "dead_letter_file: /dev/full");
+    let p = Platform::start_in(dir, &config, NO_STACK, &[]).await;
+    p.receiving().await;
+    let headers = [("ce-id", "1"), ("ce-source", "/t"), ("ce-type", "nobody.listens"), ("ce-specversion", "1.0")];
+    let r = call("POST", &p.ce_url, &headers, "x").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("No space left"), "{}", r.text());
+}
+
+/// A small filesystem of the test's own (tmpfs, needs root as CI has),
+/// unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "cannot mount a tmpfs at {} (the disk-full tests need root)", dir.display());
+        Self(dir.to_path_buf())
+    }
+
+    /// Writes a file until the filesystem is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).and_then(|()| f.flush()).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The embedded queue on a full disk refuses requests with a clear answer
+/// and reports unhealthy; once space is back it takes and delivers them
+/// again, without a restart.
+#[tokio::test]
+async fn the_queue_recovers_when_the_disk_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("disk"), "8m");
+    let config = config("").replace("path: data/queue.redb", "path: disk/queue.redb");
+    let p = Platform::start_in(dir, &config, "functions:\n  echo:\n    fprocess: cat\n", &[]).await;
+    p.wait_ready(&["echo"]).await;
+    let (cb, mut rx) = recorder().await;
+    let send = |body: String| {
+        let url = format!("{}/async-function/echo", p.url);
+        let cb = cb.clone();
+        async move { call("POST", &url, &[("X-Callback-Url", &cb)], body).await }
+    };
+    assert_eq!(send("before".into()).await.status, 202);
+    assert_eq!(receive(&mut rx, 1, Duration::from_secs(10)).await.len(), 1);
+
+    let filler = disk.fill();
+    let big = "x".repeat(256 * 1024);
+    let r = send(big.clone()).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("cannot queue"), "{}", r.text());
+    let unhealthy = get(&format!("{}/healthz", p.url)).await;
+    assert_eq!(unhealthy.status, 503, "{}", unhealthy.text());
+
+    std::fs::remove_file(filler).unwrap();
+    let healthy =
+        eventually(Duration::from_secs(10), || async { get(&format!("{}/healthz", p.url)).await.status == 200 }).await;
+    assert!(healthy, "still unhealthy with space back:\n{}", p.proc.output());
+    assert_eq!(send("after".into()).await.status, 202, "{}", p.proc.output());
+    let got = receive(&mut rx, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.first().map(|r| r.body.as_str()), Some("after"), "{}", p.proc.output());
+    drop(p);
+}
