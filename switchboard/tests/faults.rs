@@ -299,3 +299,63 @@ async fn the_queue_recovers_when_the_disk_does() {
     assert_eq!(got.first().map(|r| r.body.as_str()), Some("after"), "{}", p.proc.output());
     drop(p);
 }
+
+/// CPU time (user + system) of a process so far, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    // utime and stime are fields 14 and 15; the slice starts at field 3.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+async fn wait_healthy(url: &str, proc: &Proc) {
+    let up = eventually(Duration::from_secs(20), || async { get(&format!("{url}/healthz")).await.status == 200 });
+    assert!(up.await, "{}", proc.output());
+}
+
+/// Out of file descriptors, the accept loop pauses instead of spinning, and
+/// serves again once connections close.
+#[tokio::test]
+async fn running_out_of_file_descriptors_does_not_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("g.yml"), "queue:\n  enabled: false\nprovider:\n  kind: process\n").unwrap();
+    let port = free_port().to_string();
+    let proc = Proc::spawn_program(
+        "sh",
+        &["-c", "ulimit -n 64 && exec \"$@\"", "sh", BIN, "gateway", "--config", "g.yml", "--port", &port],
+        dir.path(),
+        &[],
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    wait_healthy(&url, &proc).await;
+    let held: Vec<std::net::TcpStream> =
+        (0..80).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port.parse().unwrap())).ok()).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = proc.pid().as_raw();
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = cpu_ticks(pid) - before;
+    // A spinning loop burns all of the 2 s (200 ticks at 100 Hz); pausing, next to none.
+    assert!(spent < 50, "{spent} ticks of CPU in 2 s with no file descriptors left");
+    assert!(proc.output().contains("cannot accept a connection"), "{}", proc.output());
+    drop(held);
+    let back = eventually(Duration::from_secs(10), || async { get(&format!("{url}/healthz")).await.status == 200 });
+    assert!(back.await, "not serving again after connections closed:\n{}", proc.output());
+}
+
+/// Past `gateway.max_connections`, a new connection waits for a place
+/// instead of taking memory and descriptors.
+#[tokio::test]
+async fn connections_are_limited() {
+    let p = Platform::start(&config("gateway:\n  max_connections: 2\n"), NO_STACK).await;
+    let idle: Vec<std::net::TcpStream> =
+        (0..2).map(|_| std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap()).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let url = format!("{}/healthz", p.url);
+    let waiting = tokio::spawn(async move { try_call("GET", &url, &[], "").await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "a third connection was served past max_connections: 2");
+    drop(idle);
+    let r = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("served once a place was free");
+    assert_eq!(r.unwrap().unwrap().status, 200);
+}

@@ -43,12 +43,17 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn_program(BIN, args, dir, env)
+    }
+
+    /// Another program (a shell that sets limits, then execs the binary).
+    pub fn spawn_program(program: &str, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Self {
         let log = dir.join(format!(
             "switchboard-{}.log",
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
         ));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(program)
             .args(args)
             .current_dir(dir)
             .envs(env.iter().copied())
