@@ -14,6 +14,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
+/// The `topic` label of events no function subscribes to.
+pub const UNROUTED: &str = "(unrouted)";
+
 struct Shared {
     gateway: Gateway,
     map: watch::Receiver<Arc<TopicMap>>,
@@ -114,7 +117,7 @@ impl Dispatcher {
     /// broker has delivered too often (poison messages).
     pub async fn reject(&self, event: &Event, attempts: u32, reason: String) -> Outcome {
         self.shared.metrics.received.with_label_values(&[self.source, &event.topic]).inc();
-        self.dead_letter(event, None, None, attempts, reason)
+        self.dead_letter(event, &event.topic, None, None, attempts, reason)
             .await
             .map_or_else(Outcome::Failed, |()| Outcome::DeadLettered)
     }
@@ -147,16 +150,20 @@ impl Ticket {
         }
         let d = &self.dispatcher;
         let m = &d.shared.metrics;
-        m.received.with_label_values(&[d.source, &event.topic]).inc();
         let map = d.shared.map.borrow().clone();
         let subscribers: Vec<Arc<Subscription>> = match &event.function {
             Some(f) => map.functions.get(f).cloned().into_iter().collect(),
             None => map.subscribers(&event.topic),
         };
+        // A topic nobody subscribes to comes from outside (any CloudEvents
+        // type, any MQTT topic): one metric series each would grow without
+        // bound, so they share one.
+        let label = if subscribers.is_empty() { UNROUTED } else { event.topic.as_str() };
+        m.received.with_label_values(&[d.source, label]).inc();
         if subscribers.is_empty() {
             let reason = format!("no function subscribes to topic {:?}", event.topic);
             return d
-                .dead_letter(&event, None, None, 0, reason)
+                .dead_letter(&event, UNROUTED, None, None, 0, reason)
                 .await
                 .map_or_else(Outcome::Failed, |()| Outcome::DeadLettered);
         }
@@ -232,7 +239,7 @@ impl Dispatcher {
                 attempt += 1;
                 continue;
             }
-            return match self.dead_letter(event, Some(&sub.function), a.status, attempt, a.error).await {
+            return match self.dead_letter(event, &event.topic, Some(&sub.function), a.status, attempt, a.error).await {
                 Ok(()) => Delivery::DeadLettered,
                 Err(e) => Delivery::Failed(e),
             };
@@ -247,6 +254,7 @@ impl Dispatcher {
     async fn dead_letter(
         &self,
         event: &Event,
+        topic_label: &str,
         function: Option<&str>,
         status: Option<u16>,
         attempts: u32,
@@ -262,7 +270,7 @@ impl Dispatcher {
             error: error.clone(),
             event: DeadEvent::of(event),
         };
-        let labels = [self.source, event.topic.as_str(), function.unwrap_or("")];
+        let labels = [self.source, topic_label, function.unwrap_or("")];
         match self.sink.send(letter).await {
             Ok(()) => {
                 tracing::warn!(source = self.source, topic = %event.topic, function = ?function, attempts, %error, "dead-lettered");

@@ -7,7 +7,7 @@ use crate::tls::TlsFiles;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use openfaas::{Credentials, FunctionStatus, headers as h};
@@ -129,7 +129,9 @@ impl Gateway {
             Transport::Http(client) => {
                 let res = client.request(req).await.map_err(|e| format!("unreachable: {}", with_causes(&e)))?;
                 let (parts, body) = res.into_parts();
-                let body = body.collect().await.map_err(|e| format!("response body: {e}"))?.to_bytes();
+                let body = switchboard_http::read_whole(body, switchboard_http::MAX_ANSWER)
+                    .await
+                    .map_err(|e| format!("response body: {e}"))?;
                 Ok(Response::from_parts(parts, body))
             }
             Transport::InProcess(call) => call(req).await,

@@ -192,3 +192,29 @@ async fn crashed_replicas_are_restarted() {
     let logs = p.api("GET", "/system/logs?name=crashy", "").await.text();
     assert!(logs.contains("replica exited"), "{logs}");
 }
+
+/// A function writing a 2 MB line without a newline costs the log store
+/// 16 KiB, not 2 MB.
+#[tokio::test]
+async fn log_lines_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("bigline.sh");
+    std::fs::write(&script, "#!/bin/sh\nhead -c 2000000 /dev/zero | tr '\\0' a >&2\necho >&2\ncat\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let stack =
+        format!("functions:\n  big:\n    fprocess: {}\n    environment:\n      mode: streaming\n", script.display());
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    p.wait_ready(&["big"]).await;
+    assert_eq!(post(&format!("{}/function/big", p.url), "ok").await.text(), "ok");
+    let logged = eventually(Duration::from_secs(10), || async {
+        p.api("GET", "/system/logs?name=big", "").await.text().contains("aaaa")
+    })
+    .await;
+    assert!(logged, "{}", p.api("GET", "/system/logs?name=big", "").await.text());
+    let logs = p.api("GET", "/system/logs?name=big", "").await.text();
+    let longest = logs
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().len())
+        .max();
+    assert_eq!(longest, Some(16 * 1024));
+}

@@ -527,3 +527,21 @@ async fn oversized_batches_and_empty_ids_are_refused() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("id attribute is empty"), "{}", r.text());
 }
+
+/// Events nobody subscribes to share one metric series, however many
+/// types a sender makes up.
+#[tokio::test]
+async fn unrouted_topics_share_one_series() {
+    let p = Platform::start(&config(""), NO_STACK).await;
+    hub_ready(&p).await;
+    p.receiving().await;
+    for i in 0..3 {
+        assert_eq!(ce(&p, &format!("made.up.{i}"), &format!("id-{i}"), "x").await.json()["dead_lettered"], 1);
+    }
+    let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+    assert!(
+        metrics.contains(r#"switchboard_events_received_total{source="cloudevents",topic="(unrouted)"} 3"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("made.up"), "{metrics}");
+}

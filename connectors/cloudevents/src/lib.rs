@@ -143,22 +143,7 @@ impl Receiver {
             Ok(b) => b,
             Err(res) => return res,
         };
-        let batch = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/cloudevents-batch+json"));
-        let parsed: Result<Vec<cloudevents::Event>, String> = if batch {
-            serde_json::from_slice(&body).map_err(|e| format!("invalid CloudEvents batch: {e}"))
-        } else {
-            cloudevents::binding::http::to_event(&parts.headers, body.into()).map(|e| vec![e]).map_err(|e| match e {
-                cloudevents::message::Error::WrongEncoding {} => NOT_A_CLOUDEVENT.to_string(),
-                e => format!("invalid CloudEvent: {e}"),
-            })
-        };
-        let mut events = match parsed
-            .and_then(|ces| ces.into_iter().map(|ce| convert(ce, &self.topic_attribute)).collect::<Result<Vec<_>, _>>())
-        {
+        let mut events = match parse(&parts.headers, body, &self.topic_attribute) {
             Ok(events) => events,
             Err(e) => return reply(StatusCode::BAD_REQUEST, e + "\n"),
         };
@@ -225,6 +210,25 @@ impl Receiver {
             Err(e) => Err(reply(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}\n"))),
         }
     }
+}
+
+/// The events of one request, in any of the three modes, or what is wrong
+/// with it. The topic of each is its `topic_attribute`.
+pub fn parse(headers: &http::HeaderMap, body: Bytes, topic_attribute: &str) -> Result<Vec<Event>, String> {
+    let batch = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/cloudevents-batch+json"));
+    let parsed: Vec<cloudevents::Event> = if batch {
+        serde_json::from_slice(&body).map_err(|e| format!("invalid CloudEvents batch: {e}"))?
+    } else {
+        let event = cloudevents::binding::http::to_event(headers, body.into()).map_err(|e| match e {
+            cloudevents::message::Error::WrongEncoding {} => NOT_A_CLOUDEVENT.to_string(),
+            e => format!("invalid CloudEvent: {e}"),
+        })?;
+        vec![event]
+    };
+    parsed.into_iter().map(|ce| convert(ce, topic_attribute)).collect()
 }
 
 fn convert(mut ce: cloudevents::Event, topic_attribute: &str) -> Result<Event, String> {

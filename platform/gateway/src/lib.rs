@@ -18,7 +18,6 @@ use axum::extract::ConnectInfo;
 use axum::response::Response;
 use axum::routing::{any, get, post};
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use openfaas::Credentials;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -164,7 +163,9 @@ impl InProcess {
         let links = self.idle.lock().expect("idle links lock").pop().unwrap_or_default();
         let res = self.app.handle(req.map(Body::new), SocketAddr::from(([127, 0, 0, 1], 0)), links.clone()).await;
         let (parts, body) = res.into_parts();
-        let body = body.collect().await.map_err(|e| format!("response body: {e}"))?.to_bytes();
+        let body = switchboard_http::read_whole(body, switchboard_http::MAX_ANSWER)
+            .await
+            .map_err(|e| format!("response body: {e}"))?;
         self.idle.lock().expect("idle links lock").push(links);
         Ok(http::Response::from_parts(parts, body))
     }

@@ -40,7 +40,12 @@ pub struct StackError {
 pub fn load(path: &Path) -> Result<Vec<FunctionDeployment>, StackError> {
     let err = |reason: String| StackError { path: path.display().to_string(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let stack: Stack = serde_yaml_ng::from_str(&text).map_err(|e| err(e.to_string()))?;
+    parse(&text).map_err(err)
+}
+
+/// The functions of a stack.yml's text.
+pub fn parse(text: &str) -> Result<Vec<FunctionDeployment>, String> {
+    let stack: Stack = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
     stack
         .functions
         .into_iter()
@@ -52,7 +57,7 @@ pub fn load(path: &Path) -> Result<Vec<FunctionDeployment>, StackError> {
                     serde_yaml_ng::Value::String(s) => Ok((k, s)),
                     serde_yaml_ng::Value::Number(n) => Ok((k, n.to_string())),
                     serde_yaml_ng::Value::Bool(b) => Ok((k, b.to_string())),
-                    _ => Err(err(format!("functions.{name}.environment.{k}: expected a string, number or boolean"))),
+                    _ => Err(format!("functions.{name}.environment.{k}: expected a string, number or boolean")),
                 })
                 .collect::<Result<_, _>>()?;
             Ok(FunctionDeployment {

@@ -72,3 +72,22 @@ impl Body for RequestBody {
         self.inner.size_hint()
     }
 }
+
+/// The most of a function's answer a Switchboard component reads whole (the
+/// hub, the in-process gateway, the queue worker): a larger answer is an
+/// error, never a buffer the size of whatever the function wrote.
+pub const MAX_ANSWER: usize = 64 * 1024 * 1024;
+
+/// Reads all of `body`, or fails once it passes `limit` bytes.
+pub async fn read_whole<B>(body: B, limit: usize) -> Result<Bytes, String>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(format!("answer over {limit} bytes")),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -6,7 +6,7 @@ use crate::store::{Lease, now_ms};
 use crate::{DeadLetter, EmbeddedQueue, Envelope};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use openfaas::{QueueRequest, RetryPolicy, headers as h};
 use serde::{Deserialize, Serialize};
@@ -222,9 +222,9 @@ impl Worker {
             Ok(Ok(r)) => r,
         };
         let (parts, body) = response.into_parts();
-        let body = match body.collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return failed(format!("the answer from {uri} broke off: {e}")),
+        let body = match switchboard_http::read_whole(body, switchboard_http::MAX_ANSWER).await {
+            Ok(b) => b,
+            Err(e) => return failed(format!("cannot read the answer from {uri}: {e}")),
         };
         let status = parts.status.as_u16();
         let headers = parts

@@ -537,10 +537,34 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
+/// The longest log line kept; the rest of a longer one is dropped, so a
+/// function writing without newlines cannot grow one line without end.
+const MAX_LOG_LINE: usize = 16 * 1024;
+
 async fn forward_lines(out: impl AsyncRead + Unpin, logs: Arc<LogStore>, template: LogMessage) {
-    let mut lines = BufReader::new(out).lines();
-    while let Ok(Some(text)) = lines.next_line().await {
+    let mut reader = BufReader::new(out);
+    let mut line = Vec::new();
+    let push = |line: &mut Vec<u8>| {
+        let text = String::from_utf8_lossy(line).into_owned();
         logs.push(LogMessage { text, timestamp: now_rfc3339(), ..template.clone() });
+        line.clear();
+    };
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => buf,
+        };
+        let end = buf.iter().position(|b| *b == b'\n');
+        let chunk = &buf[..end.unwrap_or(buf.len())];
+        line.extend_from_slice(&chunk[..chunk.len().min(MAX_LOG_LINE.saturating_sub(line.len()))]);
+        let used = end.map_or(buf.len(), |i| i + 1);
+        reader.consume(used);
+        if end.is_some() {
+            push(&mut line);
+        }
+    }
+    if !line.is_empty() {
+        push(&mut line);
     }
 }
 
