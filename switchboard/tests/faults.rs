@@ -84,6 +84,8 @@ async fn api_deployments_survive_a_restart() {
     assert_eq!(post(&format!("{}/function/shout", p.url), "back").await.text(), "BACK");
     assert_eq!(p.api("GET", "/system/function/gone", "").await.status, 404);
     assert!(p.proc.output().contains("restored functions deployed through the API"), "{}", p.proc.output());
+    let state = std::fs::metadata(p.dir.path().join("data/functions.json")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&state.permissions()) & 0o777, 0o600, "it holds env values");
 }
 
 /// kill -9 of `switchboard up` takes its watchdogs with it: none is left

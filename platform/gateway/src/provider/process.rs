@@ -128,6 +128,20 @@ impl ProcessProvider {
         Ok(records.len())
     }
 
+    /// Records a change to `records` before it is made; the caller holds
+    /// `records` locked while it makes it.
+    fn record<T>(
+        &self,
+        records: &mut BTreeMap<Key, Record>,
+        change: impl FnOnce(&mut BTreeMap<Key, Record>) -> T,
+    ) -> Result<(), ProviderError> {
+        let mut changed = records.clone();
+        change(&mut changed);
+        self.save(&changed)?;
+        *records = changed;
+        Ok(())
+    }
+
     /// Writes `records` to the state file (whole, then renamed over the old
     /// one, so a crash leaves one or the other). A change that cannot be
     /// recorded is refused, since it would be lost at the next restart.
@@ -145,7 +159,9 @@ impl ProcessProvider {
         let tmp = path.with_extension("tmp");
         let write = || -> std::io::Result<()> {
             use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
+            use std::os::unix::fs::OpenOptionsExt;
+            // Deployments carry environment values, credentials among them.
+            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
             f.write_all(&json)?;
             f.sync_all()?;
             std::fs::rename(&tmp, path)
@@ -242,10 +258,7 @@ impl ProcessProvider {
         if self.find(&key.0, &key.1).is_some() {
             return Err(ProviderError::Exists(format!("{}.{namespace}", d.service)));
         }
-        let mut changed = records.clone();
-        changed.insert(key, Record { replicas: initial_replicas(&d), deployment: d.clone() });
-        self.save(&changed)?;
-        *records = changed;
+        self.record(&mut records, |r| r.insert(key, Record { replicas: initial_replicas(&d), deployment: d.clone() }))?;
         self.start_function((d, namespace)).await
     }
 
@@ -275,10 +288,7 @@ impl ProcessProvider {
         let old =
             self.find(&key.0, &key.1).ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
         let replicas = (old.replicas.read().expect("replicas lock").len() as u64).min(self.max_replicas(&d)?);
-        let mut changed = records.clone();
-        changed.insert(key, Record { replicas, deployment: d.clone() });
-        self.save(&changed)?;
-        *records = changed;
+        self.record(&mut records, |r| r.insert(key, Record { replicas, deployment: d.clone() }))?;
         self.replace(d, namespace).await
     }
 
@@ -302,10 +312,7 @@ impl ProcessProvider {
         if self.find(name, namespace).is_none() {
             return Err(ProviderError::NotFound(format!("{name}.{namespace}")));
         }
-        let mut changed = records.clone();
-        changed.remove(&key);
-        self.save(&changed)?;
-        *records = changed;
+        self.record(&mut records, |r| r.remove(&key))?;
         let removed = self.functions.write().expect("functions lock").remove(&key);
         let f = removed.ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
         f.scale(0, &self.settings, &self.logs).await;
@@ -323,11 +330,8 @@ impl ProcessProvider {
             )));
         }
         let mut records = self.records.lock().await;
-        let mut changed = records.clone();
-        changed
-            .insert((name.to_string(), namespace.to_string()), Record { deployment: f.deployment.clone(), replicas });
-        self.save(&changed)?;
-        *records = changed;
+        let key = (name.to_string(), namespace.to_string());
+        self.record(&mut records, |r| r.insert(key, Record { deployment: f.deployment.clone(), replicas }))?;
         self.scale_function(name, namespace, replicas).await
     }
 
