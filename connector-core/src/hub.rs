@@ -130,6 +130,9 @@ impl Hub {
             self.shutdown.cancel();
             return Err(error);
         }
+        // Sources that end by themselves (or none at all) leave the hub
+        // serving its port and discovery until it is told to stop.
+        self.shutdown.cancelled().await;
         Ok(())
     }
 }

@@ -14,6 +14,17 @@ functions:
     fprocess: sleep 5
 "#;
 
+/// The rules of faas-provider's Go types that a listing must meet for Go
+/// clients: `createdAt` an RFC 3339 time (never ""), `labels` and
+/// `annotations` present as maps (Go dereferences them), `invocationCount`
+/// an integer.
+fn assert_go_readable(f: &serde_json::Value) {
+    let created = f["createdAt"].as_str().unwrap_or_default();
+    assert!(humantime::parse_rfc3339_weak(created).is_ok(), "createdAt {created:?}: {f}");
+    assert!(f["labels"].is_object() && f["annotations"].is_object(), "{f}");
+    assert!(f["invocationCount"].is_u64(), "{f}");
+}
+
 async fn platform() -> Platform {
     let p = Platform::start(&config("gateway:\n  upstream_timeout: 1s\n  max_body_size: 1024\n"), STACK).await;
     p.wait_ready(&["env", "echo", "sleepy"]).await;
@@ -84,6 +95,9 @@ async fn unreachable_upstream_is_502() {
     assert!(r.text().contains("gone.openfaas-fn"));
     let listed = p.api("GET", "/system/functions", "").await.json();
     assert_eq!(listed[0]["annotations"]["topic"], "t");
+    // What Go clients (faas-cli, connector-sdk) need to parse it.
+    assert_go_readable(&listed[0]);
+    assert_go_readable(&p.api("GET", "/system/function/gone", "").await.json());
     let r = post(&format!("{}/async-function/gone", p.url), "").await;
     assert_eq!(r.status, 404, "async is disabled: {}", r.text());
 }
@@ -101,6 +115,7 @@ async fn deploy_update_delete_lifecycle() {
     assert_eq!(post(&format!("{}/function/shout", p.url), "hi").await.text(), "HI");
 
     let f = p.api("GET", "/system/function/shout", "").await.json();
+    assert_go_readable(&f);
     assert_eq!(f["annotations"]["topic"], "a,b");
     assert_eq!(f["labels"]["team"], "x");
     assert_eq!(f["invocationCount"], 1, "an integer, as Go clients read it");
@@ -217,4 +232,35 @@ async fn log_lines_are_bounded() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().len())
         .max();
     assert_eq!(longest, Some(16 * 1024));
+}
+
+/// `Expect: 100-continue` through the gateway to a streaming and a
+/// serializing function, and into the CloudEvents receiver: the body
+/// arrives at every hop.
+#[tokio::test]
+async fn expect_100_continue_through_every_hop() {
+    let stack = "functions:\n  streamed:\n    fprocess: cat\n    environment:\n      mode: streaming\n  serialized:\n    fprocess: cat\n  sink:\n    fprocess: cat\n    annotations:\n      topic: uploads\n";
+    let p = Platform::start(&config(""), stack).await;
+    p.wait_ready(&["streamed", "serialized", "sink"]).await;
+    for function in ["streamed", "serialized"] {
+        let (continued, answer) = post_expecting_continue(p.port, &format!("/function/{function}"), &[], "uploaded");
+        assert!(continued, "{function}: no 100 Continue: {answer}");
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\r\nuploaded"), "{function}: {answer}");
+    }
+    p.receiving().await;
+    let ce_port = p.ce_url.rsplit(':').next().unwrap().parse().unwrap();
+    let ce = [("ce-id", "1"), ("ce-source", "/t"), ("ce-type", "uploads"), ("ce-specversion", "1.0")];
+    let (continued, answer) = post_expecting_continue(ce_port, "/", &ce, "event body");
+    assert!(continued, "CloudEvents receiver: {answer}");
+    assert!(answer.contains(r#""delivered":1"#), "{answer}");
+}
+
+/// A function deployed without labels or annotations is listed with empty
+/// maps, which a Go client can read.
+#[tokio::test]
+async fn bare_functions_list_with_empty_maps() {
+    let p = platform().await;
+    for f in p.api("GET", "/system/functions", "").await.json().as_array().unwrap() {
+        assert_go_readable(f);
+    }
 }

@@ -545,3 +545,18 @@ async fn unrouted_topics_share_one_series() {
     );
     assert!(!metrics.contains("made.up"), "{metrics}");
 }
+
+/// With no source enabled, `up` runs the gateway until told to stop; it
+/// used to exit 0 right after its banner.
+#[tokio::test]
+async fn up_without_sources_keeps_running() {
+    let p = Platform::start(
+        &config("cron:\n  enabled: false\ncloudevents:\n  enabled: false\n")
+            .replace("cloudevents:\n  listen: 127.0.0.1:CE_PORT\n", ""),
+        NO_STACK,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(get(&format!("{}/healthz", p.url)).await.status, 200, "{}", p.proc.output());
+    assert_eq!(get(&format!("{}/healthz", p.hub_url)).await.status, 200);
+}

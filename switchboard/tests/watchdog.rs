@@ -152,3 +152,18 @@ async fn serializing_output_is_bounded() {
     let w = watchdog(&[("fprocess", "cat"), ("mode", "serializing"), ("max_request_size", "10")]).await;
     assert_eq!(post(&w.url, "more than ten bytes").await.status, 413);
 }
+
+/// A client that waits for `100 Continue` before sending its body (Go's
+/// transport, curl with a large upload) gets it in every mode, and the
+/// function receives the body: the streaming mode used to answer 200 at
+/// once, so the body was never sent.
+#[tokio::test]
+async fn expect_100_continue_delivers_the_body() {
+    for mode in ["streaming", "serializing"] {
+        let w = watchdog(&[("fprocess", "cat"), ("mode", mode)]).await;
+        let port = w.url.rsplit(':').next().unwrap().parse().unwrap();
+        let (continued, answer) = post_expecting_continue(port, "/", &[], "the body");
+        assert!(continued, "{mode}: no 100 Continue: {answer}");
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\r\nthe body"), "{mode}: {answer}");
+    }
+}

@@ -47,9 +47,10 @@ pub struct FunctionStatus {
     pub env_process: Option<String>,
     #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Map::is_empty")]
     pub env_vars: Map,
-    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Map::is_empty")]
+    /// Always sent, `{}` when empty: Go clients dereference these maps.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub labels: Map,
-    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Map::is_empty")]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub annotations: Map,
     /// Go providers send an integer; some send a float.
     #[serde(default, deserialize_with = "whole_number")]
@@ -58,6 +59,7 @@ pub struct FunctionStatus {
     pub replicas: u64,
     #[serde(default)]
     pub available_replicas: u64,
+    /// RFC 3339; Go's `time.Time` refuses anything else, an empty string included.
     #[serde(default = "zero_time")]
     pub created_at: String,
 }
@@ -180,6 +182,21 @@ pub mod base64_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What faas-provider's Go types require of a function listing: a time
+    /// that parses, maps that are present, a whole invocation count.
+    fn assert_go_readable(f: &serde_json::Value) {
+        let created = f["createdAt"].as_str().expect("createdAt is a string");
+        assert!(humantime::parse_rfc3339_weak(created).is_ok(), "createdAt {created:?} is not RFC 3339");
+        assert!(f["labels"].is_object() && f["annotations"].is_object(), "{f}");
+        assert!(f["invocationCount"].is_u64(), "{f}");
+    }
+
+    #[test]
+    fn a_function_without_metadata_is_go_readable() {
+        let f = FunctionStatus { name: "f".into(), created_at: zero_time(), ..Default::default() };
+        assert_go_readable(&serde_json::to_value(&f).unwrap());
+    }
 
     /// An item as a Go provider writes it: null maps, fields this crate does
     /// not model, nanosecond timestamps.

@@ -4,6 +4,7 @@
 
 use crate::{Body, Config, Mode, internal, text};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited, StreamBody};
 use hyper::body::Frame;
@@ -56,7 +57,7 @@ impl Runner {
         };
         let stdin = child.stdin.take().expect("stdin is piped");
         match self.mode {
-            Mode::Streaming => self.stream(child, stdin, body),
+            Mode::Streaming => self.stream(child, stdin, body).await,
             _ => self.serialize(child, stdin, body).await,
         }
     }
@@ -139,9 +140,14 @@ impl Runner {
         res
     }
 
-    /// Streams stdin and stdout; the status is 200 as soon as the process
-    /// starts, so a failure shows only as a truncated body (as in of-watchdog).
-    fn stream(
+    /// Streams stdin and stdout. The response head waits for the function's
+    /// first output, as of-watchdog's does (Go writes it at the first write):
+    /// until then the request body flows, so a client that sent `Expect:
+    /// 100-continue` is told to continue rather than answered before it
+    /// sent its body; and a function that fails before writing anything is
+    /// answered 500, not an empty 200. After the head, a failure shows only
+    /// as a truncated body.
+    async fn stream(
         &self,
         mut child: tokio::process::Child,
         mut stdin: tokio::process::ChildStdin,
@@ -159,21 +165,54 @@ impl Runner {
         let stdout = child.stdout.take().expect("stdout is piped");
         let exec_timeout = self.exec_timeout;
         let command = self.command();
+        let (exited, exit) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             match tokio::time::timeout(exec_timeout, child.wait()).await {
-                Ok(Ok(status)) if !status.success() => {
-                    tracing::warn!(%command, %status, "function failed")
+                Ok(Ok(status)) => {
+                    if !status.success() {
+                        tracing::warn!(%command, %status, "function failed");
+                    }
+                    let _ = exited.send(status);
                 }
-                Ok(_) => {}
+                Ok(Err(e)) => tracing::warn!(%command, error = %e, "cannot wait for the function"),
                 Err(_) => {
                     tracing::warn!(%command, ?exec_timeout, "function exceeded exec_timeout; killing it");
                     let _ = child.kill().await;
                 }
             }
         });
-        let frames = futures_util::StreamExt::map(tokio_util::io::ReaderStream::new(stdout), |chunk| {
-            chunk.map(Frame::data).map_err(|e| Box::new(e) as crate::BoxError)
-        });
+        let mut output = tokio_util::io::ReaderStream::new(stdout);
+        let first = match tokio::time::timeout(exec_timeout, output.next()).await {
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(e))) => {
+                return internal(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot read the function's output: {e}\n"),
+                );
+            }
+            Ok(None) => match exit.await {
+                Ok(status) if !status.success() => {
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("function `{}` failed: {status}\n", self.command()),
+                    );
+                }
+                _ => Bytes::new(),
+            },
+            Err(_) => {
+                return internal(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "function `{}` wrote nothing within exec_timeout ({}) and was killed\n",
+                        self.command(),
+                        humantime::format_duration(exec_timeout)
+                    ),
+                );
+            }
+        };
+        let frames = futures_util::stream::once(async { Ok(first) })
+            .chain(output)
+            .map(|chunk| chunk.map(Frame::data).map_err(|e| Box::new(e) as crate::BoxError));
         let mut res = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
         res.headers_mut().insert(http::header::CONTENT_TYPE, self.content_type.clone());
         res

@@ -520,3 +520,35 @@ pub fn certificates(dir: &Path) {
         std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
     }
 }
+
+/// A POST with `Expect: 100-continue`, sent the way Go's transport and curl
+/// send it: the head, then the body only once the server answers `100
+/// Continue`. Returns whether it did, and the final response (status line,
+/// headers and body) as text.
+pub fn post_expecting_continue(port: u16, path: &str, headers: &[(&str, &str)], body: &str) -> (bool, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut seen = vec![];
+    let mut chunk = [0u8; 4096];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let continued = seen.starts_with(b"HTTP/1.1 100");
+    if continued {
+        stream.write_all(body.as_bytes()).unwrap();
+        let end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        seen.drain(..end);
+    }
+    let _ = stream.read_to_end(&mut seen);
+    (continued, String::from_utf8_lossy(&seen).into_owned())
+}

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 pub struct StaticProvider {
     functions: Vec<(String, String, StaticFunction)>,
+    /// When the provider started, as `createdAt`: the functions are as old
+    /// as the configuration that declares them.
+    created_at: String,
 }
 
 impl StaticProvider {
@@ -22,7 +25,8 @@ impl StaticProvider {
                 Ok((name, ns, StaticFunction { upstream: f.upstream.trim_end_matches('/').to_string(), ..f }))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { functions })
+        let created_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        Ok(Self { functions, created_at })
     }
 
     pub fn route(&self, name: &str, namespace: &str) -> Route {
@@ -43,6 +47,7 @@ impl StaticProvider {
                 labels: f.labels.clone(),
                 replicas: 1,
                 available_replicas: 1,
+                created_at: self.created_at.clone(),
                 ..Default::default()
             })
             .collect()
