@@ -264,3 +264,17 @@ async fn bare_functions_list_with_empty_maps() {
         assert_go_readable(f);
     }
 }
+
+/// A stack written for of-watchdog names its command in the environment.
+#[tokio::test]
+async fn fprocess_in_the_environment_is_the_command() {
+    let stack =
+        "functions:\n  upper:\n    image: ghcr.io/example/upper:latest\n    environment:\n      fprocess: tr a-z A-Z\n";
+    let p = Platform::start(&config(""), stack).await;
+    p.wait_ready(&["upper"]).await;
+    assert_eq!(post(&format!("{}/function/upper", p.url), "abc").await.text(), "ABC");
+    let d = r#"{"service":"rev","image":"x","envVars":{"fprocess":"rev"}}"#;
+    assert_eq!(p.api("POST", "/system/functions", d).await.status, 202);
+    p.wait_ready(&["rev"]).await;
+    assert_eq!(post(&format!("{}/function/rev", p.url), "abc").await.text(), "cba");
+}

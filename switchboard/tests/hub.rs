@@ -560,3 +560,50 @@ async fn up_without_sources_keeps_running() {
     assert_eq!(get(&format!("{}/healthz", p.url)).await.status, 200, "{}", p.proc.output());
     assert_eq!(get(&format!("{}/healthz", p.hub_url)).await.status, 200);
 }
+
+/// Structured and batched events reach the function with their data bytes
+/// as sent (key order and spacing kept, so a signature over them holds), and
+/// a `traceparent` extension becomes the W3C header the function's tracing
+/// reads.
+#[tokio::test]
+async fn cloudevents_data_is_passed_through_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("env.log");
+    let p = Platform::start_in(dir, &config(""), &envlog_stack("exact", "exact", &record, "", ""), &[]).await;
+    hub_ready(&p).await;
+    p.receiving().await;
+    let data = r#"{"z": 1,  "a": [2, 3], "m": {"y": true, "b": null}}"#;
+    let structured = format!(
+        r#"{{"specversion":"1.0","id":"s-1","source":"/t","type":"exact","datacontenttype":"application/json","traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","data":{data}}}"#
+    );
+    let r = call("POST", &p.ce_url, &[("content-type", "application/cloudevents+json")], structured).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let batch = format!(r#"[{{"specversion":"1.0","id":"b-1","source":"/t","type":"exact","data":{data}}}]"#);
+    let r = call("POST", &p.ce_url, &[("content-type", "application/cloudevents-batch+json")], batch).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let calls = eventually(Duration::from_secs(10), || async { envlog(&record).len() >= 2 }).await;
+    assert!(calls, "{}", p.proc.output());
+    let calls = envlog(&record);
+    for call in &calls {
+        assert!(call.contains(&format!("body={data}")), "data changed on the way:\n{call}");
+    }
+    assert!(
+        calls[0].contains("Http_Traceparent=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        "{}",
+        calls[0]
+    );
+}
+
+/// `cron.body: empty` sends what OpenFaaS's cron-connector sends: nothing.
+#[tokio::test]
+async fn cron_can_send_cron_connectors_empty_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("tick.log");
+    let stack = format!(
+        "functions:\n{}",
+        recorder_fn("tick", dir.path(), "", "      topic: cron-function\n      schedule: \"* * * * * *\"\n")
+    );
+    let p = Platform::start_in(dir, &config("cron:\n  body: empty\n"), &stack, &[]).await;
+    let calls = wait_calls(&log, 1).await;
+    assert_eq!(calls[0].body, "", "{:?}\n{}", calls[0], p.proc.output());
+}

@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use switchboard_http::{Links, RequestBody};
@@ -147,11 +148,17 @@ impl Receiver {
             Ok(events) => events,
             Err(e) => return reply(StatusCode::BAD_REQUEST, e + "\n"),
         };
-        // Trace context travels in its own headers, beside the CloudEvent.
-        for name in &TRACE_CONTEXT {
-            if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
-                for e in &mut events {
-                    e.headers.push((name.to_string(), value.to_string()));
+        // Trace context travels in its own headers, beside the CloudEvent, or
+        // in the event's Distributed Tracing extension (`ce-traceparent`);
+        // the request's wins, as the hop that carried it.
+        for e in &mut events {
+            for name in &TRACE_CONTEXT {
+                let value = match parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+                    Some(v) => Some(v.to_string()),
+                    None => e.cloudevent.as_ref().and_then(|c| c.extensions.get(name.as_str()).cloned()),
+                };
+                if let Some(value) = value {
+                    e.headers.push((name.to_string(), value));
                 }
             }
         }
@@ -219,19 +226,35 @@ pub fn parse(headers: &http::HeaderMap, body: Bytes, topic_attribute: &str) -> R
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/cloudevents-batch+json"));
-    let parsed: Vec<cloudevents::Event> = if batch {
-        serde_json::from_slice(&body).map_err(|e| format!("invalid CloudEvents batch: {e}"))?
+    let structured = !batch
+        && headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/cloudevents+json"));
+    // The SDK re-serialises JSON data (keys reordered, spaces dropped), which
+    // breaks a signature or hash over the payload: keep the bytes as sent.
+    let (parsed, raw): (Vec<cloudevents::Event>, Vec<Option<Box<RawValue>>>) = if batch {
+        let events = serde_json::from_slice(&body).map_err(|e| format!("invalid CloudEvents batch: {e}"))?;
+        let raw: Vec<RawData> = serde_json::from_slice(&body).map_err(|e| format!("invalid CloudEvents batch: {e}"))?;
+        (events, raw.into_iter().map(|r| r.data).collect())
     } else {
+        let raw = if structured { serde_json::from_slice::<RawData>(&body).ok().and_then(|r| r.data) } else { None };
         let event = cloudevents::binding::http::to_event(headers, body.into()).map_err(|e| match e {
             cloudevents::message::Error::WrongEncoding {} => NOT_A_CLOUDEVENT.to_string(),
             e => format!("invalid CloudEvent: {e}"),
         })?;
-        vec![event]
+        (vec![event], vec![raw])
     };
-    parsed.into_iter().map(|ce| convert(ce, topic_attribute)).collect()
+    parsed.into_iter().zip(raw).map(|(ce, raw)| convert(ce, raw, topic_attribute)).collect()
 }
 
-fn convert(mut ce: cloudevents::Event, topic_attribute: &str) -> Result<Event, String> {
+/// The `data` member of a structured event, as it was written.
+#[derive(Deserialize)]
+struct RawData {
+    data: Option<Box<RawValue>>,
+}
+
+fn convert(mut ce: cloudevents::Event, raw: Option<Box<RawValue>>, topic_attribute: &str) -> Result<Event, String> {
     let extensions: std::collections::BTreeMap<String, String> =
         ce.iter_extensions().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let attrs = CloudEventAttrs {
@@ -271,7 +294,10 @@ fn convert(mut ce: cloudevents::Event, topic_attribute: &str) -> Result<Event, S
         None => Bytes::new(),
         Some(Data::Binary(b)) => Bytes::from(b),
         Some(Data::String(s)) => Bytes::from(s),
-        Some(Data::Json(v)) => Bytes::from(v.to_string()),
+        Some(Data::Json(v)) => match raw {
+            Some(raw) => Bytes::from(raw.get().to_string()),
+            None => Bytes::from(v.to_string()),
+        },
     };
     Ok(Event {
         id: attrs.id.clone(),

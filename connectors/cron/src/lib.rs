@@ -25,12 +25,22 @@ pub struct CronConfig {
     pub enabled: bool,
     /// What to do when a tick comes while the previous run is in flight.
     pub overlap: Overlap,
+    /// What a function receives: a JSON description of the tick, or
+    /// nothing, as OpenFaaS's cron-connector sends.
+    pub body: Body,
 }
 
 impl Default for CronConfig {
     fn default() -> Self {
-        Self { enabled: true, overlap: Overlap::Skip }
+        Self { enabled: true, overlap: Overlap::Skip, body: Body::Json }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Body {
+    Json,
+    Empty,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +73,7 @@ impl Source for CronSource {
             let mut jobs: HashMap<(String, String), CancellationToken> = HashMap::new();
             loop {
                 let map = ctx.topics.borrow_and_update().clone();
-                reconcile(&map, &mut jobs, &ctx, self.config.overlap);
+                reconcile(&map, &mut jobs, &ctx, &self.config);
                 tokio::select! {
                     changed = ctx.topics.changed() => if changed.is_err() { break },
                     () = ctx.shutdown.cancelled() => break,
@@ -81,7 +91,7 @@ fn reconcile(
     map: &TopicMap,
     jobs: &mut HashMap<(String, String), CancellationToken>,
     ctx: &SourceContext,
-    overlap: Overlap,
+    config: &CronConfig,
 ) {
     let wanted: HashMap<(String, String), ()> = map
         .functions
@@ -109,7 +119,8 @@ fn reconcile(
                     let job = Job {
                         function: function.clone(),
                         schedule,
-                        overlap,
+                        overlap: config.overlap,
+                        body: config.body,
                         running: Arc::new(AtomicBool::new(false)),
                         dispatcher: ctx.dispatcher.clone(),
                     };
@@ -129,6 +140,7 @@ struct Job {
     function: String,
     schedule: Schedule,
     overlap: Overlap,
+    body: Body,
     running: Arc<AtomicBool>,
     dispatcher: connector_core::Dispatcher,
 }
@@ -152,12 +164,18 @@ impl Job {
             }
             self.running.store(true, Ordering::Release);
             let fired = Utc::now();
-            let body = serde_json::json!({
-                "function": self.function,
-                "schedule": self.schedule.to_string(),
-                "scheduled_time": next.to_rfc3339(),
-                "fire_time": fired.to_rfc3339(),
-            });
+            let (payload, content_type) = match self.body {
+                Body::Json => {
+                    let tick = serde_json::json!({
+                        "function": self.function,
+                        "schedule": self.schedule.to_string(),
+                        "scheduled_time": next.to_rfc3339(),
+                        "fire_time": fired.to_rfc3339(),
+                    });
+                    (tick.to_string().into(), Some("application/json".into()))
+                }
+                Body::Empty => (Default::default(), None),
+            };
             let event = Event {
                 id: uuid::Uuid::new_v4().to_string(),
                 topic: TOPIC.into(),
@@ -165,8 +183,8 @@ impl Job {
                     ("X-Cron-Schedule".into(), self.schedule.to_string()),
                     ("X-Cron-Scheduled-Time".into(), next.to_rfc3339()),
                 ],
-                payload: body.to_string().into(),
-                content_type: Some("application/json".into()),
+                payload,
+                content_type,
                 function: Some(self.function.clone()),
                 ..Default::default()
             };

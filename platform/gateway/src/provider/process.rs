@@ -216,9 +216,15 @@ impl ProcessProvider {
                 "namespace {namespace:?}: expected a DNS label (lower-case letters, digits and '-', at most 63 characters)"
             )));
         }
+        // of-watchdog reads its command from the environment, so stack files
+        // written for it set `environment: {fprocess: …}` instead.
+        if d.env_process.as_deref().is_none_or(|p| p.trim().is_empty()) {
+            d.env_process = d.env_vars.get("fprocess").cloned();
+        }
         if d.env_process.as_deref().is_none_or(|p| p.trim().is_empty()) {
             return Err(ProviderError::Invalid(
-                "envProcess: required by the process provider, which runs a command (e.g. \"cat\"), not an image"
+                "envProcess (or envVars.fprocess): required by the process provider, which runs a command \
+                 (e.g. \"cat\"), not an image"
                     .into(),
             ));
         }
