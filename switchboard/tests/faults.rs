@@ -68,6 +68,10 @@ async fn names_openfaas_refuses_are_refused() {
 async fn api_deployments_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = Platform::start_in(dir, &config(""), NO_STACK, &[]).await;
+    let ns = r#"{"name":"team-b","labels":{"openfaas":"1"}}"#;
+    assert_eq!(p.api("POST", "/system/namespace/", ns).await.status, 202);
+    let d = r#"{"service":"b","image":"x","envProcess":"cat","namespace":"team-b"}"#;
+    assert_eq!(p.api("POST", "/system/functions", d).await.status, 202);
     for (name, command) in [("shout", "tr a-z A-Z"), ("gone", "cat")] {
         let d =
             serde_json::json!({"service": name, "image": "x", "envProcess": command, "annotations": {"topic": "t"}});
@@ -83,6 +87,8 @@ async fn api_deployments_survive_a_restart() {
     assert_eq!((f["replicas"].as_u64(), f["annotations"]["topic"].as_str()), (Some(2), Some("t")));
     assert_eq!(post(&format!("{}/function/shout", p.url), "back").await.text(), "BACK");
     assert_eq!(p.api("GET", "/system/function/gone", "").await.status, 404);
+    p.wait_ready(&["b.team-b"]).await;
+    assert_eq!(p.api("GET", "/system/namespace/team-b", "").await.status, 200);
     assert!(p.proc.output().contains("restored functions deployed through the API"), "{}", p.proc.output());
     let state = std::fs::metadata(p.dir.path().join("data/functions.json")).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&state.permissions()) & 0o777, 0o600, "it holds env values");

@@ -146,12 +146,38 @@ async fn deploy_update_delete_lifecycle() {
 async fn namespaces_scaling_info_logs_and_metrics() {
     let p = platform().await;
     let d = r#"{"service":"echo","image":"x","namespace":"team-a","envProcess":"cat"}"#;
+    // As in OpenFaaS, only a namespace made for functions takes them.
+    let r = p.api("POST", "/system/functions", d).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("namespace \"team-a\" does not exist"), "{}", r.text());
+    let unlabelled = p.api("POST", "/system/namespace/", r#"{"name":"team-a"}"#).await;
+    assert_eq!(unlabelled.status, 400, "{}", unlabelled.text());
+    assert!(unlabelled.text().contains("openfaas"), "{}", unlabelled.text());
+    let ns = r#"{"name":"team-a","labels":{"openfaas":"1"},"annotations":{"owner":"a"}}"#;
+    assert_eq!(p.api("POST", "/system/namespace/", ns).await.status, 202);
+    assert_eq!(p.api("POST", "/system/namespace/", ns).await.status, 409);
+    assert_eq!(p.api("GET", "/system/namespace/team-a", "").await.json()["annotations"]["owner"], "a");
+    assert_eq!(p.api("GET", "/system/namespace/nope", "").await.status, 404);
     assert_eq!(p.api("POST", "/system/functions", d).await.status, 202);
     p.wait_ready(&["echo.team-a"]).await;
     assert_eq!(post(&format!("{}/function/echo.team-a", p.url), "ns").await.text(), "ns");
     let ns = p.api("GET", "/system/namespaces", "").await.json();
     assert_eq!(ns, serde_json::json!(["openfaas-fn", "team-a"]));
     assert_eq!(p.api("GET", "/system/functions?namespace=team-a", "").await.json().as_array().unwrap().len(), 1);
+    let r = p.api("DELETE", "/system/namespace/team-a", "").await;
+    assert_eq!(r.status, 409, "a namespace with functions: {}", r.text());
+    let updated = r#"{"labels":{"openfaas":"1"},"annotations":{"owner":"b"}}"#;
+    assert_eq!(p.api("PUT", "/system/namespace/team-a", updated).await.status, 202);
+    assert_eq!(p.api("GET", "/system/namespace/team-a", "").await.json()["annotations"]["owner"], "b");
+    let gone = r#"{"functionName":"echo","namespace":"team-a"}"#;
+    assert_eq!(p.api("DELETE", "/system/functions", gone).await.status, 202);
+    assert_eq!(p.api("DELETE", "/system/namespace/team-a", "").await.status, 202);
+    assert_eq!(p.api("GET", "/system/namespaces", "").await.json(), serde_json::json!(["openfaas-fn"]));
+    assert_eq!(p.api("POST", "/system/functions", d).await.status, 400);
+    let d = r#"{"service":"echo","image":"x","namespace":"team-a","envProcess":"cat"}"#;
+    let ns = r#"{"name":"team-a","labels":{"openfaas":"1"}}"#;
+    assert_eq!(p.api("POST", "/system/namespace/", ns).await.status, 202);
+    assert_eq!(p.api("POST", "/system/functions", d).await.status, 202);
 
     let r = p.api("POST", "/system/scale-function/echo", r#"{"serviceName":"echo","replicas":3}"#).await;
     assert_eq!(r.status, 202);

@@ -61,6 +61,11 @@ pub fn router(gw: Shared) -> Router {
         .route("/system/functions", get(system::list).post(system::deploy).put(system::update).delete(system::delete))
         .route("/system/function/{name}", get(system::get_one))
         .route("/system/namespaces", get(system::namespaces))
+        .route("/system/namespace/", post(system::create_namespace))
+        .route(
+            "/system/namespace/{name}",
+            get(system::namespace).put(system::update_namespace).delete(system::delete_namespace),
+        )
         .route("/system/info", get(system::info))
         .route("/system/scale-function/{name}", post(system::scale))
         .route("/system/logs", get(system::logs))

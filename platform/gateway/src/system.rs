@@ -9,7 +9,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode};
-use openfaas::{DeleteFunctionRequest, FunctionDeployment, FunctionStatus, LogMessage, ScaleServiceRequest};
+use openfaas::{
+    DeleteFunctionRequest, FunctionDeployment, FunctionNamespace, FunctionStatus, LogMessage, ScaleServiceRequest,
+};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -43,8 +45,8 @@ pub async fn refuse_browsers(req: Request, next: Next) -> Response {
 impl IntoResponse for ProviderError {
     fn into_response(self) -> Response {
         let status = match self {
-            ProviderError::NotFound(_) => StatusCode::NOT_FOUND,
-            ProviderError::Exists(_) => StatusCode::CONFLICT,
+            ProviderError::NotFound(_) | ProviderError::NamespaceNotFound(_) => StatusCode::NOT_FOUND,
+            ProviderError::Exists(_) | ProviderError::Conflict(_) => StatusCode::CONFLICT,
             ProviderError::Invalid(_) => StatusCode::BAD_REQUEST,
             ProviderError::Unsupported(..) => StatusCode::NOT_IMPLEMENTED,
             ProviderError::Storage(_) => StatusCode::INSUFFICIENT_STORAGE,
@@ -166,6 +168,32 @@ pub async fn scale(
 
 pub async fn namespaces(State(gw): State<Shared>) -> Json<Vec<String>> {
     Json(gw.provider.namespaces(&gw.config.function_namespace))
+}
+
+/// `GET /system/namespace/NAME`.
+pub async fn namespace(State(gw): State<Shared>, Path(name): Path<String>) -> Response {
+    match gw.provider.namespace(&name, &gw.config.function_namespace).await {
+        Some(ns) => Json(ns).into_response(),
+        None => ProviderError::NamespaceNotFound(name).into_response(),
+    }
+}
+
+/// `POST /system/namespace/` creates; `PUT /system/namespace/NAME` replaces.
+pub async fn create_namespace(State(gw): State<Shared>, JsonBody(ns): JsonBody<FunctionNamespace>) -> Response {
+    accepted(gw.provider.put_namespace(ns, false).await)
+}
+
+pub async fn update_namespace(
+    State(gw): State<Shared>,
+    Path(name): Path<String>,
+    JsonBody(mut ns): JsonBody<FunctionNamespace>,
+) -> Response {
+    ns.name = name;
+    accepted(gw.provider.put_namespace(ns, true).await)
+}
+
+pub async fn delete_namespace(State(gw): State<Shared>, Path(name): Path<String>) -> Response {
+    accepted(gw.provider.delete_namespace(&name).await)
 }
 
 pub async fn info(State(gw): State<Shared>) -> Json<openfaas::GatewayInfo> {

@@ -77,6 +77,20 @@ fn zero_time() -> String {
     "0001-01-01T00:00:00Z".into()
 }
 
+/// Body of `POST`/`PUT /system/namespace/NAME` and of its `GET`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionNamespace {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Map::is_empty")]
+    pub annotations: Map,
+    #[serde(default, deserialize_with = "null_as_empty", skip_serializing_if = "Map::is_empty")]
+    pub labels: Map,
+}
+
+/// The label that marks a namespace as one for functions, as OpenFaaS has it.
+pub const NAMESPACE_LABEL: (&str, &str) = ("openfaas", "1");
+
 /// Body of `POST /system/scale-function/NAME`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -9,7 +9,7 @@ pub use process::{ProcessProvider, ProcessSettings};
 pub use static_fns::StaticProvider;
 
 use crate::logs::LogStore;
-use openfaas::{FunctionDeployment, FunctionStatus};
+use openfaas::{FunctionDeployment, FunctionNamespace, FunctionStatus, NAMESPACE_LABEL};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,10 @@ pub enum ProviderError {
     Unsupported(&'static str, &'static str),
     #[error("{0}")]
     Storage(String),
+    #[error("namespace {0} not found")]
+    NamespaceNotFound(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The result of resolving a function for an invocation.
@@ -75,6 +79,35 @@ impl Provider {
         all.sort();
         all.dedup();
         all
+    }
+
+    pub async fn namespace(&self, name: &str, default: &str) -> Option<FunctionNamespace> {
+        match self {
+            Provider::Process(p) => p.namespace(name).await,
+            Provider::Static(_) => self.namespaces(default).contains(&name.to_string()).then(|| FunctionNamespace {
+                name: name.to_string(),
+                labels: [NAMESPACE_LABEL].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub async fn put_namespace(&self, ns: FunctionNamespace, update: bool) -> Result<(), ProviderError> {
+        match self {
+            Provider::Process(p) => p.put_namespace(ns, update).await,
+            Provider::Static(_) => {
+                Err(ProviderError::Unsupported("static", "manage namespaces; name them in the config file"))
+            }
+        }
+    }
+
+    pub async fn delete_namespace(&self, name: &str) -> Result<(), ProviderError> {
+        match self {
+            Provider::Process(p) => p.delete_namespace(name).await,
+            Provider::Static(_) => {
+                Err(ProviderError::Unsupported("static", "manage namespaces; name them in the config file"))
+            }
+        }
     }
 
     pub async fn deploy(&self, d: FunctionDeployment) -> Result<(), ProviderError> {

@@ -7,7 +7,7 @@
 
 use super::{ProviderError, Route};
 use crate::logs::LogStore;
-use openfaas::{FunctionDeployment, FunctionStatus, LogMessage, is_dns_label};
+use openfaas::{FunctionDeployment, FunctionNamespace, FunctionStatus, LogMessage, NAMESPACE_LABEL, is_dns_label};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -50,7 +50,26 @@ pub struct ProcessProvider {
     logs: Arc<LogStore>,
     /// What the API changed, as written to `settings.state`; held while a
     /// change is recorded and applied, so changes apply in the recorded order.
-    records: tokio::sync::Mutex<BTreeMap<Key, Record>>,
+    records: tokio::sync::Mutex<State>,
+    /// The names in `records.namespaces`, for readers that do not wait.
+    api_namespaces: RwLock<Vec<String>>,
+}
+
+/// The API's changes: functions as it last left them, and the namespaces it
+/// created.
+#[derive(Clone, Default)]
+struct State {
+    functions: BTreeMap<Key, Record>,
+    namespaces: BTreeMap<String, FunctionNamespace>,
+}
+
+/// The state file's form.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    #[serde(default)]
+    namespaces: Vec<FunctionNamespace>,
+    #[serde(default)]
+    functions: Vec<Record>,
 }
 
 /// A function as the API last left it.
@@ -90,8 +109,8 @@ impl Replica {
 impl ProcessProvider {
     pub fn new(settings: ProcessSettings) -> Self {
         let logs = Arc::new(LogStore::new(settings.log_lines));
-        let (functions, records) = Default::default();
-        Self { settings: Arc::new(settings), functions, logs, records }
+        let (functions, records, api_namespaces) = Default::default();
+        Self { settings: Arc::new(settings), functions, logs, records, api_namespaces }
     }
 
     /// Deploys a function of the stack file: not recorded, since the stack
@@ -111,10 +130,12 @@ impl ProcessProvider {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(ProviderError::Storage(format!("cannot read {}: {e}", path.display()))),
         };
-        let saved: Vec<Record> = serde_json::from_str(&text)
+        let saved: Saved = serde_json::from_str(&text)
             .map_err(|e| ProviderError::Storage(format!("{} is not a function list: {e}", path.display())))?;
-        let mut records = self.records.lock().await;
-        for r in saved {
+        let mut state = self.records.lock().await;
+        state.namespaces = saved.namespaces.into_iter().map(|n| (n.name.clone(), n)).collect();
+        *self.api_namespaces.write().expect("namespaces lock") = state.namespaces.keys().cloned().collect();
+        for r in saved.functions {
             let (d, namespace) = self.validate(r.deployment.clone())?;
             let key = (d.service.clone(), namespace.clone());
             if self.find(&key.0, &key.1).is_some() {
@@ -123,36 +144,37 @@ impl ProcessProvider {
                 self.start_function((d, namespace)).await?;
             }
             self.scale_function(&key.0, &key.1, r.replicas).await?;
-            records.insert(key, r);
+            state.functions.insert(key, r);
         }
-        Ok(records.len())
+        Ok(state.functions.len())
     }
 
-    /// Records a change to `records` before it is made; the caller holds
-    /// `records` locked while it makes it.
-    fn record<T>(
-        &self,
-        records: &mut BTreeMap<Key, Record>,
-        change: impl FnOnce(&mut BTreeMap<Key, Record>) -> T,
-    ) -> Result<(), ProviderError> {
-        let mut changed = records.clone();
+    /// Records a change to the state before it is made; the caller holds
+    /// the state locked while it makes it.
+    fn record<T>(&self, state: &mut State, change: impl FnOnce(&mut State) -> T) -> Result<(), ProviderError> {
+        let mut changed = state.clone();
         change(&mut changed);
         self.save(&changed)?;
-        *records = changed;
+        *state = changed;
+        *self.api_namespaces.write().expect("namespaces lock") = state.namespaces.keys().cloned().collect();
         Ok(())
     }
 
-    /// Writes `records` to the state file (whole, then renamed over the old
+    /// Writes the state to the state file (whole, then renamed over the old
     /// one, so a crash leaves one or the other). A change that cannot be
     /// recorded is refused, since it would be lost at the next restart.
-    fn save(&self, records: &BTreeMap<Key, Record>) -> Result<(), ProviderError> {
+    fn save(&self, state: &State) -> Result<(), ProviderError> {
         let Some(path) = &self.settings.state else {
             return Ok(());
         };
         let err = |e: std::io::Error| {
             ProviderError::Storage(format!("cannot record the change in {}: {e}; nothing was changed", path.display()))
         };
-        let json = serde_json::to_vec_pretty(&records.values().collect::<Vec<_>>()).expect("records serialize");
+        let saved = Saved {
+            namespaces: state.namespaces.values().cloned().collect(),
+            functions: state.functions.values().cloned().collect(),
+        };
+        let json = serde_json::to_vec_pretty(&saved).expect("the state serializes");
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
@@ -198,8 +220,74 @@ impl ProcessProvider {
         functions.values().filter(|f| f.namespace == namespace).map(|f| f.status()).collect()
     }
 
+    /// The namespaces functions may be in: the default one, those the API
+    /// created, and those of the stack file's functions.
     pub fn namespaces(&self) -> Vec<String> {
-        self.functions.read().expect("functions lock").keys().map(|(_, ns)| ns.clone()).collect()
+        let mut all: Vec<String> =
+            self.functions.read().expect("functions lock").keys().map(|(_, ns)| ns.clone()).collect();
+        all.extend(self.api_namespaces.read().expect("namespaces lock").iter().cloned());
+        all.push(self.settings.default_namespace.clone());
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    fn namespace_known(&self, state: &State, namespace: &str) -> bool {
+        namespace == self.settings.default_namespace
+            || state.namespaces.contains_key(namespace)
+            || self.functions.read().expect("functions lock").keys().any(|(_, ns)| ns == namespace)
+    }
+
+    /// `GET /system/namespace/NAME`.
+    pub async fn namespace(&self, name: &str) -> Option<FunctionNamespace> {
+        let state = self.records.lock().await;
+        match state.namespaces.get(name) {
+            Some(ns) => Some(ns.clone()),
+            None if self.namespace_known(&state, name) => Some(FunctionNamespace {
+                name: name.to_string(),
+                labels: [NAMESPACE_LABEL].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ..Default::default()
+            }),
+            None => None,
+        }
+    }
+
+    /// Creates (`update: false`) or replaces a namespace for functions.
+    pub async fn put_namespace(&self, ns: FunctionNamespace, update: bool) -> Result<(), ProviderError> {
+        if !is_dns_label(&ns.name) {
+            return Err(ProviderError::Invalid(format!("namespace {:?}: expected a DNS label", ns.name)));
+        }
+        let (key, value) = NAMESPACE_LABEL;
+        if ns.labels.get(key).map(String::as_str) != Some(value) {
+            return Err(ProviderError::Invalid(format!(
+                "namespace {:?}: a namespace for functions carries the label {key}: \"{value}\"",
+                ns.name
+            )));
+        }
+        let mut state = self.records.lock().await;
+        match (self.namespace_known(&state, &ns.name), update) {
+            (true, false) => return Err(ProviderError::Conflict(format!("namespace {} already exists", ns.name))),
+            (false, true) => return Err(ProviderError::NamespaceNotFound(ns.name)),
+            _ => {}
+        }
+        self.record(&mut state, |s| s.namespaces.insert(ns.name.clone(), ns))
+    }
+
+    /// Deletes an empty namespace the API created.
+    pub async fn delete_namespace(&self, name: &str) -> Result<(), ProviderError> {
+        let mut state = self.records.lock().await;
+        if !state.namespaces.contains_key(name) {
+            if self.namespace_known(&state, name) {
+                let why =
+                    format!("namespace {name} was not created through the API (it is the default, or the stack's)");
+                return Err(ProviderError::Conflict(why));
+            }
+            return Err(ProviderError::NamespaceNotFound(name.to_string()));
+        }
+        if self.functions.read().expect("functions lock").keys().any(|(_, ns)| ns == name) {
+            return Err(ProviderError::Conflict(format!("namespace {name} has functions; delete them first")));
+        }
+        self.record(&mut state, |s| s.namespaces.remove(name))
     }
 
     fn validate(&self, mut d: FunctionDeployment) -> Result<(FunctionDeployment, String), ProviderError> {
@@ -260,11 +348,18 @@ impl ProcessProvider {
     pub async fn deploy(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
         let (d, namespace) = self.validate(d)?;
         let key = (d.service.clone(), namespace.clone());
-        let mut records = self.records.lock().await;
+        let mut state = self.records.lock().await;
         if self.find(&key.0, &key.1).is_some() {
             return Err(ProviderError::Exists(format!("{}.{namespace}", d.service)));
         }
-        self.record(&mut records, |r| r.insert(key, Record { replicas: initial_replicas(&d), deployment: d.clone() }))?;
+        if !self.namespace_known(&state, &namespace) {
+            return Err(ProviderError::Invalid(format!(
+                "namespace {namespace:?} does not exist; create it first with POST /system/namespace/ \
+                 and the label openfaas: \"1\" (faas-cli namespace create {namespace})"
+            )));
+        }
+        let record = Record { replicas: initial_replicas(&d), deployment: d.clone() };
+        self.record(&mut state, |s| s.functions.insert(key, record))?;
         self.start_function((d, namespace)).await
     }
 
@@ -290,11 +385,11 @@ impl ProcessProvider {
     pub async fn update(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
         let (d, namespace) = self.validate(d)?;
         let key = (d.service.clone(), namespace.clone());
-        let mut records = self.records.lock().await;
+        let mut state = self.records.lock().await;
         let old =
             self.find(&key.0, &key.1).ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
         let replicas = (old.replicas.read().expect("replicas lock").len() as u64).min(self.max_replicas(&d)?);
-        self.record(&mut records, |r| r.insert(key, Record { replicas, deployment: d.clone() }))?;
+        self.record(&mut state, |s| s.functions.insert(key, Record { replicas, deployment: d.clone() }))?;
         self.replace(d, namespace).await
     }
 
@@ -314,11 +409,11 @@ impl ProcessProvider {
 
     pub async fn delete(&self, name: &str, namespace: &str) -> Result<(), ProviderError> {
         let key = (name.to_string(), namespace.to_string());
-        let mut records = self.records.lock().await;
+        let mut state = self.records.lock().await;
         if self.find(name, namespace).is_none() {
             return Err(ProviderError::NotFound(format!("{name}.{namespace}")));
         }
-        self.record(&mut records, |r| r.remove(&key))?;
+        self.record(&mut state, |s| s.functions.remove(&key))?;
         let removed = self.functions.write().expect("functions lock").remove(&key);
         let f = removed.ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
         f.scale(0, &self.settings, &self.logs).await;
@@ -335,9 +430,9 @@ impl ProcessProvider {
                  (labels.{SCALE_MAX}, within provider.max_replicas)"
             )));
         }
-        let mut records = self.records.lock().await;
+        let mut state = self.records.lock().await;
         let key = (name.to_string(), namespace.to_string());
-        self.record(&mut records, |r| r.insert(key, Record { deployment: f.deployment.clone(), replicas }))?;
+        self.record(&mut state, |s| s.functions.insert(key, Record { deployment: f.deployment.clone(), replicas }))?;
         self.scale_function(name, namespace, replicas).await
     }
 
