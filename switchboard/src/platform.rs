@@ -33,7 +33,7 @@ async fn provider(config: &Config) -> Result<Provider> {
         ProviderConfig::Static { functions } => {
             Provider::Static(StaticProvider::new(functions.clone(), &config.gateway.function_namespace)?)
         }
-        ProviderConfig::Process { stack, stop_timeout, log_lines, max_replicas, state } => {
+        ProviderConfig::Process { stack, stop_timeout, log_lines, max_replicas, state, secrets } => {
             let provider = ProcessProvider::new(ProcessSettings {
                 watchdog_exe: std::env::current_exe().context("cannot find the switchboard executable")?,
                 default_namespace: config.gateway.function_namespace.clone(),
@@ -41,6 +41,7 @@ async fn provider(config: &Config) -> Result<Provider> {
                 log_lines: *log_lines,
                 max_replicas: *max_replicas,
                 state: state.clone(),
+                secrets: secrets.clone(),
             });
             if let Some(stack) = stack {
                 for d in switchboard_gateway::stack::load(stack)? {

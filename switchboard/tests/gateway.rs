@@ -304,3 +304,55 @@ async fn fprocess_in_the_environment_is_the_command() {
     p.wait_ready(&["rev"]).await;
     assert_eq!(post(&format!("{}/function/rev", p.url), "abc").await.text(), "cba");
 }
+
+/// `/system/secrets` as faas-cli uses it: secrets created, listed without
+/// their values, read by a function that names them (at
+/// `$secret_mount_path/NAME`), updated under it, kept while used.
+#[tokio::test]
+async fn secrets_are_mounted_and_never_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("read-secret.sh");
+    std::fs::write(&script, "#!/bin/sh\nname=$(cat)\ncat \"$secret_mount_path/$name\"\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let p = Platform::start_in(dir, &config(""), NO_STACK, &[]).await;
+    let create = r#"{"name":"api-key","value":"k-1"}"#;
+    assert_eq!(p.api("POST", "/system/secrets", create).await.status, 202);
+    assert_eq!(p.api("POST", "/system/secrets", create).await.status, 409);
+    // faas-cli sends binary values base64-encoded as rawValue.
+    assert_eq!(p.api("POST", "/system/secrets", r#"{"name":"raw","rawValue":"AAEC"}"#).await.status, 202);
+    let listed = p.api("GET", "/system/secrets", "").await;
+    assert_eq!(
+        listed.json(),
+        serde_json::json!([{"name": "api-key", "namespace": "openfaas-fn"}, {"name": "raw", "namespace": "openfaas-fn"}])
+    );
+    assert!(!listed.text().contains("k-1"));
+    let stored = p.dir.path().join("data/function-secrets/openfaas-fn/api-key");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&stored).unwrap().permissions()) & 0o777,
+        0o600
+    );
+
+    let missing = serde_json::json!({"service": "reader", "image": "x", "envProcess": script.display().to_string(), "secrets": ["nope"]});
+    let r = p.api("POST", "/system/functions", &missing.to_string()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("secret \"nope\" not found"), "{}", r.text());
+    let d = serde_json::json!({"service": "reader", "image": "x", "envProcess": script.display().to_string(), "secrets": ["api-key", "raw"]});
+    assert_eq!(p.api("POST", "/system/functions", &d.to_string()).await.status, 202);
+    p.wait_ready(&["reader"]).await;
+    let read = |name: &'static str| {
+        let url = format!("{}/function/reader", p.url);
+        async move { post(&url, name).await.body }
+    };
+    assert_eq!(read("api-key").await, "k-1");
+    assert_eq!(&read("raw").await[..], [0u8, 1, 2]);
+
+    assert_eq!(p.api("PUT", "/system/secrets", r#"{"name":"api-key","value":"k-2"}"#).await.status, 202);
+    assert_eq!(read("api-key").await, "k-2", "an update reaches the running function");
+    assert_eq!(p.api("PUT", "/system/secrets", r#"{"name":"other","value":"x"}"#).await.status, 404);
+    let r = p.api("DELETE", "/system/secrets", r#"{"name":"api-key"}"#).await;
+    assert_eq!(r.status, 409, "a secret in use stays: {}", r.text());
+    assert_eq!(p.api("DELETE", "/system/functions", r#"{"functionName":"reader"}"#).await.status, 202);
+    assert_eq!(p.api("DELETE", "/system/secrets", r#"{"name":"api-key"}"#).await.status, 202);
+    assert_eq!(p.api("DELETE", "/system/secrets", r#"{"name":"api-key"}"#).await.status, 404);
+    assert_eq!(p.api("GET", "/system/secrets", "").await.json().as_array().unwrap().len(), 1);
+}

@@ -76,6 +76,9 @@ pub enum ProviderConfig {
         /// recorded, to be restored at the next start (null: not recorded).
         #[serde(default = "default_state")]
         state: Option<PathBuf>,
+        /// Where `/system/secrets` keeps secrets, readable by their owner only.
+        #[serde(default = "default_secrets")]
+        secrets: PathBuf,
     },
     /// Functions declared here, already running at an upstream URL.
     Static {
@@ -92,6 +95,7 @@ impl Default for ProviderConfig {
             log_lines: default_log_lines(),
             max_replicas: default_max_replicas(),
             state: default_state(),
+            secrets: default_secrets(),
         }
     }
 }
@@ -108,6 +112,10 @@ fn default_log_lines() -> usize {
 /// machine serves, and a mistaken `replicas: 1000000000` to nothing worse.
 fn default_max_replicas() -> u64 {
     20
+}
+
+fn default_secrets() -> PathBuf {
+    PathBuf::from("data/function-secrets")
 }
 
 fn default_state() -> Option<PathBuf> {

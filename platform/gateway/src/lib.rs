@@ -60,6 +60,10 @@ pub fn router(gw: Shared) -> Router {
     let system = Router::new()
         .route("/system/functions", get(system::list).post(system::deploy).put(system::update).delete(system::delete))
         .route("/system/function/{name}", get(system::get_one))
+        .route(
+            "/system/secrets",
+            get(system::secrets).post(system::create_secret).put(system::update_secret).delete(system::delete_secret),
+        )
         .route("/system/namespaces", get(system::namespaces))
         .route("/system/namespace/", post(system::create_namespace))
         .route(

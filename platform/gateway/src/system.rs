@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode};
 use openfaas::{
     DeleteFunctionRequest, FunctionDeployment, FunctionNamespace, FunctionStatus, LogMessage, ScaleServiceRequest,
+    Secret,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -45,7 +46,7 @@ pub async fn refuse_browsers(req: Request, next: Next) -> Response {
 impl IntoResponse for ProviderError {
     fn into_response(self) -> Response {
         let status = match self {
-            ProviderError::NotFound(_) | ProviderError::NamespaceNotFound(_) => StatusCode::NOT_FOUND,
+            ProviderError::NotFound(_) | ProviderError::Missing(_) => StatusCode::NOT_FOUND,
             ProviderError::Exists(_) | ProviderError::Conflict(_) => StatusCode::CONFLICT,
             ProviderError::Invalid(_) => StatusCode::BAD_REQUEST,
             ProviderError::Unsupported(..) => StatusCode::NOT_IMPLEMENTED,
@@ -174,7 +175,7 @@ pub async fn namespaces(State(gw): State<Shared>) -> Json<Vec<String>> {
 pub async fn namespace(State(gw): State<Shared>, Path(name): Path<String>) -> Response {
     match gw.provider.namespace(&name, &gw.config.function_namespace).await {
         Some(ns) => Json(ns).into_response(),
-        None => ProviderError::NamespaceNotFound(name).into_response(),
+        None => ProviderError::Missing(format!("namespace {name} not found")).into_response(),
     }
 }
 
@@ -194,6 +195,27 @@ pub async fn update_namespace(
 
 pub async fn delete_namespace(State(gw): State<Shared>, Path(name): Path<String>) -> Response {
     accepted(gw.provider.delete_namespace(&name).await)
+}
+
+/// `GET /system/secrets?namespace=`: names, never values.
+pub async fn secrets(State(gw): State<Shared>, Query(q): Query<NamespaceQuery>) -> Response {
+    gw.provider.secrets(q.or_default(&gw)).map_or_else(IntoResponse::into_response, |s| Json(s).into_response())
+}
+
+fn secret_namespace(gw: &Shared, s: &Secret) -> String {
+    s.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| gw.config.function_namespace.clone())
+}
+
+pub async fn create_secret(State(gw): State<Shared>, JsonBody(s): JsonBody<Secret>) -> Response {
+    accepted(gw.provider.put_secret(&secret_namespace(&gw, &s), s, false).await)
+}
+
+pub async fn update_secret(State(gw): State<Shared>, JsonBody(s): JsonBody<Secret>) -> Response {
+    accepted(gw.provider.put_secret(&secret_namespace(&gw, &s), s, true).await)
+}
+
+pub async fn delete_secret(State(gw): State<Shared>, JsonBody(s): JsonBody<Secret>) -> Response {
+    accepted(gw.provider.delete_secret(&secret_namespace(&gw, &s), &s.name).await)
 }
 
 pub async fn info(State(gw): State<Shared>) -> Json<openfaas::GatewayInfo> {

@@ -91,6 +91,21 @@ pub struct FunctionNamespace {
 /// The label that marks a namespace as one for functions, as OpenFaaS has it.
 pub const NAMESPACE_LABEL: (&str, &str) = ("openfaas", "1");
 
+/// Body of `POST`, `PUT` and `DELETE /system/secrets`, and an item of its
+/// `GET` (which never carries a value).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Secret {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+    /// Binary values, base64 in JSON as Go encodes `[]byte`.
+    #[serde(default, with = "base64_bytes", skip_serializing_if = "Vec::is_empty")]
+    pub raw_value: Vec<u8>,
+}
+
 /// Body of `POST /system/scale-function/NAME`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -3,13 +3,14 @@
 //! functions that already run elsewhere (containers, other hosts).
 
 mod process;
+mod secrets;
 mod static_fns;
 
 pub use process::{ProcessProvider, ProcessSettings};
 pub use static_fns::StaticProvider;
 
 use crate::logs::LogStore;
-use openfaas::{FunctionDeployment, FunctionNamespace, FunctionStatus, NAMESPACE_LABEL};
+use openfaas::{FunctionDeployment, FunctionNamespace, FunctionStatus, NAMESPACE_LABEL, Secret};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +25,9 @@ pub enum ProviderError {
     Unsupported(&'static str, &'static str),
     #[error("{0}")]
     Storage(String),
-    #[error("namespace {0} not found")]
-    NamespaceNotFound(String),
+    /// Something other than a function not found, said whole.
+    #[error("{0}")]
+    Missing(String),
     #[error("{0}")]
     Conflict(String),
 }
@@ -106,6 +108,33 @@ impl Provider {
             Provider::Process(p) => p.delete_namespace(name).await,
             Provider::Static(_) => {
                 Err(ProviderError::Unsupported("static", "manage namespaces; name them in the config file"))
+            }
+        }
+    }
+
+    pub fn secrets(&self, namespace: &str) -> Result<Vec<Secret>, ProviderError> {
+        match self {
+            Provider::Process(p) => Ok(p.secrets(namespace)),
+            Provider::Static(_) => {
+                Err(ProviderError::Unsupported("static", "keep secrets; mount them into your containers"))
+            }
+        }
+    }
+
+    pub async fn put_secret(&self, namespace: &str, secret: Secret, update: bool) -> Result<(), ProviderError> {
+        match self {
+            Provider::Process(p) => p.put_secret(namespace, secret, update).await,
+            Provider::Static(_) => {
+                Err(ProviderError::Unsupported("static", "keep secrets; mount them into your containers"))
+            }
+        }
+    }
+
+    pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), ProviderError> {
+        match self {
+            Provider::Process(p) => p.delete_secret(namespace, name).await,
+            Provider::Static(_) => {
+                Err(ProviderError::Unsupported("static", "keep secrets; mount them into your containers"))
             }
         }
     }

@@ -5,9 +5,12 @@
 //! deploys, updates and scales is recorded in a state file and restored at
 //! the next start, so queued work never finds its function gone.
 
+use super::secrets::SecretStore;
 use super::{ProviderError, Route};
 use crate::logs::LogStore;
-use openfaas::{FunctionDeployment, FunctionNamespace, FunctionStatus, LogMessage, NAMESPACE_LABEL, is_dns_label};
+use openfaas::{
+    FunctionDeployment, FunctionNamespace, FunctionStatus, LogMessage, NAMESPACE_LABEL, Secret, is_dns_label,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -40,6 +43,8 @@ pub struct ProcessSettings {
     pub max_replicas: u64,
     /// Where API changes are recorded; none: they last until the process ends.
     pub state: Option<PathBuf>,
+    /// Where secrets are kept (`/system/secrets`).
+    pub secrets: PathBuf,
 }
 
 type Key = (String, String);
@@ -53,6 +58,7 @@ pub struct ProcessProvider {
     records: tokio::sync::Mutex<State>,
     /// The names in `records.namespaces`, for readers that do not wait.
     api_namespaces: RwLock<Vec<String>>,
+    secrets: SecretStore,
 }
 
 /// The API's changes: functions as it last left them, and the namespaces it
@@ -82,6 +88,8 @@ struct Record {
 struct Function {
     deployment: FunctionDeployment,
     namespace: String,
+    /// Its `secret_mount_path`, when it names secrets.
+    secrets: Option<PathBuf>,
     created_at: String,
     replicas: RwLock<Vec<Replica>>,
     next: AtomicUsize,
@@ -110,7 +118,8 @@ impl ProcessProvider {
     pub fn new(settings: ProcessSettings) -> Self {
         let logs = Arc::new(LogStore::new(settings.log_lines));
         let (functions, records, api_namespaces) = Default::default();
-        Self { settings: Arc::new(settings), functions, logs, records, api_namespaces }
+        let secrets = SecretStore::new(settings.secrets.clone());
+        Self { settings: Arc::new(settings), functions, logs, records, api_namespaces, secrets }
     }
 
     /// Deploys a function of the stack file: not recorded, since the stack
@@ -238,6 +247,47 @@ impl ProcessProvider {
             || self.functions.read().expect("functions lock").keys().any(|(_, ns)| ns == namespace)
     }
 
+    fn mount_secrets(&self, d: &FunctionDeployment, namespace: &str) -> Result<Option<PathBuf>, ProviderError> {
+        if d.secrets.is_empty() {
+            return Ok(None);
+        }
+        self.secrets.mount(namespace, &d.service, &d.secrets).map(Some)
+    }
+
+    /// `GET /system/secrets`: names, never values.
+    pub fn secrets(&self, namespace: &str) -> Vec<Secret> {
+        self.secrets.list(namespace)
+    }
+
+    /// `POST` (create) and `PUT` (update) `/system/secrets`.
+    pub async fn put_secret(&self, namespace: &str, secret: Secret, update: bool) -> Result<(), ProviderError> {
+        let state = self.records.lock().await;
+        if !self.namespace_known(&state, namespace) {
+            return Err(ProviderError::Missing(format!("namespace {namespace} not found")));
+        }
+        self.secrets.put(namespace, &secret, update)
+    }
+
+    /// `DELETE /system/secrets`; a secret a function uses stays.
+    pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), ProviderError> {
+        let _state = self.records.lock().await;
+        let users: Vec<String> = self
+            .functions
+            .read()
+            .expect("functions lock")
+            .values()
+            .filter(|f| f.namespace == namespace && f.deployment.secrets.iter().any(|s| s == name))
+            .map(|f| f.deployment.service.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(ProviderError::Conflict(format!(
+                "secret {name} is used by {}; remove it from them first",
+                users.join(", ")
+            )));
+        }
+        self.secrets.delete(namespace, name)
+    }
+
     /// `GET /system/namespace/NAME`.
     pub async fn namespace(&self, name: &str) -> Option<FunctionNamespace> {
         let state = self.records.lock().await;
@@ -267,7 +317,7 @@ impl ProcessProvider {
         let mut state = self.records.lock().await;
         match (self.namespace_known(&state, &ns.name), update) {
             (true, false) => return Err(ProviderError::Conflict(format!("namespace {} already exists", ns.name))),
-            (false, true) => return Err(ProviderError::NamespaceNotFound(ns.name)),
+            (false, true) => return Err(ProviderError::Missing(format!("namespace {} not found", ns.name))),
             _ => {}
         }
         self.record(&mut state, |s| s.namespaces.insert(ns.name.clone(), ns))
@@ -282,7 +332,7 @@ impl ProcessProvider {
                     format!("namespace {name} was not created through the API (it is the default, or the stack's)");
                 return Err(ProviderError::Conflict(why));
             }
-            return Err(ProviderError::NamespaceNotFound(name.to_string()));
+            return Err(ProviderError::Missing(format!("namespace {name} not found")));
         }
         if self.functions.read().expect("functions lock").keys().any(|(_, ns)| ns == name) {
             return Err(ProviderError::Conflict(format!("namespace {name} has functions; delete them first")));
@@ -365,12 +415,13 @@ impl ProcessProvider {
 
     async fn start_function(&self, (d, namespace): (FunctionDeployment, String)) -> Result<(), ProviderError> {
         let key = (d.service.clone(), namespace.clone());
+        let mounted = self.mount_secrets(&d, &namespace)?;
         let f = {
             let mut functions = self.functions.write().expect("functions lock");
             if functions.contains_key(&key) {
                 return Err(ProviderError::Exists(format!("{}.{namespace}", d.service)));
             }
-            let f = Arc::new(Function::new(d, namespace));
+            let f = Arc::new(Function::new(d, namespace, mounted));
             functions.insert(key, f.clone());
             f
         };
@@ -398,7 +449,8 @@ impl ProcessProvider {
         let old =
             self.find(&key.0, &key.1).ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
         let replicas = (old.replicas.read().expect("replicas lock").len() as u64).min(self.max_replicas(&d)?);
-        let new = Arc::new(Function::new(d, namespace));
+        let mounted = self.mount_secrets(&d, &namespace)?;
+        let new = Arc::new(Function::new(d, namespace, mounted));
         new.scale(replicas, &self.settings, &self.logs).await;
         new.wait_ready(Duration::from_secs(10)).await;
         self.functions.write().expect("functions lock").insert(key, new.clone());
@@ -417,6 +469,7 @@ impl ProcessProvider {
         let removed = self.functions.write().expect("functions lock").remove(&key);
         let f = removed.ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
         f.scale(0, &self.settings, &self.logs).await;
+        self.secrets.unmount(namespace, name);
         tracing::info!(function = %f.qualified(), "deleted");
         Ok(())
     }
@@ -454,10 +507,11 @@ fn initial_replicas(d: &FunctionDeployment) -> u64 {
 }
 
 impl Function {
-    fn new(deployment: FunctionDeployment, namespace: String) -> Self {
+    fn new(deployment: FunctionDeployment, namespace: String, secrets: Option<PathBuf>) -> Self {
         Self {
             deployment,
             namespace,
+            secrets,
             created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             replicas: RwLock::new(vec![]),
             next: AtomicUsize::new(0),
@@ -529,6 +583,9 @@ impl Function {
         // Each replica is removed from routing before it is stopped, and
         // replicas share /tmp, so neither the drain delay nor the lock file helps.
         env.insert("suppress_lock".into(), "true".into());
+        if let Some(dir) = &self.secrets {
+            env.insert("secret_mount_path".into(), dir.display().to_string());
+        }
         env.insert("healthcheck_interval".into(), "0s".into());
         if env.get("mode").map(String::as_str) == Some("http") && !env.contains_key("upstream_url") {
             let upstream = free_port()?;

@@ -1,0 +1,113 @@
+//! Secrets of process functions, kept as files only their owner can read:
+//! `DIR/NAMESPACE/NAME`. A function whose deployment names a secret finds
+//! it at `$secret_mount_path/NAME`, a link into the store, so an update
+//! reaches running functions, as a container finds
+//! `/var/openfaas/secrets/NAME`. Values are never listed.
+
+use super::ProviderError;
+use openfaas::{Secret, is_dns_label};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+pub struct SecretStore {
+    dir: PathBuf,
+}
+
+/// Where functions' links live, beside the namespaces' folders.
+const MOUNTS: &str = ".mounts";
+
+impl SecretStore {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn path(&self, namespace: &str, name: &str) -> Result<PathBuf, ProviderError> {
+        // Kubernetes secret names: DNS subdomains. Nothing that climbs out.
+        if name.len() > 253 || !name.split('.').all(is_dns_label) {
+            return Err(ProviderError::Invalid(format!(
+                "secret name {name:?}: expected lower-case letters, digits, '-' and '.'"
+            )));
+        }
+        Ok(self.dir.join(namespace).join(name))
+    }
+
+    fn storage(e: std::io::Error, path: &Path) -> ProviderError {
+        ProviderError::Storage(format!("cannot write the secret {}: {e}", path.display()))
+    }
+
+    /// The names of the secrets in `namespace`.
+    pub fn list(&self, namespace: &str) -> Vec<Secret> {
+        let mut names: Vec<String> = std::fs::read_dir(self.dir.join(namespace))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names.into_iter().map(|name| Secret { name, namespace: Some(namespace.into()), ..Default::default() }).collect()
+    }
+
+    /// Creates (`update: false`) or replaces a secret's value.
+    pub fn put(&self, namespace: &str, secret: &Secret, update: bool) -> Result<(), ProviderError> {
+        let path = self.path(namespace, &secret.name)?;
+        match (path.is_file(), update) {
+            (true, false) => {
+                return Err(ProviderError::Conflict(format!(
+                    "secret {} already exists in {namespace}; update it with PUT",
+                    secret.name
+                )));
+            }
+            (false, true) => {
+                return Err(ProviderError::Missing(format!("secret {} not found in {namespace}", secret.name)));
+            }
+            _ => {}
+        }
+        let value = if secret.raw_value.is_empty() { secret.value.as_bytes() } else { &secret.raw_value };
+        let dir = path.parent().expect("a secret is in a namespace folder");
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Self::storage(e, dir))?;
+        // Written whole beside it, then renamed: a function never reads half a value.
+        let tmp = dir.join(format!(".{}.tmp", secret.name));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            f.write_all(value)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Self::storage(e, &path)
+        })
+    }
+
+    pub fn delete(&self, namespace: &str, name: &str) -> Result<(), ProviderError> {
+        let path = self.path(namespace, name)?;
+        std::fs::remove_file(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ProviderError::Missing(format!("secret {name} not found in {namespace}")),
+            _ => Self::storage(e, &path),
+        })
+    }
+
+    /// Removes a function's folder of links.
+    pub fn unmount(&self, namespace: &str, function: &str) {
+        let _ = std::fs::remove_dir_all(self.dir.join(MOUNTS).join(namespace).join(function));
+    }
+
+    /// A folder of links to the named secrets, for one function: its
+    /// `secret_mount_path`.
+    pub fn mount(&self, namespace: &str, function: &str, names: &[String]) -> Result<PathBuf, ProviderError> {
+        let dir = self.dir.join(MOUNTS).join(namespace).join(function);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| Self::storage(e, &dir))?;
+        for name in names {
+            let target = self.path(namespace, name)?;
+            if !target.is_file() {
+                return Err(ProviderError::Invalid(format!(
+                    "secret {name:?} not found in namespace {namespace}; create it first (faas-cli secret create {name})"
+                )));
+            }
+            let target = std::path::absolute(&target).map_err(|e| Self::storage(e, &target))?;
+            std::os::unix::fs::symlink(&target, dir.join(name)).map_err(|e| Self::storage(e, &dir))?;
+        }
+        Ok(dir)
+    }
+}
