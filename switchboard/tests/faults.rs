@@ -223,19 +223,27 @@ async fn a_call_to_a_deleted_function_is_dead_lettered() {
     assert_eq!(letter["last_status"], 404);
 }
 
-/// A dead letter that cannot be written was not dead-lettered: the event is
-/// reported undelivered (the sender retries), never acknowledged.
+/// A dead letter that cannot be written (a full disk) was not
+/// dead-lettered: the event is reported undelivered, so the sender retries;
+/// with space back the same event is dead-lettered and acknowledged.
 #[tokio::test]
 async fn an_unwritable_dead_letter_is_not_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("disk"), "1m");
     let config =
-        config_with("", "").replace("dead_letter_file: data/dead-letters.jsonl", "dead_letter_file: /dev/full");
+        config_with("", "").replace("dead_letter_file: data/dead-letters.jsonl", "dead_letter_file: disk/dead.jsonl");
     let p = Platform::start_in(dir, &config, NO_STACK, &[]).await;
     p.receiving().await;
     let headers = [("ce-id", "1"), ("ce-source", "/t"), ("ce-type", "nobody.listens"), ("ce-specversion", "1.0")];
+    let filler = disk.fill();
     let r = call("POST", &p.ce_url, &headers, "x").await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("No space left"), "{}", r.text());
+    std::fs::remove_file(filler).unwrap();
+    let r = call("POST", &p.ce_url, &headers, "x").await;
+    assert_eq!((r.status, r.json()["dead_lettered"].as_u64()), (200, Some(1)), "{}", r.text());
+    let letters = std::fs::read_to_string(p.dir.path().join("disk/dead.jsonl")).unwrap();
+    assert_eq!(letters.lines().count(), 1, "{letters}");
 }
 
 /// A small filesystem of the test's own (tmpfs, needs root as CI has),
