@@ -88,7 +88,7 @@ pub async fn connect(mut config: Config, kind: SourceKind, gateway: Option<Strin
         config.hub.gateway, config.hub.listen
     );
     tokio::select! {
-        () = crate::platform::shutdown_signal() => stop.cancel(),
+        () = switchboard_http::shutdown_signal() => stop.cancel(),
         done = &mut hub => return Ok(done??),
     }
     Ok(hub.await??)

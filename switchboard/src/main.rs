@@ -32,7 +32,7 @@ enum Command {
     /// Run the OpenFaaS-compatible gateway with its provider (and the embedded queue unless queue.url is set)
     Gateway(PlatformArgs),
     /// Run the watchdog in front of one function; configured by environment variables, as of-watchdog
-    #[command(after_help = WATCHDOG_ENV)]
+    #[command(after_help = switchboard_watchdog::ENV_HELP)]
     Watchdog(WatchdogArgs),
     /// Run the async queue worker: a durable store that gateways publish to (queue.url), and the worker that invokes
     QueueWorker(QueueWorkerArgs),
@@ -86,20 +86,6 @@ struct QueueWorkerArgs {
     gateway: String,
 }
 
-const WATCHDOG_ENV: &str = "\
-Environment (of-watchdog names):
-  fprocess           command to run (required), e.g. \"cat\"
-  mode               streaming (default) | serializing | http
-  upstream_url       the function's own HTTP server, required in http mode
-  port               port to listen on (8080); bind_address (0.0.0.0)
-  exec_timeout       limit on one invocation (30s); 504 when exceeded
-  read_timeout       limit on reading request headers (30s)
-  write_timeout      drain limit on shutdown (30s)
-  healthcheck_interval  time reported unhealthy before draining on SIGTERM (= write_timeout)
-  max_inflight       concurrent requests before 429 (0 = no limit)
-  content_type       response Content-Type in fork modes (application/octet-stream)
-  suppress_lock      do not write $TMPDIR/.lock (false)";
-
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -122,7 +108,7 @@ fn main() -> Result<()> {
                     switchboard_watchdog::stop_with_parent(parent)?;
                 }
                 let config = switchboard_watchdog::Config::from_env()?;
-                switchboard_watchdog::run(config, platform::shutdown_signal()).await?;
+                switchboard_watchdog::run(config, switchboard_http::shutdown_signal()).await?;
                 Ok(())
             }
             Command::QueueWorker(args) => {

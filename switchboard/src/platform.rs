@@ -14,15 +14,6 @@ use switchboard_gateway::{
 use switchboard_queue::{EmbeddedQueue, Queue, RemoteQueue, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 fn local_url(config: &GatewayConfig, port: u16) -> String {
     let host = if config.bind.is_unspecified() { "127.0.0.1".to_string() } else { config.bind.to_string() };
     format!("http://{host}:{port}")
@@ -33,9 +24,17 @@ async fn provider(config: &Config) -> Result<Provider> {
         ProviderConfig::Static { functions } => {
             Provider::Static(StaticProvider::new(functions.clone(), &config.gateway.function_namespace)?)
         }
-        ProviderConfig::Process { stack, stop_timeout, log_lines, max_replicas, state, secrets } => {
+        ProviderConfig::Process { stack, stop_timeout, log_lines, max_replicas, state, secrets, watchdog } => {
+            let watchdog = match watchdog {
+                Some(small) if small.is_file() => vec![small.display().to_string()],
+                Some(small) => anyhow::bail!("provider.watchdog {} is not a file", small.display()),
+                None => {
+                    let exe = std::env::current_exe().context("cannot find the switchboard executable")?;
+                    vec![exe.display().to_string(), "watchdog".into()]
+                }
+            };
             let provider = ProcessProvider::new(ProcessSettings {
-                watchdog_exe: std::env::current_exe().context("cannot find the switchboard executable")?,
+                watchdog,
                 default_namespace: config.gateway.function_namespace.clone(),
                 stop_timeout: *stop_timeout,
                 log_lines: *log_lines,
@@ -139,11 +138,11 @@ pub async fn up(args: PlatformArgs, with_hub: bool) -> Result<()> {
     print_banner(&config, &url, &gateway, credentials.as_ref(), hub.is_some());
     let failed = match hub {
         Some(hub) => tokio::select! {
-            () = shutdown_signal() => None,
+            () = switchboard_http::shutdown_signal() => None,
             done = hub => Some(done),
         },
         None => {
-            shutdown_signal().await;
+            switchboard_http::shutdown_signal().await;
             None
         }
     };
@@ -249,7 +248,7 @@ pub async fn queue_worker(config_path: Option<&Path>, listen: Option<SocketAddr>
     let intake = switchboard_http::Routes(switchboard_queue::intake_router(queue));
     let limits = switchboard_http::Limits { body_timeout: config.gateway.read_timeout, ..Default::default() };
     let server = tokio::spawn(switchboard_http::serve(listener, intake, limits, stop.clone().cancelled_owned()));
-    shutdown_signal().await;
+    switchboard_http::shutdown_signal().await;
     stop.cancel();
     let _ = worker.await;
     let _ = server.await;

@@ -375,3 +375,26 @@ async fn connections_are_limited() {
     let r = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("served once a place was free");
     assert_eq!(r.unwrap().unwrap().status, 200);
 }
+
+/// `provider.watchdog` runs replicas on the small `switchboard-watchdog`
+/// binary: it serves, and dies with a platform killed with -9 too.
+#[tokio::test]
+async fn the_small_watchdog_serves_and_stops_with_its_parent() {
+    let small = env!("CARGO_BIN_EXE_switchboard-watchdog");
+    let config = config("").replace("  stop_timeout: 3s\n", &format!("  stop_timeout: 3s\n  watchdog: {small}\n"));
+    let stack = "functions:\n  echo:\n    fprocess: cat\n  streamed:\n    fprocess: cat\n    environment:\n      mode: streaming\n";
+    let p = Platform::start(&config, stack).await;
+    p.wait_ready(&["echo", "streamed"]).await;
+    for f in ["echo", "streamed"] {
+        assert_eq!(post(&format!("{}/function/{f}", p.url), "small").await.text(), "small");
+    }
+    let watchdogs = watchdogs_of(p.proc.pid().as_raw());
+    assert_eq!(watchdogs.len(), 2, "{watchdogs:?}");
+    for w in &watchdogs {
+        let exe = std::fs::read_link(format!("/proc/{w}/exe")).unwrap();
+        assert!(exe.ends_with("switchboard-watchdog"), "{}", exe.display());
+    }
+    nix::sys::signal::kill(p.proc.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let gone = eventually(Duration::from_secs(10), || async { watchdogs.iter().all(|w| !alive(*w)) }).await;
+    assert!(gone, "small watchdogs outlived their platform: {watchdogs:?}");
+}

@@ -79,6 +79,11 @@ pub enum ProviderConfig {
         /// Where `/system/secrets` keeps secrets, readable by their owner only.
         #[serde(default = "default_secrets")]
         secrets: PathBuf,
+        /// The watchdog each replica runs: a path to the small
+        /// `switchboard-watchdog` binary, or none for this binary's
+        /// `watchdog` subcommand.
+        #[serde(default)]
+        watchdog: Option<PathBuf>,
     },
     /// Functions declared here, already running at an upstream URL.
     Static {
@@ -96,6 +101,7 @@ impl Default for ProviderConfig {
             max_replicas: default_max_replicas(),
             state: default_state(),
             secrets: default_secrets(),
+            watchdog: None,
         }
     }
 }

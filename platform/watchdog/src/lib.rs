@@ -8,6 +8,22 @@ mod proxy;
 
 pub use config::{Config, Mode};
 
+/// `--help` for the watchdog: its settings, all from the environment.
+pub const ENV_HELP: &str = "\
+Environment (of-watchdog names):
+  fprocess           command to run (required), e.g. \"cat\"
+  mode               streaming (default) | serializing | http
+  upstream_url       the function's own HTTP server, required in http mode
+  port               port to listen on (8080); bind_address (0.0.0.0)
+  exec_timeout       limit on one invocation (30s); 504 when exceeded
+  read_timeout       limit on reading request headers (30s)
+  write_timeout      drain limit on shutdown (30s)
+  healthcheck_interval  time reported unhealthy before draining on SIGTERM (= write_timeout)
+  max_inflight       concurrent requests before 429 (0 = no limit)
+  content_type       response Content-Type in fork modes (application/octet-stream)
+  suppress_lock      do not write $TMPDIR/.lock (false)
+  max_request_size, max_response_size   serializing mode's bounds in bytes (64 MiB)";
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};

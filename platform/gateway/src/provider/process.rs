@@ -34,8 +34,9 @@ const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
 const STABLE_RUN: Duration = Duration::from_secs(10);
 
 pub struct ProcessSettings {
-    /// The binary that provides `watchdog` (the running switchboard).
-    pub watchdog_exe: PathBuf,
+    /// The watchdog's command: `switchboard watchdog`, or the small
+    /// `switchboard-watchdog` binary.
+    pub watchdog: Vec<String>,
     pub default_namespace: String,
     pub stop_timeout: Duration,
     pub log_lines: usize,
@@ -630,8 +631,9 @@ async fn supervise(mut s: Supervised) {
     let mut backoff = RESTART_BACKOFF_MIN;
     loop {
         let started = Instant::now();
-        let spawned = tokio::process::Command::new(&s.settings.watchdog_exe)
-            .args(["watchdog", "--parent", &std::process::id().to_string()])
+        let spawned = tokio::process::Command::new(&s.settings.watchdog[0])
+            .args(&s.settings.watchdog[1..])
+            .args(["--parent", &std::process::id().to_string()])
             .env_clear()
             .envs(&s.env)
             .stdin(Stdio::null())
@@ -640,7 +642,7 @@ async fn supervise(mut s: Supervised) {
             .kill_on_drop(true)
             .spawn();
         match spawned {
-            Err(e) => s.log(format!("cannot start the watchdog {}: {e}", s.settings.watchdog_exe.display())),
+            Err(e) => s.log(format!("cannot start the watchdog {}: {e}", s.settings.watchdog.join(" "))),
             Ok(mut child) => {
                 for out in [
                     child.stdout.take().map(|o| Box::new(o) as Box<dyn AsyncRead + Send + Unpin>),

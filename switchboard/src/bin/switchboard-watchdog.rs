@@ -1,0 +1,51 @@
+//! `switchboard-watchdog`: the watchdog alone, in of-watchdog's role, for
+//! function images and the process provider. Every replica of every
+//! function runs one, so its footprint is the platform's density: one
+//! thread, the system allocator, and only the watchdog's code
+//! (docs/benchmarks.md has its memory beside `switchboard watchdog`).
+//!
+//!   switchboard-watchdog [--parent PID]     configured by environment, as of-watchdog
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let mut parent = None;
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--parent", Some(pid)) if pid.parse::<i32>().is_ok() => parent = pid.parse().ok(),
+            ("-h" | "--help", _) => {
+                println!(
+                    "switchboard-watchdog: the process in front of one function\n\n{}",
+                    switchboard_watchdog::ENV_HELP
+                );
+                return ExitCode::SUCCESS;
+            }
+            _ => {
+                eprintln!("usage: switchboard-watchdog [--parent PID]; settings come from the environment (--help)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let run = async {
+        if let Some(parent) = parent {
+            switchboard_watchdog::stop_with_parent(parent)?;
+        }
+        let config = switchboard_watchdog::Config::from_env()?;
+        switchboard_watchdog::run(config, switchboard_http::shutdown_signal()).await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    match runtime.block_on(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
