@@ -356,3 +356,18 @@ async fn secrets_are_mounted_and_never_listed() {
     assert_eq!(p.api("DELETE", "/system/secrets", r#"{"name":"api-key"}"#).await.status, 404);
     assert_eq!(p.api("GET", "/system/secrets", "").await.json().as_array().unwrap().len(), 1);
 }
+
+/// OpenFaaS's queue-worker reports asynchronous invocations to
+/// `/system/async-report`; they count in the gateway's metrics.
+#[tokio::test]
+async fn async_reports_count_in_the_metrics() {
+    let p = platform().await;
+    let report = r#"{"name":"echo","statusCode":500,"timeTaken":0.25}"#;
+    assert_eq!(post(&format!("{}/system/async-report", p.url), report).await.status, 401, "behind auth");
+    assert_eq!(p.api("POST", "/system/async-report", report).await.status, 202);
+    let metrics = get(&format!("{}/metrics", p.url)).await.text();
+    assert!(
+        metrics.contains(r#"gateway_function_invocation_total{code="500",function_name="echo.openfaas-fn"} 1"#),
+        "{metrics}"
+    );
+}

@@ -74,6 +74,7 @@ pub fn router(gw: Shared) -> Router {
         .route("/system/scale-function/{name}", post(system::scale))
         .route("/system/logs", get(system::logs))
         .route("/system/async/dead-letters", get(system::dead_letters))
+        .route("/system/async-report", post(system::async_report))
         .route_layer(axum::middleware::from_fn_with_state(gw.clone(), system::require_auth))
         .route_layer(axum::middleware::from_fn(system::refuse_browsers));
     Router::new()

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode};
 use openfaas::{
-    DeleteFunctionRequest, FunctionDeployment, FunctionNamespace, FunctionStatus, LogMessage, ScaleServiceRequest,
-    Secret,
+    AsyncReport, DeleteFunctionRequest, FunctionDeployment, FunctionNamespace, FunctionStatus, LogMessage,
+    ScaleServiceRequest, Secret,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -216,6 +216,16 @@ pub async fn update_secret(State(gw): State<Shared>, JsonBody(s): JsonBody<Secre
 
 pub async fn delete_secret(State(gw): State<Shared>, JsonBody(s): JsonBody<Secret>) -> Response {
     accepted(gw.provider.delete_secret(&secret_namespace(&gw, &s), &s.name).await)
+}
+
+/// `POST /system/async-report`: an asynchronous invocation that OpenFaaS's
+/// queue-worker ran counts in the gateway's metrics like a synchronous one.
+pub async fn async_report(State(gw): State<Shared>, JsonBody(r): JsonBody<AsyncReport>) -> Response {
+    let (name, ns) = openfaas::split_function_name(&r.function_name, &gw.config.function_namespace);
+    let (label, code) = (format!("{name}.{ns}"), r.status_code.to_string());
+    gw.metrics.invocations.with_label_values(&[&label, &code]).inc();
+    gw.metrics.seconds.with_label_values(&[&label, &code]).observe(r.time_taken.max(0.0));
+    StatusCode::ACCEPTED.into_response()
 }
 
 pub async fn info(State(gw): State<Shared>) -> Json<openfaas::GatewayInfo> {

@@ -106,6 +106,19 @@ pub struct Secret {
     pub raw_value: Vec<u8>,
 }
 
+/// Body of `POST /system/async-report`: how an asynchronous invocation
+/// ended, as OpenFaaS's queue-worker reports it to the gateway's metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AsyncReport {
+    #[serde(rename = "name")]
+    pub function_name: String,
+    pub status_code: u16,
+    /// Seconds.
+    #[serde(default)]
+    pub time_taken: f64,
+}
+
 /// Body of `POST /system/scale-function/NAME`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
