@@ -371,3 +371,17 @@ async fn async_reports_count_in_the_metrics() {
         "{metrics}"
     );
 }
+
+/// Behind OpenFaaS's own gateway (`gateway.role: provider`), `/system/info`
+/// has faas-provider's flat shape, which that gateway reads; faas-cli
+/// showed an empty provider name with the nested one.
+#[tokio::test]
+async fn system_info_as_a_provider() {
+    let p = Platform::start(&config("gateway:\n  role: provider\n"), NO_STACK).await;
+    let info = p.api("GET", "/system/info", "").await.json();
+    assert_eq!(
+        (info["provider"].as_str(), info["orchestration"].as_str()),
+        (Some("switchboard-process"), Some("process"))
+    );
+    assert!(info["version"]["release"].is_string(), "{info}");
+}

@@ -35,6 +35,18 @@ pub struct GatewayConfig {
     pub max_body_size: u64,
     /// Namespace of a function named without one.
     pub function_namespace: String,
+    /// `gateway`, or `provider` when OpenFaaS's own gateway fronts this one
+    /// (its `functions_provider_url`): `/system/info` then has
+    /// faas-provider's flat shape, which that gateway reads.
+    pub role: Role,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Gateway,
+    Provider,
 }
 
 impl Default for GatewayConfig {
@@ -50,6 +62,7 @@ impl Default for GatewayConfig {
             upstream_timeout: Duration::from_secs(60),
             max_body_size: 64 * 1024 * 1024,
             function_namespace: "openfaas-fn".into(),
+            role: Role::Gateway,
         }
     }
 }

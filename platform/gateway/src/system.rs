@@ -1,5 +1,6 @@
 //! `/system/*`: the OpenFaaS provider API, behind basic auth when enabled.
 
+use crate::config::Role;
 use crate::provider::ProviderError;
 use crate::{Shared, text};
 use axum::Json;
@@ -228,21 +229,26 @@ pub async fn async_report(State(gw): State<Shared>, JsonBody(r): JsonBody<AsyncR
     StatusCode::ACCEPTED.into_response()
 }
 
-pub async fn info(State(gw): State<Shared>) -> Json<openfaas::GatewayInfo> {
+/// `GET /system/info`: the gateway's shape, or, for a Switchboard that is
+/// the provider behind OpenFaaS's own gateway, faas-provider's flat one,
+/// which that gateway reads and wraps (`gateway.role: provider`).
+pub async fn info(State(gw): State<Shared>) -> Response {
     let version = openfaas::VersionInfo {
         commit_message: String::new(),
         sha: option_env!("SWITCHBOARD_GIT_SHA").unwrap_or("unknown").to_string(),
         release: env!("CARGO_PKG_VERSION").to_string(),
     };
-    Json(openfaas::GatewayInfo {
-        provider: openfaas::ProviderInfo {
-            provider: format!("switchboard-{}", gw.provider.name()),
-            orchestration: gw.provider.name().to_string(),
-            version: version.clone(),
-        },
-        version,
-        arch: std::env::consts::ARCH.to_string(),
-    })
+    let provider = openfaas::ProviderInfo {
+        provider: format!("switchboard-{}", gw.provider.name()),
+        orchestration: gw.provider.name().to_string(),
+        version: version.clone(),
+    };
+    match gw.config.role {
+        Role::Provider => Json(provider).into_response(),
+        Role::Gateway => {
+            Json(openfaas::GatewayInfo { provider, version, arch: std::env::consts::ARCH.to_string() }).into_response()
+        }
+    }
 }
 
 pub async fn dead_letters(State(gw): State<Shared>) -> Response {
