@@ -104,12 +104,7 @@ fn main() -> Result<()> {
             Command::Up(args) => platform::up(args, true).await,
             Command::Gateway(args) => platform::up(args, false).await,
             Command::Watchdog(args) => {
-                if let Some(parent) = args.parent {
-                    switchboard_watchdog::stop_with_parent(parent)?;
-                }
-                let config = switchboard_watchdog::Config::from_env()?;
-                switchboard_watchdog::run(config, switchboard_http::shutdown_signal()).await?;
-                Ok(())
+                switchboard_watchdog::run_from_env(args.parent).await.map_err(|e| anyhow::anyhow!(e))
             }
             Command::QueueWorker(args) => {
                 platform::queue_worker(args.config.as_deref(), args.listen, &args.gateway).await

@@ -303,6 +303,7 @@ async fn the_queue_recovers_when_the_disk_does() {
     let r = send(big.clone()).await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("cannot queue"), "{}", r.text());
+    assert_eq!(r.header("retry-after").as_deref(), Some("5"), "the caller may try again");
     let unhealthy = get(&format!("{}/healthz", p.url)).await;
     assert_eq!(unhealthy.status, 503, "{}", unhealthy.text());
 
@@ -397,4 +398,24 @@ async fn the_small_watchdog_serves_and_stops_with_its_parent() {
     nix::sys::signal::kill(p.proc.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
     let gone = eventually(Duration::from_secs(10), || async { watchdogs.iter().all(|w| !alive(*w)) }).await;
     assert!(gone, "small watchdogs outlived their platform: {watchdogs:?}");
+}
+
+/// A deployment that cannot be recorded (a full disk under
+/// `provider.state`) is refused, not made: it would be gone at the next
+/// start.
+#[tokio::test]
+async fn an_unrecordable_deployment_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("disk"), "1m");
+    let config = config("").replace("  stop_timeout: 3s\n", "  stop_timeout: 3s\n  state: disk/functions.json\n");
+    let p = Platform::start_in(dir, &config, NO_STACK, &[]).await;
+    let filler = disk.fill();
+    let d = r#"{"service":"kept","image":"x","envProcess":"cat"}"#;
+    let r = p.api("POST", "/system/functions", d).await;
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert!(r.text().contains("cannot record the change") && r.text().contains("nothing was changed"), "{}", r.text());
+    assert_eq!(p.api("GET", "/system/function/kept", "").await.status, 404);
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(p.api("POST", "/system/functions", d).await.status, 202);
+    p.wait_ready(&["kept"]).await;
 }

@@ -57,19 +57,6 @@ impl IntoResponse for ProviderError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn secret_looking_names() {
-        for k in ["DB_PASSWORD", "api_key", "GITHUB_TOKEN", "aws_secret_access_key", "Authorization", "KEY"] {
-            assert!(super::looks_secret(k), "{k}");
-        }
-        for k in ["PATH", "mode", "RECORD_FILE", "keyboard", "monkey_count"] {
-            assert!(!super::looks_secret(k), "{k}");
-        }
-    }
-}
-
 #[derive(Deserialize)]
 pub struct NamespaceQuery {
     namespace: Option<String>,
@@ -318,4 +305,17 @@ pub async fn logs(State(gw): State<Shared>, Query(q): Query<HashMap<String, Stri
     let mut res = Response::new(body);
     res.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_looking_names() {
+        for k in ["DB_PASSWORD", "api_key", "GITHUB_TOKEN", "aws_secret_access_key", "Authorization", "KEY"] {
+            assert!(super::looks_secret(k), "{k}");
+        }
+        for k in ["PATH", "mode", "RECORD_FILE", "keyboard", "monkey_count"] {
+            assert!(!super::looks_secret(k), "{k}");
+        }
+    }
 }

@@ -50,12 +50,17 @@ impl Body for RequestBody {
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                let deadline = Instant::now() + this.idle;
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if !this.waiting {
-                    this.waiting = true;
-                    timer.as_mut().reset(deadline);
-                }
+                let timer = match &mut this.timer {
+                    Some(timer) if this.waiting => timer,
+                    // The wait starts now: arm the timer (made on the first wait).
+                    slot => {
+                        let deadline = Instant::now() + this.idle;
+                        this.waiting = true;
+                        let timer = slot.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                        timer.as_mut().reset(deadline);
+                        timer
+                    }
+                };
                 match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout(this.idle).into()))),
                     Poll::Pending => Poll::Pending,

@@ -17,15 +17,6 @@ pub use body::{BodyTimeout, MAX_ANSWER, RequestBody, read_whole};
 pub use guard::{from_other_site, loopback_host};
 pub use server::{Handler, Hosts, Limits, Routes, serve};
 
-/// Resolves on Ctrl-C or SIGTERM: when a server should drain and stop.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -85,4 +76,13 @@ where
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     Ok(sender)
+}
+
+/// Resolves on Ctrl-C or SIGTERM: when a server should drain and stop.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }

@@ -91,6 +91,14 @@ pub struct FunctionNamespace {
 /// The label that marks a namespace as one for functions, as OpenFaaS has it.
 pub const NAMESPACE_LABEL: (&str, &str) = ("openfaas", "1");
 
+impl FunctionNamespace {
+    /// A namespace for functions, with nothing but its name and that label.
+    pub fn for_functions(name: &str) -> Self {
+        let (key, value) = NAMESPACE_LABEL;
+        Self { name: name.to_string(), labels: Map::from([(key.to_string(), value.to_string())]), ..Default::default() }
+    }
+}
+
 /// Body of `POST`, `PUT` and `DELETE /system/secrets`, and an item of its
 /// `GET` (which never carries a value).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

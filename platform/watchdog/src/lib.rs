@@ -157,6 +157,17 @@ pub fn stop_with_parent(parent: i32) -> Result<(), Error> {
     Ok(())
 }
 
+/// What `switchboard watchdog` and `switchboard-watchdog` run: settings
+/// from the environment, stopping with `parent` when one is given, until
+/// SIGTERM.
+pub async fn run_from_env(parent: Option<i32>) -> Result<(), BoxError> {
+    if let Some(parent) = parent {
+        stop_with_parent(parent)?;
+    }
+    run(Config::from_env()?, switchboard_http::shutdown_signal()).await?;
+    Ok(())
+}
+
 /// Runs the watchdog until `shutdown` resolves, then drains: it reports
 /// unhealthy for `healthcheck_interval`, stops accepting, and waits up to
 /// `write_timeout` for requests in flight.

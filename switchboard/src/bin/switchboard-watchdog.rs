@@ -32,16 +32,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let run = async {
-        if let Some(parent) = parent {
-            switchboard_watchdog::stop_with_parent(parent)?;
-        }
-        let config = switchboard_watchdog::Config::from_env()?;
-        switchboard_watchdog::run(config, switchboard_http::shutdown_signal()).await?;
-        Ok::<_, Box<dyn std::error::Error>>(())
-    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
-    match runtime.block_on(run) {
+    match runtime.block_on(switchboard_watchdog::run_from_env(parent)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e}");

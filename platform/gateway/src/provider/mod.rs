@@ -10,8 +10,28 @@ pub use process::{ProcessProvider, ProcessSettings};
 pub use static_fns::StaticProvider;
 
 use crate::logs::LogStore;
-use openfaas::{FunctionDeployment, FunctionNamespace, FunctionStatus, NAMESPACE_LABEL, Secret};
+use openfaas::{FunctionDeployment, FunctionNamespace, FunctionStatus, Secret};
+use std::path::Path;
 use std::sync::Arc;
+
+/// Writes `bytes` to `path`, readable by its owner only, whole or not at
+/// all: into a hidden file beside it, synced, then renamed over it, so a
+/// reader or a crash never sees half of it.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -86,11 +106,9 @@ impl Provider {
     pub async fn namespace(&self, name: &str, default: &str) -> Option<FunctionNamespace> {
         match self {
             Provider::Process(p) => p.namespace(name).await,
-            Provider::Static(_) => self.namespaces(default).contains(&name.to_string()).then(|| FunctionNamespace {
-                name: name.to_string(),
-                labels: [NAMESPACE_LABEL].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                ..Default::default()
-            }),
+            Provider::Static(_) => {
+                self.namespaces(default).contains(&name.to_string()).then(|| FunctionNamespace::for_functions(name))
+            }
         }
     }
 

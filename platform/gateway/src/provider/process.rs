@@ -149,11 +149,11 @@ impl ProcessProvider {
             let (d, namespace) = self.validate(r.deployment.clone())?;
             let key = (d.service.clone(), namespace.clone());
             if self.find(&key.0, &key.1).is_some() {
-                self.replace(d, namespace).await?;
+                self.replace(d, namespace, r.replicas).await?;
             } else {
                 self.start_function((d, namespace)).await?;
+                self.scale_function(&key.0, &key.1, r.replicas).await?;
             }
-            self.scale_function(&key.0, &key.1, r.replicas).await?;
             state.functions.insert(key, r);
         }
         Ok(state.functions.len())
@@ -188,20 +188,8 @@ impl ProcessProvider {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let tmp = path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            // Deployments carry environment values, credentials among them.
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            err(e)
-        })
+        // Deployments carry environment values, credentials among them.
+        super::write_private(path, &json).map_err(err)
     }
 
     pub fn logs(&self) -> Arc<LogStore> {
@@ -230,15 +218,12 @@ impl ProcessProvider {
         functions.values().filter(|f| f.namespace == namespace).map(|f| f.status()).collect()
     }
 
-    /// The namespaces functions may be in: the default one, those the API
-    /// created, and those of the stack file's functions.
+    /// The namespaces functions may be in besides the default one: those
+    /// the API created and those of the stack file's functions.
     pub fn namespaces(&self) -> Vec<String> {
         let mut all: Vec<String> =
             self.functions.read().expect("functions lock").keys().map(|(_, ns)| ns.clone()).collect();
         all.extend(self.api_namespaces.read().expect("namespaces lock").iter().cloned());
-        all.push(self.settings.default_namespace.clone());
-        all.sort();
-        all.dedup();
         all
     }
 
@@ -294,11 +279,7 @@ impl ProcessProvider {
         let state = self.records.lock().await;
         match state.namespaces.get(name) {
             Some(ns) => Some(ns.clone()),
-            None if self.namespace_known(&state, name) => Some(FunctionNamespace {
-                name: name.to_string(),
-                labels: [NAMESPACE_LABEL].into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                ..Default::default()
-            }),
+            None if self.namespace_known(&state, name) => Some(FunctionNamespace::for_functions(name)),
             None => None,
         }
     }
@@ -442,14 +423,15 @@ impl ProcessProvider {
             self.find(&key.0, &key.1).ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
         let replicas = (old.replicas.read().expect("replicas lock").len() as u64).min(self.max_replicas(&d)?);
         self.record(&mut state, |s| s.functions.insert(key, Record { replicas, deployment: d.clone() }))?;
-        self.replace(d, namespace).await
+        self.replace(d, namespace, replicas).await
     }
 
-    async fn replace(&self, d: FunctionDeployment, namespace: String) -> Result<(), ProviderError> {
+    /// Starts `replicas` of the new deployment, then stops the old ones.
+    async fn replace(&self, d: FunctionDeployment, namespace: String, replicas: u64) -> Result<(), ProviderError> {
         let key = (d.service.clone(), namespace.clone());
         let old =
             self.find(&key.0, &key.1).ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
-        let replicas = (old.replicas.read().expect("replicas lock").len() as u64).min(self.max_replicas(&d)?);
+        let replicas = replicas.min(self.max_replicas(&d)?);
         let mounted = self.mount_secrets(&d, &namespace)?;
         let new = Arc::new(Function::new(d, namespace, mounted));
         new.scale(replicas, &self.settings, &self.logs).await;

@@ -6,8 +6,7 @@
 
 use super::ProviderError;
 use openfaas::{Secret, is_dns_label};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 pub struct SecretStore {
@@ -42,6 +41,8 @@ impl SecretStore {
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            // Values being written (`.NAME.tmp`) are not secrets yet.
+            .filter(|name| !name.starts_with('.'))
             .collect();
         names.sort();
         names.into_iter().map(|name| Secret { name, namespace: Some(namespace.into()), ..Default::default() }).collect()
@@ -65,18 +66,7 @@ impl SecretStore {
         let value = if secret.raw_value.is_empty() { secret.value.as_bytes() } else { &secret.raw_value };
         let dir = path.parent().expect("a secret is in a namespace folder");
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Self::storage(e, dir))?;
-        // Written whole beside it, then renamed: a function never reads half a value.
-        let tmp = dir.join(format!(".{}.tmp", secret.name));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-            f.write_all(value)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Self::storage(e, &path)
-        })
+        super::write_private(&path, value).map_err(|e| Self::storage(e, &path))
     }
 
     pub fn delete(&self, namespace: &str, name: &str) -> Result<(), ProviderError> {
