@@ -54,6 +54,25 @@ pub struct HubConfig {
     pub dead_letter_file: PathBuf,
 }
 
+impl HubConfig {
+    /// Checks what serde cannot; errors name the key (`hub.retry.max_wait`).
+    pub fn validate(&self) -> Result<(), openfaas::InvalidSetting> {
+        self.retry.validate().map_err(|e| openfaas::InvalidSetting { key: format!("hub.{}", e.key), ..e })?;
+        if self.topic_delimiter.is_empty() {
+            // Splitting on "" would make a topic of every character.
+            return Err(openfaas::InvalidSetting::new(
+                "hub.topic_delimiter",
+                "",
+                "at least one character, such as \",\"",
+            ));
+        }
+        if self.max_pending == 0 {
+            return Err(openfaas::InvalidSetting::new("hub.max_pending", "0", "at least 1 event in flight"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for HubConfig {
     fn default() -> Self {
         Self {

@@ -2,6 +2,7 @@
 //! `GET /system/namespaces`, then `GET /system/functions?namespace=`. A failed
 //! refresh keeps the last map, backs off and tries again: never exits.
 
+use crate::backoff::Backoff;
 use crate::config::HubConfig;
 use crate::gateway::{Gateway, GatewayError};
 use crate::metrics::Metrics;
@@ -72,7 +73,7 @@ impl Discovery {
     }
 
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = Backoff::new(Duration::from_millis(250), self.interval.max(Duration::from_secs(1)));
         loop {
             let wait = match self.fetch().await {
                 Ok(subs) => {
@@ -94,14 +95,13 @@ impl Discovery {
                         self.ready.store(true, Ordering::Release);
                         self.first.notify_waiters();
                     }
-                    backoff = Duration::from_millis(250);
+                    backoff.reset();
                     self.interval
                 }
                 Err(e) => {
                     self.metrics.discovery_errors.inc();
-                    tracing::warn!(error = %e, retry_in = ?backoff, "discovery failed; keeping the last topic map");
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(self.interval.max(Duration::from_secs(1)));
+                    let wait = backoff.next_wait();
+                    tracing::warn!(error = %e, retry_in = ?wait, "discovery failed; keeping the last topic map");
                     wait
                 }
             };

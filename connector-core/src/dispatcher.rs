@@ -3,10 +3,11 @@
 
 use crate::config::HubConfig;
 use crate::deadletter::{DeadEvent, DeadLetter, DeadLetterSink};
-use crate::event::{Event, Outcome, Response};
+use crate::event::{Event, Response};
 use crate::gateway::{Gateway, Invocation};
 use crate::metrics::Metrics;
 use crate::order::{KeyOrder, Turn};
+use crate::settle::{Outcome, Settle};
 use crate::subscription::Subscription;
 use crate::topics::TopicMap;
 use std::sync::Arc;
@@ -40,19 +41,27 @@ pub struct Dispatcher {
 
 /// Admission of one event: a place among the events in flight and, with
 /// ordered keys, its turn behind earlier events of the same key. Take tickets
-/// in arrival order; dispatch them concurrently.
+/// in arrival order; the events then run concurrently.
 pub struct Ticket {
     dispatcher: Dispatcher,
     _pending: OwnedSemaphorePermit,
     turn: Option<Turn>,
 }
 
+/// One subscriber's delivery.
 enum Delivery {
     Delivered(Response),
     DeadLettered,
+    /// Retries remain and the broker does them.
     Retry(Duration),
+    /// Neither delivered nor dead-lettered.
     Failed(String),
 }
+
+/// How long the broker waits before redelivering an event that could be
+/// neither delivered nor dead-lettered (the hub stopping, the dead-letter
+/// sink down).
+pub const REDELIVER_AFTER: Duration = Duration::from_secs(1);
 
 impl Dispatcher {
     pub fn new(
@@ -91,6 +100,11 @@ impl Dispatcher {
         &self.shared.metrics
     }
 
+    /// The source this handle is labelled for.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
     /// Waits while `max_pending` events are in flight: the backpressure that
     /// stops a source from reading faster than functions take events.
     pub async fn ticket(&self, event: &Event) -> Ticket {
@@ -113,15 +127,6 @@ impl Dispatcher {
         Ticket { dispatcher: self.clone(), _pending: pending, turn }
     }
 
-    /// Dead-letters an event without invoking anything: for messages the
-    /// broker has delivered too often (poison messages).
-    pub async fn reject(&self, event: &Event, attempts: u32, reason: String) -> Outcome {
-        self.shared.metrics.received.with_label_values(&[self.source, &event.topic]).inc();
-        self.dead_letter(event, &event.topic, None, None, attempts, reason)
-            .await
-            .map_or_else(Outcome::Failed, |()| Outcome::DeadLettered)
-    }
-
     /// The most events in flight at once (`hub.max_pending`).
     pub fn max_pending(&self) -> usize {
         self.shared.max_pending
@@ -137,61 +142,113 @@ impl Dispatcher {
         self.shared.asynchronous.is_some()
     }
 
-    /// `ticket` then `dispatch`, for sources that handle one event at a time.
-    pub async fn dispatch(&self, event: Event) -> Outcome {
-        self.ticket(&event).await.dispatch(event).await
+    /// Admits `event`, waiting while `hub.max_pending` events are in
+    /// flight, then delivers it in a task of its own and settles its message
+    /// through `handle`. What a source calls for each message it reads.
+    pub async fn submit(&self, event: Event, handle: impl Settle) {
+        self.ticket(&event).await.spawn(event, handle);
     }
 }
 
 impl Ticket {
-    pub async fn dispatch(mut self, event: Event) -> Outcome {
-        if let Some(turn) = &mut self.turn {
-            turn.wait().await;
+    /// Delivers `event` in a task of its own and settles through `handle`;
+    /// the ticket is held until the message is settled.
+    pub fn spawn(self, event: Event, handle: impl Settle) {
+        tokio::spawn(self.run(event, handle));
+    }
+
+    async fn run<S: Settle>(mut self, event: Event, handle: S) {
+        let d = self.dispatcher.clone();
+        let work = async {
+            if let Some(turn) = &mut self.turn {
+                turn.wait().await;
+            }
+            d.deliver_all(&event, handle.deliveries(), handle.redelivers_later()).await
+        };
+        let (outcome, reply) = match handle.keep_alive_every() {
+            None => work.await,
+            Some(every) => {
+                tokio::pin!(work);
+                let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tokio::select! {
+                        done = &mut work => break done,
+                        _ = ticks.tick() => handle.keep_alive().await,
+                    }
+                }
+            }
+        };
+        // The reply rule: the first subscriber's answer is the reply.
+        if let Some(response) = &reply {
+            handle.reply(response).await;
         }
-        let d = &self.dispatcher;
-        let m = &d.shared.metrics;
-        let map = d.shared.map.borrow().clone();
+        handle.settle(outcome).await;
+    }
+}
+
+impl Dispatcher {
+    /// Delivers to every subscriber; the outcome, and the first answer.
+    async fn deliver_all(&self, event: &Event, deliveries: u32, redelivers: bool) -> (Outcome, Option<Response>) {
+        let m = &self.shared.metrics;
+        let map = self.shared.map.borrow().clone();
         let subscribers: Vec<Arc<Subscription>> = match &event.function {
             Some(f) => map.functions.get(f).cloned().into_iter().collect(),
-            None => map.subscribers(&event.topic),
+            None => map.subscribers(self.source, &event.topic),
         };
         // A topic nobody subscribes to comes from outside (any CloudEvents
         // type, any MQTT topic): one metric series each would grow without
         // bound, so they share one.
         let label = if subscribers.is_empty() { UNROUTED } else { event.topic.as_str() };
-        m.received.with_label_values(&[d.source, label]).inc();
+        m.received.with_label_values(&[self.source, label]).inc();
         if subscribers.is_empty() {
             let reason = format!("no function subscribes to topic {:?}", event.topic);
-            return d
-                .dead_letter(&event, UNROUTED, None, None, 0, reason)
-                .await
-                .map_or_else(Outcome::Failed, |()| Outcome::DeadLettered);
+            let outcome = match self.dead_letter(event, UNROUTED, None, None, 0, reason).await {
+                Ok(()) => Outcome::DeadLettered,
+                Err(reason) => Outcome::Redeliver { after: REDELIVER_AFTER, reason },
+            };
+            return (outcome, None);
         }
-        let results = futures_util::future::join_all(subscribers.iter().map(|s| d.deliver(s, &event))).await;
-        let mut responses = vec![];
+        let results = futures_util::future::join_all(
+            subscribers.iter().map(|s| self.deliver(s, event, deliveries.max(1), redelivers)),
+        )
+        .await;
+        let mut first = None;
         let (mut dead, mut retry, mut failed) = (false, None::<Duration>, None::<String>);
         for r in results {
             match r {
-                Delivery::Delivered(res) => responses.push(res),
+                Delivery::Delivered(res) => first = first.or(Some(res)),
                 Delivery::DeadLettered => dead = true,
                 Delivery::Retry(after) => retry = Some(retry.map_or(after, |r| r.max(after))),
                 Delivery::Failed(e) => failed = Some(e),
             }
         }
-        match (failed, retry, dead) {
-            (Some(e), _, _) => Outcome::Failed(e),
-            (None, Some(after), _) => Outcome::Retry { after },
+        let outcome = match (failed, retry, dead) {
+            (Some(reason), _, _) => Outcome::Redeliver { after: REDELIVER_AFTER, reason },
+            (None, Some(after), _) => Outcome::Redeliver { after, reason: "a retry is due".into() },
             (None, None, true) => Outcome::DeadLettered,
-            (None, None, false) => Outcome::Delivered(responses),
-        }
+            (None, None, false) => Outcome::Delivered,
+        };
+        (outcome, first)
     }
-}
 
-impl Dispatcher {
-    async fn deliver(&self, sub: &Subscription, event: &Event) -> Delivery {
+    /// One subscriber: attempts count on from the broker's deliveries, so
+    /// the retry policy bounds them across redeliveries and restarts.
+    async fn deliver(&self, sub: &Subscription, event: &Event, deliveries: u32, redelivers: bool) -> Delivery {
         let m = &self.shared.metrics;
         let labels = [self.source, event.topic.as_str(), sub.function.as_str()];
-        let mut attempt = event.redelivery.unwrap_or(1);
+        let mut attempt = deliveries;
+        if attempt > sub.retry.attempts {
+            // Handed out more often than the policy allows attempts, without
+            // ever settling: a message that stops the hub each time it runs.
+            let reason = format!(
+                "delivered {attempt} times without settling; the retry policy allows {} attempts",
+                sub.retry.attempts
+            );
+            return match self.dead_letter(event, &event.topic, Some(&sub.function), None, attempt - 1, reason).await {
+                Ok(()) => Delivery::DeadLettered,
+                Err(e) => Delivery::Failed(e),
+            };
+        }
         loop {
             let permit = tokio::select! {
                 p = sub.limits.acquire() => p,
@@ -229,7 +286,7 @@ impl Dispatcher {
                 m.retried.with_label_values(&labels).inc();
                 let wait = sub.retry.backoff(attempt, a.retry_after);
                 tracing::debug!(function = %sub.function, attempt, error = %a.error, ?wait, "retrying");
-                if event.redelivery.is_some() {
+                if redelivers {
                     return Delivery::Retry(wait);
                 }
                 tokio::select! {

@@ -4,7 +4,6 @@ use bytes::Bytes;
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// CloudEvents context attributes of an event that is one.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -88,9 +87,6 @@ pub struct Event {
     pub cloudevent: Option<CloudEventAttrs>,
     /// Deliver to this function only (cron schedules belong to one function).
     pub function: Option<String>,
-    /// How many times the broker has delivered this event (1 = first time),
-    /// for sources whose broker redelivers; `None` when the hub retries itself.
-    pub redelivery: Option<u32>,
 }
 
 /// A function's answer, for sources that route responses (reply subjects).
@@ -100,26 +96,4 @@ pub struct Response {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: Bytes,
-}
-
-/// How delivery of one event settled; the source acks or redelivers by it.
-#[derive(Debug)]
-pub enum Outcome {
-    /// Every subscriber answered 2xx (or a non-retryable status, which is the
-    /// function's own answer). Ack.
-    Delivered(Vec<Response>),
-    /// At least one subscriber could not be reached within its retries and
-    /// the event is in the dead-letter sink. Ack (terminate).
-    DeadLettered,
-    /// Redeliver after `after`: retries remain and the broker does them.
-    Retry { after: Duration },
-    /// Neither delivered nor dead-lettered (shutdown, dead-letter sink down). Redeliver.
-    Failed(String),
-}
-
-impl Outcome {
-    /// Whether the source may ack: delivered or dead-lettered.
-    pub fn settled(&self) -> bool {
-        matches!(self, Outcome::Delivered(_) | Outcome::DeadLettered)
-    }
 }

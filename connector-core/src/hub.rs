@@ -7,7 +7,7 @@ use crate::discovery::Discovery;
 use crate::dispatcher::Dispatcher;
 use crate::gateway::{Gateway, InProcess};
 use crate::metrics::Metrics;
-use crate::source::{Link, Source, SourceContext, SourceError};
+use crate::source::{BrokerState, Source, SourceContext, SourceError};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -33,6 +33,8 @@ pub enum HubError {
     Secret(#[from] openfaas::auth::MissingSecret),
     #[error(transparent)]
     Access(#[from] crate::access::AccessError),
+    #[error(transparent)]
+    Config(#[from] openfaas::InvalidSetting),
     #[error("cannot listen on {0} (hub.listen): {1}")]
     Listen(std::net::SocketAddr, std::io::Error),
     #[error("source {0}: {1}")]
@@ -43,6 +45,7 @@ impl Hub {
     /// A hub that discovers and invokes through `gateway`: over HTTP at
     /// `hub.gateway`, or in-process when it runs inside the gateway.
     pub fn new(config: HubConfig, gateway: Option<InProcess>, shutdown: CancellationToken) -> Result<Self, HubError> {
+        config.validate()?;
         let credentials = if config.basic_auth {
             Some(openfaas::Credentials::from_secret_mount(&config.secret_mount_path)?)
         } else {
@@ -67,8 +70,8 @@ impl Hub {
             .await
             .map_err(|e| HubError::Listen(self.config.listen, e))?;
         tokio::spawn(self.discovery.clone().run(self.shutdown.clone()));
-        let links: Vec<Link> =
-            sources.iter().map(|s| Link::new(s.name(), self.metrics.source_connected.clone())).collect();
+        let links: Vec<BrokerState> =
+            sources.iter().map(|s| BrokerState::new(s.name(), self.metrics.source_connected.clone())).collect();
         let state = Ops {
             discovery: self.discovery.clone(),
             metrics: self.metrics.clone(),
@@ -112,7 +115,8 @@ impl Hub {
             let ctx = SourceContext {
                 dispatcher: self.dispatcher.for_source(name),
                 topics: self.discovery.subscribe(),
-                link,
+                broker: link,
+                registry: self.metrics.registry().clone(),
                 access: self.access.clone(),
                 shutdown: self.shutdown.clone(),
             };
@@ -141,7 +145,7 @@ impl Hub {
 struct Ops {
     discovery: Arc<Discovery>,
     metrics: Arc<Metrics>,
-    links: Vec<Link>,
+    links: Vec<BrokerState>,
     access: Arc<Access>,
 }
 
@@ -159,7 +163,7 @@ async fn ready(State(h): State<Ops>) -> (StatusCode, String) {
     if !h.discovery.ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first function discovery".into());
     }
-    let down: Vec<&str> = h.links.iter().filter_map(Link::down_source).collect();
+    let down: Vec<&str> = h.links.iter().filter_map(BrokerState::down_source).collect();
     if down.is_empty() {
         (StatusCode::OK, "OK".into())
     } else {

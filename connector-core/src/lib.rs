@@ -1,13 +1,16 @@
 //! connector-core: the one event path of the hub.
 //!
-//! A [`Source`] turns broker messages into [`Event`]s and hands them to its
-//! [`Dispatcher`]; the dispatcher finds the subscribed functions in the
-//! [`TopicMap`] (kept fresh by [`Discovery`] from any OpenFaaS-compatible
-//! gateway), applies each function's limits, invokes it through the
-//! gateway, retries, dead-letters what cannot be delivered, and returns the
-//! [`Outcome`] the source acks or redelivers by. Nothing here knows a broker.
+//! A [`Source`] turns each broker message into an [`Event`] and a
+//! [`Settle`] handle and submits both to its [`Dispatcher`]; the dispatcher
+//! finds the subscribed functions in the [`TopicMap`] (kept fresh by
+//! [`Discovery`] from any OpenFaaS-compatible gateway), applies each
+//! function's limits, invokes it through the gateway, retries,
+//! dead-letters what cannot be delivered, keeps the message alive
+//! meanwhile, and settles it by the [`Outcome`]. Nothing here knows a broker.
 
 pub mod access;
+mod backoff;
+mod batch;
 pub mod config;
 pub mod deadletter;
 pub mod discovery;
@@ -17,22 +20,30 @@ pub mod gateway;
 pub mod hub;
 pub mod metrics;
 mod order;
+mod reconcile;
+mod settle;
 pub mod source;
 pub mod subscription;
 pub mod tls;
 pub mod topics;
+mod watermark;
 
 pub use access::{Access, AuthMode};
+pub use backoff::Backoff;
+pub use batch::Batcher;
 pub use config::HubConfig;
 pub use deadletter::{DeadLetter, DeadLetterSink};
 pub use discovery::Discovery;
 pub use dispatcher::{Dispatcher, Ticket};
-pub use event::{CloudEventAttrs, Event, Outcome, Response};
+pub use event::{CloudEventAttrs, Event, Response};
 pub use gateway::InProcess;
 pub use hub::{Hub, HubError};
-pub use source::{Link, Source, SourceContext, SourceError};
-pub use tls::{TlsFiles, TlsPem};
+pub use reconcile::{Changes, Subscribed};
+pub use settle::{NoAck, Outcome, Settle};
+pub use source::{BrokerState, Source, SourceConfig, SourceContext, SourceError};
+pub use tls::{TlsFiles, TlsPem, install_crypto_provider};
 pub use topics::{CRON_TOPIC, TopicMap};
+pub use watermark::Watermark;
 
 /// A name unique per replica and stable across its restarts: the host name
 /// (a pod's name on Kubernetes), or a random one without it. Consumer names

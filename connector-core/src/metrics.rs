@@ -16,7 +16,6 @@ pub struct Metrics {
     pub topics: Gauge,
     pub functions: Gauge,
     pub discovery_errors: IntCounter,
-    pub schedule_errors: CounterVec,
     pub source_connected: GaugeVec,
 }
 
@@ -60,12 +59,6 @@ impl Default for Metrics {
             retried: counter(&r, "switchboard_events_retried_total", "Delivery attempts retried", by_fn),
             dead_lettered: counter(&r, "switchboard_events_dead_lettered_total", "Events dead-lettered", by_fn),
             failed: counter(&r, "switchboard_events_failed_total", "Events left for redelivery", by_fn),
-            schedule_errors: counter(
-                &r,
-                "switchboard_cron_schedule_errors_total",
-                "Invalid cron schedules",
-                &["function"],
-            ),
             invocation_seconds,
             in_flight,
             topics,
@@ -78,6 +71,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Where sources register metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn render(&self) -> String {
         let mut out = vec![];
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");

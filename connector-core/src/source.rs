@@ -5,6 +5,7 @@ use crate::dispatcher::Dispatcher;
 use crate::topics::TopicMap;
 use futures_util::future::BoxFuture;
 use prometheus::GaugeVec;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::watch;
@@ -12,24 +13,45 @@ use tokio_util::sync::CancellationToken;
 
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A source's section of the config file. The binary's one registration
+/// entry per source derives the rest (the `connect` subcommand, the
+/// feature, the banner, the enabled check) from it.
+pub trait SourceConfig: Default + Clone + serde::Serialize + serde::de::DeserializeOwned {
+    /// Whether `switchboard up` runs this source.
+    fn enabled(&self) -> bool;
+    /// Checks the section and builds the source; errors name the key and
+    /// what was expected, so a mistake stops the start.
+    fn build(&self) -> Result<Box<dyn Source>, SourceError>;
+}
+
 /// What a source is given to run.
 pub struct SourceContext {
-    /// Where events go; each dispatch returns the outcome to ack by.
+    /// Where events go: [`Dispatcher::submit`] an event with its settle handle.
     pub dispatcher: Dispatcher,
     /// The live topic map: the topics to subscribe to change while running.
     pub topics: watch::Receiver<Arc<TopicMap>>,
     /// For a source with a broker: whether it is connected to it.
-    pub link: Link,
+    pub broker: BrokerState,
     /// Who may send requests, for a source that serves HTTP (`hub.auth`).
     pub access: Arc<Access>,
+    /// The hub's metrics registry, for the source's own metrics
+    /// (`switchboard_<source>_*`), served on the hub's `/metrics`.
+    pub registry: prometheus::Registry,
     pub shutdown: CancellationToken,
+}
+
+impl SourceContext {
+    /// The topics this source consumes now ([`TopicMap::topics_for`]).
+    pub fn wanted(&self) -> BTreeSet<String> {
+        self.topics.borrow().topics_for(self.dispatcher.source())
+    }
 }
 
 /// A source's connection to its broker, as `/readyz` and the
 /// `switchboard_source_connected` gauge report it. A source with no broker
 /// (cron, CloudEvents) never reports, and never makes the hub unready.
 #[derive(Clone)]
-pub struct Link {
+pub struct BrokerState {
     source: &'static str,
     state: Arc<AtomicU8>,
     gauge: GaugeVec,
@@ -39,17 +61,21 @@ const SILENT: u8 = 0;
 const DOWN: u8 = 1;
 const UP: u8 = 2;
 
-impl Link {
+impl BrokerState {
     pub(crate) fn new(source: &'static str, gauge: GaugeVec) -> Self {
         Self { source, state: Arc::new(AtomicU8::new(SILENT)), gauge }
     }
 
-    pub fn up(&self) {
+    pub fn connected(&self) {
         self.set(UP);
     }
 
-    pub fn down(&self) {
+    pub fn disconnected(&self) {
         self.set(DOWN);
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state.load(Ordering::Acquire) == UP
     }
 
     fn set(&self, state: u8) {
@@ -64,12 +90,15 @@ impl Link {
 }
 
 /// A broker, schedule or endpoint that produces events. A source owns its
-/// protocol and its acknowledgements; it subscribes to the topics in
-/// `ctx.topics`, turns each message into an [`crate::Event`], and acks or
-/// redelivers by the [`crate::Outcome`] of its dispatch.
+/// protocol: it subscribes to [`SourceContext::wanted`], turns each message
+/// into an [`crate::Event`] and a [`crate::Settle`] handle, and submits
+/// both; the core delivers and settles.
 pub trait Source: Send + 'static {
-    /// Names the source in metrics and in `X-Connector`.
+    /// Names the source in metrics, in `X-Connector` and in topic
+    /// qualifiers (`nats:orders`); one of [`crate::topics::SOURCES`].
     fn name(&self) -> &'static str;
+    /// Where it reads from, for the start-up banner.
+    fn describe(&self) -> String;
     /// Runs until `ctx.shutdown`; an error is fatal (connection problems
     /// are retried inside the source).
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>>;

@@ -45,6 +45,14 @@ impl TlsFiles {
     }
 }
 
+/// Chooses rustls's crypto provider for the process, before any TLS
+/// connection: the broker clients bring both ring (async-nats) and
+/// aws-lc-rs (redis), and rustls, unable to pick one, would panic at the
+/// first TLS handshake. ring is the one the gateway client is built on.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

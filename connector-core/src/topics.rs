@@ -2,6 +2,10 @@
 //! `topic` annotation. A topic is exact, or a pattern with NATS wildcards
 //! (`*` one token, `>` the rest; `.`-separated) or MQTT wildcards (`+` one
 //! level, `#` the rest; `/`-separated).
+//!
+//! A topic may name its source (`kafka:orders`, `mqtt:sensors/+/temp`):
+//! then only that source consumes it and only its events reach it. A plain
+//! topic (OpenFaaS's `topic: a,b`) is for any source that can serve it.
 
 use crate::subscription::Subscription;
 use std::collections::{BTreeSet, HashMap};
@@ -10,10 +14,26 @@ use std::sync::Arc;
 /// The reserved topic of scheduled functions (OpenFaaS's name).
 pub const CRON_TOPIC: &str = "cron-function";
 
+/// The names a topic can be qualified with: every source's.
+pub const SOURCES: [&str; 7] = ["cloudevents", "cron", "kafka", "mqtt", "nats", "redis", "sqs"];
+
+/// The source a topic names, if any, and the topic itself.
+pub fn qualified(topic: &str) -> (Option<&'static str>, &str) {
+    if let Some((prefix, rest)) = topic.split_once(':')
+        && let Some(source) = SOURCES.iter().find(|s| **s == prefix)
+    {
+        return (Some(source), rest);
+    }
+    (None, topic)
+}
+
+/// A subscription, for one source or any.
+type Routed = (Option<&'static str>, Arc<Subscription>);
+
 #[derive(Debug, Default)]
 pub struct TopicMap {
-    exact: HashMap<String, Vec<Arc<Subscription>>>,
-    patterns: Vec<(Pattern, Arc<Subscription>)>,
+    exact: HashMap<String, Vec<Routed>>,
+    patterns: Vec<(Pattern, Routed)>,
     /// Every function with a `topic` annotation, by `name.namespace`.
     pub functions: HashMap<String, Arc<Subscription>>,
 }
@@ -62,9 +82,10 @@ impl TopicMap {
         for s in subscriptions {
             let s = Arc::new(s);
             for topic in &s.topics {
+                let (source, topic) = qualified(topic);
                 match Pattern::parse(topic) {
-                    Some(p) => map.patterns.push((p, s.clone())),
-                    None => map.exact.entry(topic.clone()).or_default().push(s.clone()),
+                    Some(p) => map.patterns.push((p, (source, s.clone()))),
+                    None => map.exact.entry(topic.to_string()).or_default().push((source, s.clone())),
                 }
             }
             map.functions.insert(s.function.clone(), s);
@@ -72,12 +93,15 @@ impl TopicMap {
         map
     }
 
-    /// Subscribers of a concrete topic, each once.
-    pub fn subscribers(&self, topic: &str) -> Vec<Arc<Subscription>> {
-        let mut out: Vec<Arc<Subscription>> = self.exact.get(topic).cloned().unwrap_or_default();
-        for (p, s) in &self.patterns {
-            if p.matches(topic) && !out.iter().any(|o| o.function == s.function) {
-                out.push(s.clone());
+    /// Subscribers of a concrete topic of `source`, each once.
+    pub fn subscribers(&self, source: &str, topic: &str) -> Vec<Arc<Subscription>> {
+        let mine = |s: &Option<&str>| s.is_none_or(|s| s == source);
+        let mut out: Vec<Arc<Subscription>> = vec![];
+        let exact = self.exact.get(topic).into_iter().flatten();
+        let patterns = self.patterns.iter().filter(|(p, _)| p.matches(topic)).map(|(_, r)| r);
+        for (s, sub) in exact.chain(patterns) {
+            if mine(s) && !out.iter().any(|o| o.function == sub.function) {
+                out.push(sub.clone());
             }
         }
         out
@@ -92,12 +116,19 @@ impl TopicMap {
             })
     }
 
-    /// Topics a broker source subscribes to: all but [`CRON_TOPIC`], which
-    /// names a schedule, not a subject, stream or filter.
-    pub fn broker_topics(&self) -> BTreeSet<String> {
-        let mut topics = self.topics();
-        topics.remove(CRON_TOPIC);
-        topics
+    /// Topics `source` consumes: those qualified with its name, and the
+    /// plain ones but [`CRON_TOPIC`] (a schedule, not a subject, stream or
+    /// filter).
+    pub fn topics_for(&self, source: &str) -> BTreeSet<String> {
+        let all = self.functions.values().flat_map(|s| s.topics.iter()).map(|t| qualified(t));
+        all.filter(|(s, t)| s.map_or(*t != CRON_TOPIC, |s| s == source)).map(|(_, t)| t.to_string()).collect()
+    }
+
+    /// Topics qualified with `source`'s name: the only ones for which it may
+    /// create broker objects (streams, groups, queues).
+    pub fn own_topics(&self, source: &str) -> BTreeSet<String> {
+        let all = self.functions.values().flat_map(|s| s.topics.iter()).map(|t| qualified(t));
+        all.filter(|(s, _)| *s == Some(source)).map(|(_, t)| t.to_string()).collect()
     }
 
     /// Every topic (and pattern) some function subscribes to.
@@ -124,7 +155,7 @@ mod tests {
             sub("e.ns", &["sensors/#"]),
         ]);
         let names = |t: &str| {
-            let mut v: Vec<String> = map.subscribers(t).iter().map(|s| s.function.clone()).collect();
+            let mut v: Vec<String> = map.subscribers("nats", t).iter().map(|s| s.function.clone()).collect();
             v.sort();
             v
         };
@@ -136,5 +167,30 @@ mod tests {
         assert_eq!(names("sensors/kitchen/humidity"), ["e.ns"]);
         assert_eq!(names("sensors"), ["e.ns"]);
         assert_eq!(map.topics().len(), 6);
+    }
+
+    #[test]
+    fn a_qualified_topic_belongs_to_its_source() {
+        let map = TopicMap::new(vec![
+            sub("any.ns", &["orders"]),
+            sub("kafka.ns", &["kafka:orders"]),
+            sub("mqtt.ns", &["mqtt:sensors/+/temp", "cron-function"]),
+            sub("colon.ns", &["urn:example:thing"]),
+        ]);
+        let names = |source: &str, t: &str| {
+            let mut v: Vec<String> = map.subscribers(source, t).iter().map(|s| s.function.clone()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names("kafka", "orders"), ["any.ns", "kafka.ns"]);
+        assert_eq!(names("nats", "orders"), ["any.ns"]);
+        assert_eq!(names("mqtt", "sensors/a/temp"), ["mqtt.ns"]);
+        assert_eq!(names("nats", "sensors/a/temp"), Vec::<String>::new());
+        assert_eq!(names("nats", "urn:example:thing"), ["colon.ns"], "not a source's name: part of the topic");
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<String>>();
+        assert_eq!(map.topics_for("kafka"), set(&["orders", "urn:example:thing"]));
+        assert_eq!(map.topics_for("mqtt"), set(&["orders", "sensors/+/temp", "urn:example:thing"]));
+        assert_eq!(map.own_topics("kafka"), set(&["orders"]));
+        assert_eq!(map.own_topics("nats"), set(&[]));
     }
 }

@@ -37,18 +37,19 @@ pub fn config(data: &[u8]) {
     let _ = serde_yaml_ng::from_str::<switchboard_gateway::GatewayConfig>(text);
     let _ = serde_yaml_ng::from_str::<switchboard_gateway::ProviderConfig>(text);
     if let Ok(hub) = serde_yaml_ng::from_str::<connector_core::HubConfig>(text) {
-        let _ = hub.retry.validate();
+        let _ = hub.validate();
     }
-    let _ = serde_yaml_ng::from_str::<switchboard_cron::CronConfig>(text);
-    let _ = serde_yaml_ng::from_str::<switchboard_cloudevents::CloudEventsConfig>(text);
-    if let Ok(nats) = serde_yaml_ng::from_str::<switchboard_nats::NatsConfig>(text) {
-        let _ = switchboard_nats::NatsSource::new(nats);
-    }
-    if let Ok(redis) = serde_yaml_ng::from_str::<switchboard_redis::RedisConfig>(text) {
-        let _ = switchboard_redis::RedisSource::new(redis);
-    }
-    if let Ok(mqtt) = serde_yaml_ng::from_str::<switchboard_mqtt::MqttConfig>(text) {
-        let _ = switchboard_mqtt::MqttSource::new(mqtt);
+    build::<switchboard_cron::CronConfig>(text);
+    build::<switchboard_cloudevents::CloudEventsConfig>(text);
+    build::<switchboard_nats::NatsConfig>(text);
+    build::<switchboard_redis::RedisConfig>(text);
+    build::<switchboard_mqtt::MqttConfig>(text);
+}
+
+/// A source's section, validated as the binary does.
+fn build<C: connector_core::SourceConfig>(text: &str) {
+    if let Ok(config) = serde_yaml_ng::from_str::<C>(text) {
+        let _ = config.build();
     }
 }
 

@@ -8,27 +8,17 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use switchboard_gateway::{GatewayConfig, ProviderConfig};
+use switchboard_gateway::ProviderConfig;
 
 pub const EMBEDDED: &str = include_str!("../../config/switchboard.yml");
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub gateway: GatewayConfig,
-    pub provider: ProviderConfig,
-    pub queue: QueueConfig,
-    pub hub: connector_core::HubConfig,
-    #[cfg(feature = "cron")]
-    pub cron: switchboard_cron::CronConfig,
-    #[cfg(feature = "cloudevents")]
-    pub cloudevents: switchboard_cloudevents::CloudEventsConfig,
-    #[cfg(feature = "nats")]
-    pub nats: switchboard_nats::NatsConfig,
-    #[cfg(feature = "redis")]
-    pub redis: switchboard_redis::RedisConfig,
-    #[cfg(feature = "mqtt")]
-    pub mqtt: switchboard_mqtt::MqttConfig,
+// Every source: a crate, its feature, and this one line (crate::hub::sources).
+crate::hub::sources! {
+    #[cfg(feature = "cron")] cron: switchboard_cron::CronConfig,
+    #[cfg(feature = "cloudevents")] cloudevents: switchboard_cloudevents::CloudEventsConfig,
+    #[cfg(feature = "nats")] nats: switchboard_nats::NatsConfig,
+    #[cfg(feature = "redis")] redis: switchboard_redis::RedisConfig,
+    #[cfg(feature = "mqtt")] mqtt: switchboard_mqtt::MqttConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -77,13 +67,8 @@ impl Config {
             None => parse(EMBEDDED).context("invalid built-in config")?,
         };
         config.apply_env(|k| std::env::var(k).ok())?;
-        for (section, retry) in [("queue", &config.queue.retry), ("hub", &config.hub.retry)] {
-            retry.validate().map_err(|e| InvalidSetting { key: format!("{section}.{}", e.key), ..e })?;
-        }
-        if config.hub.topic_delimiter.is_empty() {
-            // Splitting on "" would make a topic of every character.
-            return Err(InvalidSetting::new("hub.topic_delimiter", "", "at least one character, such as \",\"").into());
-        }
+        config.queue.retry.validate().map_err(|e| InvalidSetting { key: format!("queue.{}", e.key), ..e })?;
+        config.hub.validate()?;
         Ok(config)
     }
 

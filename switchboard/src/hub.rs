@@ -1,68 +1,56 @@
 //! Running the hub's sources, beside our gateway (`up`) or any
-//! OpenFaaS-compatible one (`connect`).
+//! OpenFaaS-compatible one (`connect`), and the one table of sources.
 
 use crate::config::Config;
 use anyhow::Result;
 use connector_core::{Hub, InProcess, Source};
 use tokio_util::sync::CancellationToken;
 
-/// The sources `switchboard connect` can run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum SourceKind {
-    #[cfg(feature = "cron")]
-    Cron,
-    #[cfg(feature = "cloudevents")]
-    Cloudevents,
-    #[cfg(feature = "nats")]
-    Nats,
-    #[cfg(feature = "redis")]
-    Redis,
-    #[cfg(feature = "mqtt")]
-    Mqtt,
-}
-
-fn build(config: &Config, kind: SourceKind) -> Result<Box<dyn Source>> {
-    Ok(match kind {
-        #[cfg(feature = "cron")]
-        SourceKind::Cron => Box::new(switchboard_cron::CronSource::new(config.cron.clone())),
-        #[cfg(feature = "cloudevents")]
-        SourceKind::Cloudevents => {
-            Box::new(switchboard_cloudevents::CloudEventsSource::new(config.cloudevents.clone()))
+/// Derives, from one line per source, the config file (its section), the
+/// `connect` subcommand's choices, building a source, and which ones `up`
+/// runs. A line is `#[cfg(feature = "NAME")] NAME: CRATE::CONFIG`; the
+/// config type implements [`connector_core::SourceConfig`].
+macro_rules! sources {
+    ($(#[cfg(feature = $feature:literal)] $name:ident: $config:ty),* $(,)?) => {
+        /// The sources' sections of the config file.
+        #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct Config {
+            pub gateway: switchboard_gateway::GatewayConfig,
+            pub provider: switchboard_gateway::ProviderConfig,
+            pub queue: crate::config::QueueConfig,
+            pub hub: connector_core::HubConfig,
+            $(#[cfg(feature = $feature)] pub $name: $config,)*
         }
-        #[cfg(feature = "nats")]
-        SourceKind::Nats => Box::new(switchboard_nats::NatsSource::new(config.nats.clone())?),
-        #[cfg(feature = "redis")]
-        SourceKind::Redis => Box::new(switchboard_redis::RedisSource::new(config.redis.clone())?),
-        #[cfg(feature = "mqtt")]
-        SourceKind::Mqtt => Box::new(switchboard_mqtt::MqttSource::new(config.mqtt.clone())?),
-    })
-}
 
-/// The sources `switchboard up` runs: every one enabled in the config.
-pub fn enabled(config: &Config) -> Result<Vec<Box<dyn Source>>> {
-    let mut kinds = vec![];
-    #[cfg(feature = "cron")]
-    if config.cron.enabled {
-        kinds.push(SourceKind::Cron);
-    }
-    #[cfg(feature = "cloudevents")]
-    if config.cloudevents.enabled {
-        kinds.push(SourceKind::Cloudevents);
-    }
-    #[cfg(feature = "nats")]
-    if config.nats.enabled {
-        kinds.push(SourceKind::Nats);
-    }
-    #[cfg(feature = "redis")]
-    if config.redis.enabled {
-        kinds.push(SourceKind::Redis);
-    }
-    #[cfg(feature = "mqtt")]
-    if config.mqtt.enabled {
-        kinds.push(SourceKind::Mqtt);
-    }
-    kinds.into_iter().map(|k| build(config, k)).collect()
+        /// The sources `switchboard connect` can run.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+        #[allow(non_camel_case_types)]
+        pub enum SourceKind {
+            $(#[cfg(feature = $feature)] $name,)*
+        }
+
+        pub(crate) fn build(config: &Config, kind: SourceKind) -> anyhow::Result<Box<dyn connector_core::Source>> {
+            use connector_core::SourceConfig;
+            match kind {
+                $(#[cfg(feature = $feature)] SourceKind::$name => {
+                    config.$name.build().map_err(|e| anyhow::anyhow!(e))
+                })*
+            }
+        }
+
+        /// The sources `switchboard up` runs: every one enabled in the config.
+        pub fn enabled(config: &Config) -> anyhow::Result<Vec<Box<dyn connector_core::Source>>> {
+            #[allow(unused_imports)]
+            use connector_core::SourceConfig;
+            let kinds: Vec<SourceKind> = vec![$(#[cfg(feature = $feature)] SourceKind::$name,)*];
+            kinds.into_iter().filter(|k| match k {
+                $(#[cfg(feature = $feature)] SourceKind::$name => config.$name.enabled(),)*
+            }).map(|k| build(config, k)).collect()
+        }
+    };
 }
+pub(crate) use sources;
 
 /// Starts the hub; `gateway` when it runs inside the gateway's process.
 pub fn start(
@@ -76,17 +64,20 @@ pub fn start(
 }
 
 /// `switchboard connect SOURCE --gateway URL`: one source as a sidecar.
-pub async fn connect(mut config: Config, kind: SourceKind, gateway: Option<String>) -> Result<()> {
+pub async fn connect(mut config: Config, kind: crate::config::SourceKind, gateway: Option<String>) -> Result<()> {
     if let Some(g) = gateway {
         config.hub.gateway = g;
     }
-    let source = build(&config, kind)?;
+    let source = crate::config::build(&config, kind)?;
+    println!(
+        "switchboard connect {}: {}; gateway {}, health and metrics on http://{}",
+        source.name(),
+        source.describe(),
+        config.hub.gateway,
+        config.hub.listen
+    );
     let stop = CancellationToken::new();
     let mut hub = start(&config, vec![source], None, stop.clone())?;
-    println!(
-        "switchboard connect {kind:?}: gateway {}, health and metrics on http://{}",
-        config.hub.gateway, config.hub.listen
-    );
     tokio::select! {
         () = switchboard_http::shutdown_signal() => stop.cancel(),
         done = &mut hub => return Ok(done??),

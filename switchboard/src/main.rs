@@ -43,7 +43,7 @@ enum Command {
 #[derive(clap::Args)]
 struct ConnectArgs {
     /// The source to run
-    source: hub::SourceKind,
+    source: config::SourceKind,
     /// The gateway to discover functions from and invoke through, overriding hub.gateway
     #[arg(long, env = "gateway_url")]
     gateway: Option<String>,
@@ -92,11 +92,7 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    // The broker clients bring rustls with both the ring and aws-lc-rs
-    // providers (async-nats, redis); rustls cannot pick one by itself and
-    // would panic at the first TLS connection.
-    #[cfg(any(feature = "nats", feature = "redis", feature = "mqtt"))]
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    connector_core::install_crypto_provider();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

@@ -121,11 +121,13 @@ pub async fn up(args: PlatformArgs, with_hub: bool) -> Result<()> {
     let server = tokio::spawn(switchboard_gateway::serve(gateway.clone(), listener, token.cancelled_owned()));
     // The hub discovers and invokes through this gateway, with its
     // credentials, calling it in-process rather than over loopback HTTP.
+    let mut banner_sources: Vec<String> = vec![];
     let hub = if with_hub {
         config.hub.gateway = url.clone();
         config.hub.basic_auth = config.gateway.basic_auth;
         config.hub.secret_mount_path = config.gateway.secret_mount_path.clone();
-        let sources = crate::hub::enabled(&config)?;
+        let sources = crate::config::enabled(&config)?;
+        banner_sources = sources.iter().map(|s| format!("{} {}", s.name(), s.describe())).collect();
         let local = switchboard_gateway::InProcess::new(gateway.clone());
         let call = connector_core::gateway::in_process(move |req| {
             let local = local.clone();
@@ -135,7 +137,7 @@ pub async fn up(args: PlatformArgs, with_hub: bool) -> Result<()> {
     } else {
         None
     };
-    print_banner(&config, &url, &gateway, credentials.as_ref(), hub.is_some());
+    print_banner(&config, &url, &gateway, credentials.as_ref(), hub.is_some().then_some(&banner_sources));
     let failed = match hub {
         Some(hub) => tokio::select! {
             () = switchboard_http::shutdown_signal() => None,
@@ -170,7 +172,14 @@ fn worker_config(config: &Config, gateway_url: &str) -> WorkerConfig {
     }
 }
 
-fn print_banner(config: &Config, url: &str, gateway: &Gateway, credentials: Option<&Credentials>, hub: bool) {
+/// `sources`: one line per source the hub runs, when it runs.
+fn print_banner(
+    config: &Config,
+    url: &str,
+    gateway: &Gateway,
+    credentials: Option<&Credentials>,
+    sources: Option<&Vec<String>>,
+) {
     let ns = &config.gateway.function_namespace;
     let functions: Vec<String> = gateway
         .provider
@@ -205,25 +214,14 @@ fn print_banner(config: &Config, url: &str, gateway: &Gateway, credentials: Opti
         gateway.provider.name(),
         if functions.is_empty() { "none".into() } else { functions.join(", ") }
     );
-    if hub {
-        let mut sources = vec![];
-        #[cfg(feature = "cron")]
-        if config.cron.enabled {
-            sources.push("cron (topic: cron-function, schedule: ...)".to_string());
+    if let Some(sources) = sources {
+        println!("  hub        http://{}/metrics", config.hub.listen);
+        for line in sources {
+            println!("    source   {line}");
         }
-        #[cfg(feature = "cloudevents")]
-        if config.cloudevents.enabled {
-            sources.push(format!("cloudevents at http://{}", config.cloudevents.listen));
+        if sources.is_empty() {
+            println!("    source   none enabled");
         }
-        #[cfg(feature = "nats")]
-        if config.nats.enabled {
-            sources.push(format!(
-                "nats at {}{}",
-                config.nats.url,
-                if config.nats.jetstream.is_some() { " (JetStream)" } else { "" }
-            ));
-        }
-        println!("  hub        http://{}/metrics  sources: {}", config.hub.listen, sources.join(", "));
     }
     println!("Press Ctrl-C to stop.");
 }

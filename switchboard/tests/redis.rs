@@ -91,7 +91,7 @@ async fn pending_entries_come_back_after_kill_9() {
 }
 
 #[tokio::test]
-async fn entries_over_the_delivery_limit_are_dead_lettered_to_a_stream() {
+async fn entries_handed_out_more_often_than_the_retry_policy_allows_are_dead_lettered_to_a_stream() {
     let mut con = redis_con(6379).await;
     let stream = unique("sbtest:poison:");
     let dead = unique("sbtest:dead:");
@@ -103,8 +103,9 @@ async fn entries_over_the_delivery_limit_are_dead_lettered_to_a_stream() {
     let opts = redis::streams::StreamReadOptions::default().group("sbtest", "c-old").count(10);
     let _: redis::streams::StreamReadReply = con.xread_options(&[&stream], &[">"], &opts).await.unwrap();
 
-    let stack = envlog_stack("victim", &stream, &record, "", "");
-    let cfg = redis_cfg(6379, &unique("c"), &format!("  max_deliveries: 1\n  dead_letter_stream: {dead}\n"));
+    // Claiming it is its second delivery; the function allows one attempt.
+    let stack = envlog_stack("victim", &stream, &record, "", "      com.openfaas.retry.attempts: \"1\"\n");
+    let cfg = redis_cfg(6379, &unique("c"), &format!("  dead_letter_stream: {dead}\n"));
     let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
     let lettered = eventually(Duration::from_secs(20), || {
         let (mut c, d) = (con.clone(), dead.clone());
@@ -118,7 +119,7 @@ async fn entries_over_the_delivery_limit_are_dead_lettered_to_a_stream() {
     let letters: redis::streams::StreamRangeReply = con.xrange_all(&dead).await.unwrap();
     let letter: String = redis::from_redis_value(letters.ids[0].map.get("letter").unwrap()).unwrap();
     let letter: serde_json::Value = serde_json::from_str(&letter).unwrap();
-    assert!(letter["error"].as_str().unwrap().contains("max_deliveries"), "{letter}");
+    assert!(letter["error"].as_str().unwrap().contains("delivered 2 times without settling"), "{letter}");
     assert_eq!(letter["event"]["payload"], "poison");
     assert_eq!(letter["topic"], stream.as_str());
     assert!(envlog(&record).is_empty(), "a poison entry must not be invoked again");

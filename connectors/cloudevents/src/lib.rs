@@ -8,7 +8,9 @@
 
 use bytes::Bytes;
 use cloudevents::{AttributesReader, Data};
-use connector_core::{Access, CloudEventAttrs, Dispatcher, Event, Outcome, Source, SourceContext, SourceError};
+use connector_core::{
+    Access, CloudEventAttrs, Dispatcher, Event, Outcome, Settle, Source, SourceConfig, SourceContext, SourceError,
+};
 use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -67,9 +69,40 @@ const TRACE_CONTEXT: [HeaderName; 2] = [HeaderName::from_static("traceparent"), 
 const NOT_A_CLOUDEVENT: &str = "not a CloudEvent: expected the ce-specversion, ce-id, ce-source and ce-type \
     headers (binary mode), or Content-Type application/cloudevents+json or application/cloudevents-batch+json";
 
+impl SourceConfig for CloudEventsConfig {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn build(&self) -> Result<Box<dyn Source>, SourceError> {
+        let valid = ["type", "source", "subject"].contains(&self.topic_attribute.as_str())
+            || is_extension_name(&self.topic_attribute);
+        if !valid {
+            return Err(format!(
+                "cloudevents.topic_attribute {:?}: expected type, source, subject or an extension's name (lower-case letters and digits)",
+                self.topic_attribute
+            )
+            .into());
+        }
+        if self.max_body_size == 0 {
+            return Err("cloudevents.max_body_size: expected a size in bytes above 0".into());
+        }
+        Ok(Box::new(CloudEventsSource::new(self.clone())))
+    }
+}
+
+/// CloudEvents attribute names: lower-case ASCII letters and digits.
+fn is_extension_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
 impl Source for CloudEventsSource {
     fn name(&self) -> &'static str {
         "cloudevents"
+    }
+
+    fn describe(&self) -> String {
+        format!("http://{} (topic: the {} attribute)", self.config.listen, self.config.topic_attribute)
     }
 
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
@@ -104,6 +137,17 @@ impl switchboard_http::Handler<Full<Bytes>> for Receiver {
 
     async fn call(&self, req: Request<RequestBody>, _: SocketAddr, _: Links<Full<Bytes>>) -> Response<Full<Bytes>> {
         self.receive(req).await
+    }
+}
+
+/// An HTTP request's event: settling it answers the request (200 once
+/// delivered or dead-lettered, 503 with Retry-After to redeliver).
+struct Answer(tokio::sync::oneshot::Sender<Outcome>);
+
+impl Settle for Answer {
+    async fn settle(self, outcome: Outcome) {
+        // The sender may have gone; the event is settled either way.
+        let _ = self.0.send(outcome);
     }
 }
 
@@ -182,20 +226,36 @@ impl Receiver {
                 }
             }
         }
-        let outcomes =
-            futures_util::future::join_all(tickets.into_iter().zip(events).map(|(t, e)| t.dispatch(e))).await;
-        let failed: Vec<String> = outcomes
+        let answers: Vec<_> = tickets
+            .into_iter()
+            .zip(events)
+            .map(|(ticket, event)| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                ticket.spawn(event, Answer(tx));
+                rx
+            })
+            .collect();
+        let outcomes: Vec<Outcome> = futures_util::future::join_all(answers)
+            .await
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|_| Outcome::Redeliver {
+                    after: connector_core::dispatcher::REDELIVER_AFTER,
+                    reason: "delivery ended unexpectedly".into(),
+                })
+            })
+            .collect();
+        let failed: Vec<&str> = outcomes
             .iter()
             .filter_map(|o| match o {
-                Outcome::Failed(e) => Some(e.clone()),
-                Outcome::Retry { .. } => Some("retry later".into()),
+                Outcome::Redeliver { reason, .. } => Some(reason.as_str()),
                 _ => None,
             })
             .collect();
         if !failed.is_empty() {
             return retry_later(StatusCode::SERVICE_UNAVAILABLE, format!("not delivered: {}\n", failed.join("; ")));
         }
-        let delivered = outcomes.iter().filter(|o| matches!(o, Outcome::Delivered(_))).count();
+        let delivered = outcomes.iter().filter(|o| **o == Outcome::Delivered).count();
         let summary = Summary { delivered, dead_lettered: outcomes.len() - delivered };
         let status = if self.dispatcher.asynchronous() { StatusCode::ACCEPTED } else { StatusCode::OK };
         reply(status, serde_json::to_vec(&summary).expect("a summary serializes"))

@@ -9,10 +9,11 @@ mod schedule;
 pub use schedule::Schedule;
 
 use chrono::Utc;
-use connector_core::{Event, Outcome, Source, SourceContext, SourceError, TopicMap};
+use connector_core::{Event, Outcome, Settle, Source, SourceConfig, SourceContext, SourceError, Subscribed, TopicMap};
 use futures_util::future::BoxFuture;
+use prometheus::{CounterVec, Opts};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
@@ -62,24 +63,43 @@ impl CronSource {
     }
 }
 
+impl SourceConfig for CronConfig {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn build(&self) -> Result<Box<dyn Source>, SourceError> {
+        Ok(Box::new(CronSource::new(self.clone())))
+    }
+}
+
 impl Source for CronSource {
     fn name(&self) -> &'static str {
         "cron"
     }
 
+    fn describe(&self) -> String {
+        format!("functions with topic {TOPIC} and a schedule annotation (overlap: {:?})", self.config.overlap)
+    }
+
     fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(async move {
+            let errors = CounterVec::new(
+                Opts::new("switchboard_cron_schedule_errors_total", "Invalid cron schedules"),
+                &["function"],
+            )?;
+            ctx.registry.register(Box::new(errors.clone()))?;
             // One task per (function, schedule annotation); a changed annotation is a new key.
-            let mut jobs: HashMap<(String, String), CancellationToken> = HashMap::new();
+            let mut jobs: Subscribed<(String, String), CancellationToken> = Subscribed::default();
             loop {
                 let map = ctx.topics.borrow_and_update().clone();
-                reconcile(&map, &mut jobs, &ctx, &self.config);
+                reconcile(&map, &mut jobs, &ctx, &self.config, &errors);
                 tokio::select! {
                     changed = ctx.topics.changed() => if changed.is_err() { break },
                     () = ctx.shutdown.cancelled() => break,
                 }
             }
-            for token in jobs.values() {
+            for (_, token) in jobs.clear() {
                 token.cancel();
             }
             Ok(())
@@ -89,28 +109,23 @@ impl Source for CronSource {
 
 fn reconcile(
     map: &TopicMap,
-    jobs: &mut HashMap<(String, String), CancellationToken>,
+    jobs: &mut Subscribed<(String, String), CancellationToken>,
     ctx: &SourceContext,
     config: &CronConfig,
+    errors: &CounterVec,
 ) {
-    let wanted: HashMap<(String, String), ()> = map
+    let wanted: BTreeSet<(String, String)> = map
         .functions
         .values()
         .filter(|s| s.topics.iter().any(|t| t == TOPIC))
-        .filter_map(|s| s.annotations.get("schedule").map(|sched| ((s.function.clone(), sched.clone()), ())))
+        .filter_map(|s| s.annotations.get("schedule").map(|sched| (s.function.clone(), sched.clone())))
         .collect();
-    jobs.retain(|key, token| {
-        let keep = wanted.contains_key(key);
-        if !keep {
-            tracing::info!(function = %key.0, schedule = %key.1, "schedule removed");
-            token.cancel();
-        }
-        keep
-    });
-    for (function, annotation) in wanted.into_keys() {
-        if jobs.contains_key(&(function.clone(), annotation.clone())) {
-            continue;
-        }
+    let changes = jobs.update(&wanted);
+    for ((function, schedule), token) in changes.removed {
+        tracing::info!(%function, %schedule, "schedule removed");
+        token.cancel();
+    }
+    for (function, annotation) in changes.added {
         let token = ctx.shutdown.child_token();
         for expression in annotation.split(';').map(str::trim).filter(|e| !e.is_empty()) {
             match Schedule::parse(expression) {
@@ -123,12 +138,13 @@ fn reconcile(
                         body: config.body,
                         running: Arc::new(AtomicBool::new(false)),
                         dispatcher: ctx.dispatcher.clone(),
+                        errors: errors.clone(),
                     };
                     tokio::spawn(job.run(token.clone()));
                 }
                 Err(e) => {
                     tracing::error!(%function, %expression, error = %e, "invalid schedule; this schedule will not run");
-                    ctx.dispatcher.metrics().schedule_errors.with_label_values(&[&function]).inc();
+                    errors.with_label_values(&[&function]).inc();
                 }
             }
         }
@@ -143,6 +159,24 @@ struct Job {
     body: Body,
     running: Arc<AtomicBool>,
     dispatcher: connector_core::Dispatcher,
+    errors: CounterVec,
+}
+
+/// A tick has no broker message: settling it ends the run, so the next
+/// tick may start (overlap: skip), and logs what happened.
+struct Run {
+    function: String,
+    running: Arc<AtomicBool>,
+}
+
+impl Settle for Run {
+    async fn settle(self, outcome: Outcome) {
+        match outcome {
+            Outcome::Delivered => tracing::debug!(function = %self.function, "cron run delivered"),
+            other => tracing::warn!(function = %self.function, outcome = ?other, "cron run not delivered"),
+        }
+        self.running.store(false, Ordering::Release);
+    }
 }
 
 impl Job {
@@ -150,7 +184,7 @@ impl Job {
         loop {
             let Some(next) = self.schedule.next_after(Utc::now()) else {
                 tracing::error!(function = %self.function, schedule = %self.schedule, "schedule has no future time");
-                self.dispatcher.metrics().schedule_errors.with_label_values(&[&self.function]).inc();
+                self.errors.with_label_values(&[&self.function]).inc();
                 return;
             };
             let wait = (next.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or_default();
@@ -188,15 +222,11 @@ impl Job {
                 function: Some(self.function.clone()),
                 ..Default::default()
             };
-            let (dispatcher, running, function) =
-                (self.dispatcher.clone(), self.running.clone(), self.function.clone());
-            tokio::spawn(async move {
-                match dispatcher.dispatch(event).await {
-                    Outcome::Delivered(_) => tracing::debug!(%function, "cron run delivered"),
-                    other => tracing::warn!(%function, outcome = ?other, "cron run not delivered"),
-                }
-                running.store(false, Ordering::Release);
-            });
+            let run = Run { function: self.function.clone(), running: self.running.clone() };
+            tokio::select! {
+                () = self.dispatcher.submit(event, run) => {}
+                () = stop.cancelled() => return,
+            }
         }
     }
 }

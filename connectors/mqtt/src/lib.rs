@@ -13,10 +13,12 @@ mod config;
 
 pub use config::{ConfigError, MqttConfig, valid_filter};
 
-use connector_core::{CloudEventAttrs, Event, Outcome, Source, SourceContext, SourceError};
+use connector_core::{
+    Backoff, CloudEventAttrs, Event, Outcome, Response, Settle, Source, SourceConfig, SourceContext, SourceError,
+    Subscribed,
+};
 use futures_util::future::BoxFuture;
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 pub struct MqttSource {
     config: MqttConfig,
@@ -38,9 +40,23 @@ impl MqttSource {
     }
 }
 
+impl SourceConfig for MqttConfig {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn build(&self) -> Result<Box<dyn Source>, SourceError> {
+        Ok(Box::new(MqttSource::new(self.clone())?))
+    }
+}
+
 impl Source for MqttSource {
     fn name(&self) -> &'static str {
         "mqtt"
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (MQTT {}, QoS {})", self.config.url, self.config.version, self.config.qos)
     }
 
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
@@ -56,10 +72,10 @@ impl Source for MqttSource {
     }
 }
 
-/// Filters to subscribe to: every discovered topic that is a valid filter.
+/// Filters to subscribe to: every topic of this source that is a valid filter.
 fn wanted(ctx: &SourceContext) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for t in ctx.topics.borrow().broker_topics() {
+    for t in ctx.wanted() {
         if valid_filter(&t) {
             out.insert(t);
         } else {
@@ -83,16 +99,35 @@ fn base_event(topic: &str, payload: bytes::Bytes, qos: u8, retain: bool) -> Even
     }
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
-
 /// The session loop, the same for both protocol versions: `$parts` holds
 /// what differs (options, how a PUBLISH becomes an event, response routing).
 macro_rules! session {
     ($module:ident, $rumqttc:path, $parts:ident, $set_clean:ident) => {
         mod $module {
-            use super::$parts::{configure, event, qos, respond};
+            use super::$parts::{Publish, configure, event, qos, respond};
             use super::*;
             use $rumqttc as m;
+
+            /// A QoS 1 or 2 message is acked once settled; one left
+            /// unacked comes back from the broker after a reconnect.
+            struct Message {
+                client: m::AsyncClient,
+                publish: Publish,
+            }
+
+            impl Settle for Message {
+                async fn reply(&self, response: &Response) {
+                    respond(&self.client, &self.publish, response).await;
+                }
+
+                async fn settle(self, outcome: Outcome) {
+                    if let Outcome::Redeliver { reason, .. } = outcome {
+                        tracing::warn!(%reason, "not acked; the broker redelivers it after a reconnect");
+                    } else if let Err(e) = self.client.ack(&self.publish).await {
+                        tracing::warn!(error = %e, "cannot ack an MQTT message; the broker will redeliver it");
+                    }
+                }
+            }
 
             pub async fn run(src: &MqttSource, ctx: SourceContext) -> Result<(), SourceError> {
                 let c = &src.config;
@@ -108,41 +143,30 @@ macro_rules! session {
                 let qos = qos(c.qos);
                 let (client, mut events) = m::AsyncClient::new(options, 1024);
                 let mut topics = ctx.topics.clone();
-                let mut subscribed: BTreeSet<String> = BTreeSet::new();
-                let mut backoff = Duration::from_millis(250);
+                let mut subscribed: Subscribed<String, ()> = Subscribed::default();
+                let mut backoff = Backoff::default();
                 tracing::info!(url = %c.url, client_id = %c.client_id, version = c.version, qos = c.qos, clean_session = c.clean_session, "connecting to MQTT");
-                ctx.link.down();
+                ctx.broker.disconnected();
                 loop {
-                    let want = wanted(&ctx);
-                    for f in subscribed.difference(&want).cloned().collect::<Vec<_>>() {
+                    let changes = subscribed.update(&wanted(&ctx));
+                    for (f, ()) in changes.removed {
                         let _ = client.unsubscribe(c.subscription(&f)).await;
                         tracing::info!(filter = %f, "unsubscribed");
-                        subscribed.remove(&f);
                     }
-                    for f in want.difference(&subscribed).cloned().collect::<Vec<_>>() {
+                    for f in changes.added {
                         client.subscribe(c.subscription(&f), qos).await?;
                         tracing::info!(filter = %c.subscription(&f), "subscribed");
-                        subscribed.insert(f);
+                        subscribed.insert(f, ());
                     }
                     tokio::select! {
                         polled = events.poll() => match polled {
                             Ok(m::Event::Incoming(m::Incoming::Publish(p))) => {
                                 let event = event(&p);
-                                let ticket = ctx.dispatcher.ticket(&event).await;
-                                let client = client.clone();
-                                tokio::spawn(async move {
-                                    let outcome = ticket.dispatch(event).await;
-                                    respond(&client, &p, &outcome).await;
-                                    if !outcome.settled() {
-                                        tracing::warn!(?outcome, "not acked; the broker redelivers it after a reconnect");
-                                    } else if let Err(e) = client.ack(&p).await {
-                                        tracing::warn!(error = %e, "cannot ack an MQTT message; the broker will redeliver it");
-                                    }
-                                });
+                                ctx.dispatcher.submit(event, Message { client: client.clone(), publish: p }).await;
                             }
                             Ok(m::Event::Incoming(m::Incoming::ConnAck(ack))) => {
-                                ctx.link.up();
-                                backoff = Duration::from_millis(250);
+                                ctx.broker.connected();
+                                backoff.reset();
                                 tracing::info!(session_present = ack.session_present, "connected to MQTT");
                                 // A new session has no subscriptions: make them again.
                                 if !ack.session_present {
@@ -151,13 +175,11 @@ macro_rules! session {
                             }
                             Ok(_) => {}
                             Err(e) => {
-                                ctx.link.down();
-                                tracing::warn!(url = %c.url, error = %e, retry_in = ?backoff, "MQTT connection lost; reconnecting");
-                                tokio::select! {
-                                    () = tokio::time::sleep(backoff) => {}
-                                    () = ctx.shutdown.cancelled() => return Ok(()),
+                                ctx.broker.disconnected();
+                                tracing::warn!(url = %c.url, error = %e, "MQTT connection lost; reconnecting");
+                                if !backoff.sleep(&ctx.shutdown).await {
+                                    return Ok(());
                                 }
-                                backoff = (backoff * 2).min(MAX_BACKOFF);
                             }
                         },
                         changed = topics.changed() => if changed.is_err() { return Ok(()) },
@@ -177,6 +199,7 @@ session!(v5, rumqttc::v5, v5_parts, set_clean_start);
 
 mod v4_parts {
     use super::*;
+    pub use rumqttc::Publish;
 
     pub fn configure(o: &mut rumqttc::MqttOptions, c: &MqttConfig) {
         o.set_inflight(c.inflight);
@@ -190,12 +213,13 @@ mod v4_parts {
         base_event(&p.topic, p.payload.clone(), p.qos as u8, p.retain)
     }
 
-    pub async fn respond(_: &rumqttc::AsyncClient, _: &rumqttc::Publish, _: &Outcome) {}
+    pub async fn respond(_: &rumqttc::AsyncClient, _: &Publish, _: &Response) {}
 }
 
 mod v5_parts {
     use super::*;
-    use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
+    pub use rumqttc::v5::mqttbytes::v5::Publish;
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
 
     pub fn configure(o: &mut rumqttc::v5::MqttOptions, c: &MqttConfig) {
         if !c.clean_session {
@@ -233,11 +257,11 @@ mod v5_parts {
         e
     }
 
-    /// MQTT 5 request/response: the first subscriber's answer goes to the
-    /// response topic, with the request's correlation data.
-    pub async fn respond(client: &rumqttc::v5::AsyncClient, p: &Publish, outcome: &Outcome) {
-        let (Some(props), Outcome::Delivered(responses)) = (&p.properties, outcome) else { return };
-        let (Some(topic), Some(r)) = (&props.response_topic, responses.first()) else { return };
+    /// MQTT 5 request/response: the answer goes to the response topic,
+    /// with the request's correlation data.
+    pub async fn respond(client: &rumqttc::v5::AsyncClient, p: &Publish, r: &Response) {
+        let Some(props) = &p.properties else { return };
+        let Some(topic) = &props.response_topic else { return };
         let properties = PublishProperties { correlation_data: props.correlation_data.clone(), ..Default::default() };
         let sent = client
             .publish_with_properties(

@@ -20,10 +20,12 @@ pub use config::{JetStreamConfig, NatsConfig};
 pub use sink::NatsSink;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
-use connector_core::{CloudEventAttrs, Dispatcher, Event, Link, Outcome, Source, SourceContext, SourceError};
+use connector_core::{
+    Backoff, BrokerState, CloudEventAttrs, Dispatcher, Event, NoAck, Outcome, Response, Settle, Source, SourceContext,
+    SourceError, Subscribed,
+};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +55,7 @@ impl NatsSource {
         Ok(Self { config })
     }
 
-    async fn connect(&self, link: Link) -> Result<async_nats::Client, SourceError> {
+    async fn connect(&self, link: BrokerState) -> Result<async_nats::Client, SourceError> {
         let c = &self.config;
         let mut options = async_nats::ConnectOptions::new().name("switchboard").retry_on_initial_connect();
         if let Some(token) = &c.token {
@@ -76,11 +78,11 @@ impl NatsSource {
             }
         }
         let url = c.url.clone();
-        link.down();
+        link.disconnected();
         options = options.event_callback(move |event| {
             match event {
-                async_nats::Event::Connected => link.up(),
-                async_nats::Event::Disconnected | async_nats::Event::Closed => link.down(),
+                async_nats::Event::Connected => link.connected(),
+                async_nats::Event::Disconnected | async_nats::Event::Closed => link.disconnected(),
                 _ => {}
             }
             let url = url.clone();
@@ -90,14 +92,31 @@ impl NatsSource {
     }
 }
 
+impl connector_core::SourceConfig for NatsConfig {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn build(&self) -> Result<Box<dyn Source>, SourceError> {
+        Ok(Box::new(NatsSource::new(self.clone())?))
+    }
+}
+
 impl Source for NatsSource {
     fn name(&self) -> &'static str {
         "nats"
     }
 
+    fn describe(&self) -> String {
+        match &self.config.jetstream {
+            Some(js) => format!("{} (JetStream stream {})", self.config.url, js.stream),
+            None => format!("{} (core NATS, at most once)", self.config.url),
+        }
+    }
+
     fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(async move {
-            let client = self.connect(ctx.link.clone()).await?;
+            let client = self.connect(ctx.broker.clone()).await?;
             let dispatcher = match &self.config.dead_letter_subject {
                 Some(subject) => {
                     let js = self.config.jetstream.is_some().then(|| jetstream::new(client.clone()));
@@ -115,26 +134,21 @@ impl Source for NatsSource {
                 }
             };
             // One task per subscribed topic; it stops when its token is cancelled.
-            let mut subscribed: HashMap<String, CancellationToken> = HashMap::new();
+            let mut subscribed: Subscribed<String, CancellationToken> = Subscribed::default();
             loop {
-                let topics = ctx.topics.borrow_and_update().broker_topics();
-                subscribed.retain(|topic, token| {
-                    let keep = topics.contains(topic);
-                    if !keep {
-                        tracing::info!(%topic, "unsubscribing: no function subscribes any more");
-                        token.cancel();
-                    }
-                    keep
-                });
-                let fresh: Vec<String> = topics.into_iter().filter(|t| !subscribed.contains_key(t)).collect();
+                let changes = subscribed.update(&ctx.wanted());
+                for (topic, token) in changes.removed {
+                    tracing::info!(%topic, "unsubscribing: no function subscribes any more");
+                    token.cancel();
+                }
                 // Read the stream's subjects again: they may have grown since the last change.
                 if let Some((js, s)) = &mut stream
-                    && !fresh.is_empty()
+                    && !changes.added.is_empty()
                     && let Err(e) = s.info().await
                 {
                     tracing::warn!(stream = %js.stream, error = %e, "cannot read the stream's subjects");
                 }
-                for topic in fresh {
+                for topic in changes.added {
                     let token = ctx.shutdown.child_token();
                     let (d, c, t, stop) = (dispatcher.clone(), client.clone(), topic.clone(), token.clone());
                     match &stream {
@@ -146,7 +160,7 @@ impl Source for NatsSource {
                         Some((js, s)) => match consumer(s, js, &topic).await {
                             Ok(consumer) => {
                                 tracing::info!(%topic, stream = %js.stream, "consuming from JetStream");
-                                tokio::spawn(consume_jetstream(consumer, d, c, t, js.ack_wait, stop));
+                                tokio::spawn(consume_jetstream(consumer, d, t, js.ack_wait, stop));
                             }
                             Err(e) => {
                                 tracing::warn!(%topic, stream = %js.stream, error = %e, "cannot consume this topic from JetStream");
@@ -245,12 +259,62 @@ fn event_from(subject: &str, headers: Option<&async_nats::HeaderMap>, payload: b
     event
 }
 
-async fn reply(client: &async_nats::Client, reply: Option<async_nats::Subject>, outcome: &Outcome) {
-    if let (Some(subject), Outcome::Delivered(responses)) = (reply, outcome)
-        && let Some(r) = responses.first()
-        && let Err(e) = client.publish(subject.clone(), r.body.clone()).await
-    {
-        tracing::warn!(%subject, error = %e, "cannot publish the function's response to the reply subject");
+/// A core NATS message: nothing to settle (at most once); a reply subject
+/// gets the function's answer.
+struct CoreMessage {
+    client: async_nats::Client,
+    reply: Option<async_nats::Subject>,
+}
+
+impl Settle for CoreMessage {
+    async fn reply(&self, response: &Response) {
+        if let Some(subject) = &self.reply
+            && let Err(e) = self.client.publish(subject.clone(), response.body.clone()).await
+        {
+            tracing::warn!(%subject, error = %e, "cannot publish the function's response to the reply subject");
+        }
+    }
+
+    async fn settle(self, outcome: Outcome) {
+        NoAck.settle(outcome).await;
+    }
+}
+
+/// A JetStream message: acked once delivered, terminated once
+/// dead-lettered, nakked with the retry's delay, and kept ours with
+/// in-progress acks while a long invocation runs.
+struct StreamMessage {
+    msg: jetstream::Message,
+    delivered: u32,
+    ack_wait: Duration,
+}
+
+impl Settle for StreamMessage {
+    fn deliveries(&self) -> u32 {
+        self.delivered
+    }
+
+    fn redelivers_later(&self) -> bool {
+        true
+    }
+
+    fn keep_alive_every(&self) -> Option<Duration> {
+        Some(self.ack_wait / 2)
+    }
+
+    async fn keep_alive(&self) {
+        let _ = self.msg.ack_with(AckKind::Progress).await;
+    }
+
+    async fn settle(self, outcome: Outcome) {
+        let ack = match outcome {
+            Outcome::Delivered => AckKind::Ack,
+            Outcome::DeadLettered => AckKind::Term,
+            Outcome::Redeliver { after, .. } => AckKind::Nak(Some(after)),
+        };
+        if let Err(e) = self.msg.ack_with(ack).await {
+            tracing::warn!(error = %e, "cannot acknowledge a JetStream message; it will be redelivered");
+        }
     }
 }
 
@@ -270,12 +334,7 @@ async fn consume_core(
         if event.id.is_empty() {
             event.id = uuid::Uuid::new_v4().to_string();
         }
-        let ticket = d.ticket(&event).await;
-        let client = client.clone();
-        tokio::spawn(async move {
-            let outcome = ticket.dispatch(event).await;
-            reply(&client, msg.reply, &outcome).await;
-        });
+        d.submit(event, CoreMessage { client: client.clone(), reply: msg.reply }).await;
     }
     let _ = sub.unsubscribe().await;
     tracing::debug!(%topic, "subscription ended");
@@ -284,20 +343,20 @@ async fn consume_core(
 async fn consume_jetstream(
     consumer: jetstream::consumer::Consumer<pull::Config>,
     d: Dispatcher,
-    client: async_nats::Client,
     topic: String,
     ack_wait: Duration,
     stop: CancellationToken,
 ) {
+    let mut backoff = Backoff::default();
     loop {
         let mut messages = match consumer.messages().await {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(%topic, error = %e, "cannot pull from JetStream; retrying in 1s");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = stop.cancelled() => return,
+                tracing::warn!(%topic, error = %e, "cannot pull from JetStream; retrying");
+                if !backoff.sleep(&stop).await {
+                    return;
                 }
+                continue;
             }
         };
         loop {
@@ -313,9 +372,11 @@ async fn consume_jetstream(
                 }
                 None => break,
             };
+            backoff.reset();
             let mut event = event_from(&msg.subject, msg.headers.as_ref(), msg.payload.clone());
+            let mut delivered = 1;
             if let Ok(info) = msg.info() {
-                event.redelivery = Some(info.delivered.max(1) as u32);
+                delivered = info.delivered.clamp(1, i64::from(u32::MAX)) as u32;
                 event.headers.push(("X-Nats-Stream".into(), info.stream.to_string()));
                 event.headers.push(("X-Nats-Sequence".into(), info.stream_sequence.to_string()));
                 event.headers.push(("X-Nats-Delivered".into(), info.delivered.to_string()));
@@ -326,33 +387,7 @@ async fn consume_jetstream(
             if event.id.is_empty() {
                 event.id = uuid::Uuid::new_v4().to_string();
             }
-            let ticket = d.ticket(&event).await;
-            let client = client.clone();
-            tokio::spawn(async move {
-                let outcome = {
-                    let work = ticket.dispatch(event);
-                    tokio::pin!(work);
-                    // Keep the message ours while a long invocation runs.
-                    let mut progress = tokio::time::interval(ack_wait / 2);
-                    progress.tick().await;
-                    loop {
-                        tokio::select! {
-                            outcome = &mut work => break outcome,
-                            _ = progress.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
-                        }
-                    }
-                };
-                let ack = match &outcome {
-                    Outcome::Delivered(_) => AckKind::Ack,
-                    Outcome::DeadLettered => AckKind::Term,
-                    Outcome::Retry { after } => AckKind::Nak(Some(*after)),
-                    Outcome::Failed(_) => AckKind::Nak(Some(Duration::from_secs(1))),
-                };
-                if let Err(e) = msg.ack_with(ack).await {
-                    tracing::warn!(error = %e, "cannot acknowledge a JetStream message; it will be redelivered");
-                }
-                reply(&client, msg.reply.clone().filter(|r| !r.starts_with("$JS.ACK")), &outcome).await;
-            });
+            d.submit(event, StreamMessage { msg, delivered, ack_wait }).await;
         }
     }
 }

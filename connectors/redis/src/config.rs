@@ -32,9 +32,8 @@ pub struct RedisConfig {
     /// Entries idle this long in another consumer's pending list are taken over.
     #[serde(with = "openfaas::duration::serde_duration")]
     pub claim_idle: Duration,
-    /// Deliveries after which an entry is dead-lettered without invoking.
-    pub max_deliveries: u32,
     pub dead_letter_stream: String,
+    /// Entries read, and acked, per command.
     pub batch: usize,
     #[serde(with = "openfaas::duration::serde_duration")]
     pub block: Duration,
@@ -55,7 +54,6 @@ impl Default for RedisConfig {
             payload_field: "payload".into(),
             key_field: None,
             claim_idle: Duration::from_secs(30),
-            max_deliveries: 5,
             dead_letter_stream: "switchboard:dead-letters".into(),
             batch: 100,
             block: Duration::from_millis(500),
@@ -90,11 +88,17 @@ impl RedisConfig {
                 self.start
             )));
         }
+        if self.batch == 0 {
+            return Err(ConfigError("redis.batch: expected at least 1 entry per read".into()));
+        }
+        if self.claim_idle < Duration::from_millis(100) {
+            return Err(ConfigError(format!(
+                "redis.claim_idle {:?}: expected at least 100ms, or entries in flight would be taken over at once",
+                self.claim_idle
+            )));
+        }
         if self.group.is_empty() || self.consumer.is_empty() || self.payload_field.is_empty() {
             return Err(ConfigError("redis.group, redis.consumer and redis.payload_field must not be empty".into()));
-        }
-        if self.max_deliveries == 0 {
-            return Err(ConfigError("redis.max_deliveries: expected at least 1".into()));
         }
         Ok(client)
     }

@@ -1,13 +1,16 @@
 //! The Redis source.
 //!
-//! Streams (at least once): each discovered topic is a stream, read with
-//! `XREADGROUP` in a consumer group. An entry is `XACK`ed only once delivery
-//! has settled. On start the consumer first re-reads its own pending
+//! Streams (at least once): each topic is a stream, read with `XREADGROUP`
+//! in a consumer group. An entry is `XACK`ed (many at a time) once the core
+//! has settled it, and kept from other consumers with `XCLAIM` while a long
+//! invocation runs. On start the consumer first re-reads its own pending
 //! entries (what it had in flight when it last stopped), and every
 //! `claim_idle` it takes over entries idle that long in other consumers'
-//! lists (`XAUTOCLAIM`: a dead replica's work). An entry delivered more than
-//! `max_deliveries` times goes to the dead letters without another
-//! invocation. Dead letters go to a Redis stream.
+//! lists (`XAUTOCLAIM`: a dead replica's work). The times Redis has handed
+//! an entry out are its delivery count, which the core's retry policy
+//! bounds. A stream is created (with its group) only for a topic qualified
+//! `redis:`; a plain topic is read once its stream exists. Dead letters go
+//! to a Redis stream.
 //!
 //! Pub/sub (at most once): `SUBSCRIBE`, or `PSUBSCRIBE` for topics with
 //! glob characters. Redis keeps nothing for a subscriber that is away.
@@ -16,15 +19,19 @@ mod config;
 
 pub use config::{Mode, RedisConfig};
 
-use connector_core::{DeadLetter, DeadLetterSink, Dispatcher, Event, Outcome, Source, SourceContext, SourceError};
+use connector_core::{
+    Backoff, Batcher, DeadLetter, DeadLetterSink, Dispatcher, Event, NoAck, Outcome, Settle, Source, SourceConfig,
+    SourceContext, SourceError, Subscribed,
+};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 pub struct RedisSource {
     config: RedisConfig,
@@ -39,18 +46,33 @@ impl RedisSource {
     }
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+impl SourceConfig for RedisConfig {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn build(&self) -> Result<Box<dyn Source>, SourceError> {
+        Ok(Box::new(RedisSource::new(self.clone())?))
+    }
+}
 
 impl Source for RedisSource {
     fn name(&self) -> &'static str {
         "redis"
     }
 
+    fn describe(&self) -> String {
+        match self.config.mode {
+            Mode::Streams => format!("{} (streams, group {})", self.config.redacted_url(), self.config.group),
+            Mode::Pubsub => format!("{} (pub/sub, at most once)", self.config.redacted_url()),
+        }
+    }
+
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(async move {
             let this = Arc::new(*self);
-            let mut backoff = Duration::from_millis(250);
-            ctx.link.down();
+            let mut backoff = Backoff::default();
+            ctx.broker.disconnected();
             loop {
                 let result = match this.config.mode {
                     Mode::Streams => this.clone().streams(&ctx).await,
@@ -61,25 +83,22 @@ impl Source for RedisSource {
                 }
                 if let Err(e) = result {
                     // A connection that was up starts reconnecting from the shortest wait.
-                    if ctx.link.down_source().is_none() {
-                        backoff = Duration::from_millis(250);
+                    if ctx.broker.is_connected() {
+                        backoff.reset();
                     }
-                    ctx.link.down();
-                    tracing::warn!(url = %this.config.redacted_url(), error = %e, retry_in = ?backoff, "redis connection lost; reconnecting");
+                    ctx.broker.disconnected();
+                    tracing::warn!(url = %this.config.redacted_url(), error = %e, "redis connection lost; reconnecting");
                 }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = ctx.shutdown.cancelled() => return Ok(()),
+                if !backoff.sleep(&ctx.shutdown).await {
+                    return Ok(());
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         })
     }
 }
 
-fn wanted(ctx: &SourceContext) -> BTreeSet<String> {
-    ctx.topics.borrow().broker_topics()
-}
+/// Streams that do not exist yet are looked for again this often.
+const MISSING_RECHECK: Duration = Duration::from_secs(1);
 
 impl RedisSource {
     async fn streams(self: Arc<Self>, ctx: &SourceContext) -> redis::RedisResult<()> {
@@ -87,41 +106,79 @@ impl RedisSource {
         // Blocking reads get a connection of their own; acks and claims share another.
         let mut reader = self.client.get_multiplexed_async_connection().await?;
         let commands = self.client.get_multiplexed_async_connection().await?;
-        ctx.link.up();
+        ctx.broker.connected();
         tracing::info!(url = %c.redacted_url(), group = %c.group, consumer = %c.consumer, "reading Redis streams");
         let dispatcher = ctx
             .dispatcher
             .with_dead_letters(Arc::new(StreamSink { con: commands.clone(), stream: c.dead_letter_stream.clone() }));
-        let mut groups: BTreeSet<String> = BTreeSet::new();
-        let mut last_claim = tokio::time::Instant::now();
+        let entry = EntryContext {
+            acks: acker(commands.clone(), c.group.clone(), c.batch),
+            commands: commands.clone(),
+            group: c.group.clone(),
+            consumer: c.consumer.clone(),
+            claim_idle: c.claim_idle,
+        };
+        let mut groups: Subscribed<String, ()> = Subscribed::default();
+        // Plain topics whose stream did not exist when last looked for.
+        let mut missing: BTreeSet<String> = BTreeSet::new();
+        let mut missing_checked = Instant::now();
+        let mut last_claim = Instant::now();
         loop {
             if ctx.shutdown.is_cancelled() {
                 return Ok(());
             }
-            let streams: Vec<String> = wanted(ctx).into_iter().collect();
-            let new: Vec<String> = streams.iter().filter(|s| !groups.contains(*s)).cloned().collect();
-            for s in &new {
-                let created: redis::RedisResult<()> =
-                    reader.xgroup_create_mkstream(s, &c.group, c.start.as_str()).await;
+            let own = ctx.topics.borrow().own_topics("redis");
+            let recheck = missing_checked.elapsed() >= MISSING_RECHECK;
+            if recheck {
+                missing_checked = Instant::now();
+            }
+            for s in groups.update(&ctx.wanted()).added {
+                let was_missing = missing.contains(&s);
+                if was_missing && !recheck {
+                    continue;
+                }
+                // A stream that appeared after it was looked for holds only
+                // entries newer than the subscription: read them all.
+                let start = if was_missing { "0" } else { c.start.as_str() };
+                let created: redis::RedisResult<()> = if own.contains(&s) {
+                    reader.xgroup_create_mkstream(&s, &c.group, start).await
+                } else {
+                    reader.xgroup_create(&s, &c.group, start).await
+                };
                 match created {
                     Ok(()) => tracing::info!(stream = %s, group = %c.group, "consumer group created"),
                     Err(e) if e.code() == Some("BUSYGROUP") => {}
-                    Err(e) => return Err(e),
+                    Err(e) if e.is_io_error() || e.is_connection_dropped() => return Err(e),
+                    Err(e) if e.to_string().contains("requires the key to exist") => {
+                        if missing.insert(s.clone()) {
+                            tracing::debug!(stream = %s, "no such stream yet; qualify the topic as redis:{s} to create it");
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %s, error = %e, "cannot read this topic as a stream");
+                        continue;
+                    }
                 }
+                missing.remove(&s);
                 // Entries this consumer had in flight when it last stopped.
-                self.read_pending(&mut reader, &commands, &dispatcher, s).await?;
-                groups.insert(s.clone());
+                self.read_pending(&mut reader, &entry, &dispatcher, &s).await?;
+                groups.insert(s, ());
             }
-            groups.retain(|s| streams.contains(s));
+            missing.retain(|s| ctx.wanted().contains(s));
+            let streams: Vec<String> = groups.keys().cloned().collect();
             if streams.is_empty() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    () = ctx.shutdown.cancelled() => return Ok(()),
+                }
                 continue;
             }
             if last_claim.elapsed() >= c.claim_idle {
                 for s in &streams {
-                    self.claim(&commands, &dispatcher, s).await?;
+                    self.claim(&entry, &dispatcher, s).await?;
                 }
-                last_claim = tokio::time::Instant::now();
+                last_claim = Instant::now();
             }
             let ids = vec![">"; streams.len()];
             let options = StreamReadOptions::default()
@@ -130,8 +187,8 @@ impl RedisSource {
                 .block(c.block.as_millis() as usize);
             let reply: Option<StreamReadReply> = reader.xread_options(&streams, &ids, &options).await?;
             for key in reply.map(|r| r.keys).unwrap_or_default() {
-                for entry in key.ids {
-                    self.deliver(&commands, &dispatcher, &key.key, entry, 1).await;
+                for e in key.ids {
+                    dispatcher.submit(self.event(&key.key, &e), entry.of(&key.key, e.id, 1)).await;
                 }
             }
         }
@@ -141,7 +198,7 @@ impl RedisSource {
     async fn read_pending(
         &self,
         reader: &mut MultiplexedConnection,
-        commands: &MultiplexedConnection,
+        entry: &EntryContext,
         dispatcher: &Dispatcher,
         stream: &str,
     ) -> redis::RedisResult<()> {
@@ -152,22 +209,14 @@ impl RedisSource {
         if !entries.is_empty() {
             tracing::info!(%stream, count = entries.len(), "redelivering entries left pending by this consumer");
         }
-        for entry in entries {
-            let deliveries = self.deliveries(commands, stream, &entry.id).await;
-            self.deliver(commands, dispatcher, stream, entry, deliveries).await;
-        }
+        self.redeliver(entry, dispatcher, stream, entries).await;
         Ok(())
     }
 
     /// Takes over entries other consumers left idle for `claim_idle`.
-    async fn claim(
-        &self,
-        commands: &MultiplexedConnection,
-        dispatcher: &Dispatcher,
-        stream: &str,
-    ) -> redis::RedisResult<()> {
+    async fn claim(&self, entry: &EntryContext, dispatcher: &Dispatcher, stream: &str) -> redis::RedisResult<()> {
         let c = &self.config;
-        let mut con = commands.clone();
+        let mut con = entry.commands.clone();
         let reply: redis::streams::StreamAutoClaimReply = con
             .xautoclaim_options(
                 stream,
@@ -181,44 +230,19 @@ impl RedisSource {
         if !reply.claimed.is_empty() {
             tracing::info!(%stream, count = reply.claimed.len(), "claimed entries idle in other consumers");
         }
-        for entry in reply.claimed {
-            let deliveries = self.deliveries(commands, stream, &entry.id).await;
-            self.deliver(commands, dispatcher, stream, entry, deliveries).await;
-        }
+        self.redeliver(entry, dispatcher, stream, reply.claimed).await;
         Ok(())
     }
 
-    async fn deliveries(&self, commands: &MultiplexedConnection, stream: &str, id: &str) -> u32 {
-        let mut con = commands.clone();
-        let reply: redis::RedisResult<redis::streams::StreamPendingCountReply> =
-            con.xpending_count(stream, &self.config.group, id, id, 1).await;
-        reply.ok().and_then(|r| r.ids.first().map(|p| p.times_delivered as u32)).unwrap_or(1)
-    }
-
-    async fn deliver(
-        &self,
-        commands: &MultiplexedConnection,
-        dispatcher: &Dispatcher,
-        stream: &str,
-        entry: StreamId,
-        deliveries: u32,
-    ) {
-        let event = self.event(stream, &entry);
-        let (con, stream, group, id) = (commands.clone(), stream.to_string(), self.config.group.clone(), entry.id);
-        if deliveries > self.config.max_deliveries {
-            let reason = format!(
-                "delivered {deliveries} times, more than redis.max_deliveries ({})",
-                self.config.max_deliveries
-            );
-            let outcome = dispatcher.reject(&event, deliveries, reason).await;
-            settle(con, &stream, &group, &id, &outcome).await;
-            return;
+    /// Submits entries Redis has handed out before, with their delivery counts.
+    async fn redeliver(&self, entry: &EntryContext, dispatcher: &Dispatcher, stream: &str, entries: Vec<StreamId>) {
+        for e in entries {
+            let mut con = entry.commands.clone();
+            let pending: redis::RedisResult<redis::streams::StreamPendingCountReply> =
+                con.xpending_count(stream, &self.config.group, &e.id, &e.id, 1).await;
+            let deliveries = pending.ok().and_then(|r| r.ids.first().map(|p| p.times_delivered as u32)).unwrap_or(1);
+            dispatcher.submit(self.event(stream, &e), entry.of(stream, e.id, deliveries)).await;
         }
-        let ticket = dispatcher.ticket(&event).await;
-        tokio::spawn(async move {
-            let outcome = ticket.dispatch(event).await;
-            settle(con, &stream, &group, &id, &outcome).await;
-        });
     }
 
     fn event(&self, stream: &str, entry: &StreamId) -> Event {
@@ -245,28 +269,23 @@ impl RedisSource {
 
     async fn pubsub(&self, ctx: &SourceContext) -> redis::RedisResult<()> {
         let (mut sink, mut stream) = self.client.get_async_pubsub().await?.split();
-        ctx.link.up();
+        ctx.broker.connected();
         tracing::warn!(url = %self.config.redacted_url(), "Redis pub/sub is at-most-once: messages published while the hub is away are lost; use redis.mode: streams for at-least-once");
         let mut topics = ctx.topics.clone();
-        let mut subscribed: BTreeSet<String> = BTreeSet::new();
+        let mut subscribed: Subscribed<String, ()> = Subscribed::default();
         loop {
-            let want = wanted(ctx);
-            for t in subscribed.difference(&want).cloned().collect::<Vec<_>>() {
-                if is_pattern(&t) {
-                    sink.punsubscribe(&t).await?
-                } else {
-                    sink.unsubscribe(&t).await?
-                }
-                subscribed.remove(&t);
+            let changes = subscribed.update(&ctx.wanted());
+            for (t, ()) in changes.removed {
+                if is_pattern(&t) { sink.punsubscribe(&t).await? } else { sink.unsubscribe(&t).await? }
             }
-            for t in want.difference(&subscribed).cloned().collect::<Vec<_>>() {
+            for t in changes.added {
                 if is_pattern(&t) {
                     sink.psubscribe(&t).await?
                 } else {
                     sink.subscribe(&t).await?
                 }
                 tracing::info!(channel = %t, "subscribed");
-                subscribed.insert(t);
+                subscribed.insert(t, ());
             }
             tokio::select! {
                 msg = stream.next() => {
@@ -280,8 +299,7 @@ impl RedisSource {
                         headers: vec![("X-Redis-Channel".into(), channel)],
                         ..Default::default()
                     };
-                    let ticket = ctx.dispatcher.ticket(&event).await;
-                    tokio::spawn(ticket.dispatch(event));
+                    ctx.dispatcher.submit(event, NoAck).await;
                 }
                 changed = topics.changed() => if changed.is_err() { return Ok(()) },
                 () = ctx.shutdown.cancelled() => return Ok(()),
@@ -294,16 +312,96 @@ fn is_pattern(topic: &str) -> bool {
     topic.contains(['*', '?', '['])
 }
 
-/// Acks a settled entry; leaves the others pending, to be redelivered.
-async fn settle(mut con: MultiplexedConnection, stream: &str, group: &str, id: &str, outcome: &Outcome) {
-    if !outcome.settled() {
-        tracing::warn!(%stream, %id, ?outcome, "not acknowledged; the entry stays pending and will be redelivered");
-        return;
+/// What every entry's settle handle shares.
+struct EntryContext {
+    acks: Batcher<(String, String)>,
+    commands: MultiplexedConnection,
+    group: String,
+    consumer: String,
+    claim_idle: Duration,
+}
+
+impl EntryContext {
+    fn of(&self, stream: &str, id: String, deliveries: u32) -> StreamEntry {
+        StreamEntry {
+            acks: self.acks.clone(),
+            commands: self.commands.clone(),
+            stream: stream.to_string(),
+            group: self.group.clone(),
+            consumer: self.consumer.clone(),
+            id,
+            deliveries,
+            claim_idle: self.claim_idle,
+        }
     }
-    let acked: redis::RedisResult<i64> = con.xack(stream, group, &[id]).await;
-    if let Err(e) = acked {
-        tracing::warn!(%stream, %id, error = %e, "cannot XACK; the entry will be redelivered");
+}
+
+/// A stream entry in this consumer's pending list.
+struct StreamEntry {
+    acks: Batcher<(String, String)>,
+    commands: MultiplexedConnection,
+    stream: String,
+    group: String,
+    consumer: String,
+    id: String,
+    deliveries: u32,
+    claim_idle: Duration,
+}
+
+impl Settle for StreamEntry {
+    fn deliveries(&self) -> u32 {
+        self.deliveries
     }
+
+    /// Another consumer takes over an entry idle for `claim_idle`.
+    fn keep_alive_every(&self) -> Option<Duration> {
+        Some(self.claim_idle / 2)
+    }
+
+    /// Claiming the entry for this consumer again resets its idle time.
+    async fn keep_alive(&self) {
+        let mut con = self.commands.clone();
+        let claimed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(0)
+            .arg(&self.id)
+            .arg("JUSTID")
+            .query_async(&mut con)
+            .await;
+        if let Err(e) = claimed {
+            tracing::warn!(stream = %self.stream, id = %self.id, error = %e, "cannot keep a long-running entry claimed");
+        }
+    }
+
+    /// Acks a settled entry; leaves the others pending, to be redelivered.
+    async fn settle(self, outcome: Outcome) {
+        if let Outcome::Redeliver { reason, .. } = outcome {
+            tracing::warn!(stream = %self.stream, id = %self.id, %reason, "not acknowledged; the entry stays pending and will be redelivered");
+        } else if !self.acks.send((self.stream, self.id)).await {
+            tracing::warn!("the ack task has stopped; the entry stays pending and will be redelivered");
+        }
+    }
+}
+
+/// Acks settled entries, as many per `XACK` as have settled meanwhile.
+fn acker(con: MultiplexedConnection, group: String, max: usize) -> Batcher<(String, String)> {
+    Batcher::spawn(max, move |entries: Vec<(String, String)>| {
+        let (mut con, group) = (con.clone(), group.clone());
+        async move {
+            let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (stream, id) in entries {
+                by_stream.entry(stream).or_default().push(id);
+            }
+            for (stream, ids) in by_stream {
+                let acked: redis::RedisResult<i64> = con.xack(&stream, &group, &ids).await;
+                if let Err(e) = acked {
+                    tracing::warn!(%stream, count = ids.len(), error = %e, "cannot XACK; the entries will be redelivered");
+                }
+            }
+        }
+    })
 }
 
 /// Dead letters as entries of a Redis stream: field `letter` holds the JSON,

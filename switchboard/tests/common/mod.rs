@@ -501,7 +501,7 @@ pub fn certificates(dir: &Path) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     // The test binary links rustls with two crypto providers, as the hub does,
     // so it must pick one before the first TLS connection.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    connector_core::install_crypto_provider();
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
