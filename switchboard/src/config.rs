@@ -160,10 +160,31 @@ pub fn check_stack(config: &Config) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// The sample config documents the defaults: it may not say one thing
+    /// while the code does another. Only what the sample chooses on purpose
+    /// differs, and is listed here.
     #[test]
-    fn embedded_config_is_valid() {
-        let c: Config = serde_yaml_ng::from_str(EMBEDDED).unwrap();
-        assert!(c.queue.enabled);
+    fn the_embedded_config_says_what_the_defaults_are() {
+        let embedded = serde_json::to_value(parse(EMBEDDED).unwrap()).unwrap();
+        let defaults = serde_json::to_value(Config::default()).unwrap();
+        let chosen = ["/provider"];
+        let mut differences = vec![];
+        diff("", &embedded, &defaults, &mut differences);
+        differences.retain(|path| !chosen.iter().any(|c| path.starts_with(c)));
+        assert!(differences.is_empty(), "config/switchboard.yml disagrees with the defaults at {differences:?}");
+    }
+
+    fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for key in a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>() {
+                    let null = serde_json::Value::Null;
+                    diff(&format!("{path}/{key}"), a.get(key).unwrap_or(&null), b.get(key).unwrap_or(&null), out);
+                }
+            }
+            (a, b) if a != b => out.push(format!("{path}: {a} vs {b}")),
+            _ => {}
+        }
     }
 
     #[test]

@@ -170,31 +170,6 @@ async fn dead_letters_go_to_the_configured_subject() {
     assert!(!p.dir.path().join("data/dead-letters.jsonl").exists(), "the subject replaces the file");
 }
 
-#[tokio::test]
-async fn jetstream_keeps_a_long_invocation_with_in_progress_acks() {
-    let (js, stream, subject) = new_stream("sbtest.progress.").await;
-    // The function takes 3 s; the server would redeliver after ack_wait (1 s)
-    // were the hub not sending in-progress acks every half ack_wait.
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("slow.log");
-    let stack = format!(
-        "functions:\n{}",
-        recorder_fn("slow", dir.path(), "      SLEEP: \"3\"\n", &format!("      topic: {subject}\n"))
-    );
-    let cfg = config(&format!(
-        "nats:\n  enabled: true\n  url: nats://127.0.0.1:4222\n  jetstream:\n    stream: {stream}\n    durable: sbtest\n    ack_wait: 1s\n    max_deliver: 5\n"
-    ));
-    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
-    p.wait_ready(&["slow"]).await;
-    js.publish(subject.clone(), "long".into()).await.unwrap().await.unwrap();
-
-    let acked = eventually(Duration::from_secs(20), || settled(&js, &stream, &subject)).await;
-    assert!(acked, "the message was not acked:\n{}", p.proc.output());
-    let calls = std::fs::read_to_string(&record).unwrap_or_default();
-    assert_eq!(calls.lines().count(), 1, "the message was redelivered while its invocation ran:\n{calls}");
-    let _ = js.delete_stream(&stream).await;
-}
-
 /// JetStream's acknowledgements follow the outcome: a failed invocation is
 /// nakked with the backoff delay and comes back as a redelivery; once a
 /// redelivery succeeds it is acked; once the last attempt fails the message

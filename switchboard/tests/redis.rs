@@ -58,39 +58,6 @@ async fn stream_entries_are_delivered_with_headers_and_acked() {
 }
 
 #[tokio::test]
-async fn pending_entries_come_back_after_kill_9() {
-    let mut con = redis_con(6379).await;
-    let stream = unique("sbtest:jobs:");
-    let dir = tempfile::tempdir().unwrap();
-    let record = dir.path().join("r.log");
-    let stack =
-        envlog_stack("jobs", &stream, &record, "      SLEEP: \"0.2\"\n", "      com.switchboard.max_inflight: \"1\"\n");
-    let consumer = unique("c");
-    let cfg = redis_cfg(6379, &consumer, "");
-    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
-    p.wait_ready(&["jobs"]).await;
-    for i in 0..10 {
-        let _: String = con.xadd(&stream, "*", &[("payload", format!("job{i}"))]).await.unwrap();
-    }
-    assert!(eventually(Duration::from_secs(15), || async { envlog(&record).len() >= 2 }).await, "nothing delivered");
-    let Platform { mut proc, dir, .. } = p;
-    proc.crash();
-    assert!(envlog(&record).len() < 10, "all delivered before the kill; the test proves nothing");
-
-    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
-    let all = eventually(Duration::from_secs(30), || async {
-        let bodies: std::collections::BTreeSet<String> = envlog(&record)
-            .iter()
-            .filter_map(|b| b.lines().find_map(|l| l.strip_prefix("body=").map(String::from)))
-            .collect();
-        bodies.len() == 10
-    })
-    .await;
-    assert!(all, "entries lost after kill -9:\n{}", p.proc.output());
-    assert!(all_acked(&con, &stream).await, "entries left pending");
-}
-
-#[tokio::test]
 async fn entries_handed_out_more_often_than_the_retry_policy_allows_are_dead_lettered_to_a_stream() {
     let mut con = redis_con(6379).await;
     let stream = unique("sbtest:poison:");
