@@ -257,3 +257,35 @@ async fn rediss_with_a_private_ca_and_a_client_certificate() {
     assert!(envlog(&record)[0].contains("body=over tls"), "{:?}", envlog(&record));
     assert!(all_acked(&con, &stream).await, "entry not acked");
 }
+
+/// A stream is created only for a topic qualified `redis:`; a plain topic
+/// (which any source may serve) is read once its stream exists, and never
+/// leaves an empty stream behind.
+#[tokio::test]
+async fn streams_are_created_only_for_topics_that_name_redis() {
+    let mut con = redis_con(6379).await;
+    let (own, plain) = (unique("sbtest:own:"), unique("sbtest:plain:"));
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("r.log");
+    let stack = envlog_stack("mixed", &format!("redis:{own}, {plain}"), &record, "", "");
+    let p = Platform::start_in(dir, &redis_cfg(6379, &unique("c"), ""), &stack, &[]).await;
+    p.wait_ready(&["mixed"]).await;
+    let created = eventually(Duration::from_secs(10), || {
+        let mut con = con.clone();
+        let own = own.clone();
+        async move { con.exists::<_, bool>(&own).await.unwrap() }
+    })
+    .await;
+    assert!(created, "no stream for the topic qualified redis:\n{}", p.proc.output());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!con.exists::<_, bool>(&plain).await.unwrap(), "an empty stream was made for a plain topic");
+
+    let _: String = con.xadd(&own, "*", &[("payload", "mine")]).await.unwrap();
+    let _: String = con.xadd(&plain, "*", &[("payload", "anyone's")]).await.unwrap();
+    let both = eventually(Duration::from_secs(15), || async { envlog(&record).len() == 2 }).await;
+    assert!(both, "not both delivered: {:?}\n{}", envlog(&record), p.proc.output());
+    let calls = envlog(&record).join("\n");
+    assert!(calls.contains(&format!("Http_X_Topic={own}")), "the qualifier is not part of the topic:\n{calls}");
+    assert!(calls.contains("body=anyone's"), "{calls}");
+    let _: () = con.del(&[&own, &plain]).await.unwrap();
+}
