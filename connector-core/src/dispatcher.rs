@@ -1,5 +1,6 @@
-//! Delivery of one event to every function subscribed to its topic: limits,
-//! invocation, retries, dead letters, and the outcome the source acks by.
+//! Delivery of one event to every function subscribed to its topic:
+//! admission, limits, invocation, retries, dead letters, keep-alive, and
+//! settling its message by the outcome.
 
 use crate::config::HubConfig;
 use crate::deadletter::{DeadEvent, DeadLetter, DeadLetterSink};
@@ -96,10 +97,6 @@ impl Dispatcher {
         Self { sink, ..self.clone() }
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.shared.metrics
-    }
-
     /// The source this handle is labelled for.
     pub fn source(&self) -> &'static str {
         self.source
@@ -107,7 +104,7 @@ impl Dispatcher {
 
     /// Waits while `max_pending` events are in flight: the backpressure that
     /// stops a source from reading faster than functions take events.
-    pub async fn ticket(&self, event: &Event) -> Ticket {
+    async fn ticket(&self, event: &Event) -> Ticket {
         let pending = self.shared.pending.clone().acquire_owned().await.expect("semaphore is never closed");
         self.admit(pending, event)
     }
@@ -170,6 +167,7 @@ impl Ticket {
             Some(every) => {
                 tokio::pin!(work);
                 let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         done = &mut work => break done,
