@@ -151,10 +151,14 @@ impl Ticket {
     /// Delivers `event` in a task of its own and settles through `handle`;
     /// the ticket is held until the message is settled.
     pub fn spawn(self, event: Event, handle: impl Settle) {
-        tokio::spawn(self.run(event, handle));
+        tokio::spawn(self.deliver(event, handle));
     }
 
-    async fn run<S: Settle>(mut self, event: Event, handle: S) {
+    /// Delivers `event` and settles through `handle`, in the caller's task,
+    /// and returns the outcome: for a source that answers a request once
+    /// its events have settled (HTTP), where a task of their own would only
+    /// add a hand-over.
+    pub async fn deliver<S: Settle>(mut self, event: Event, handle: S) -> Outcome {
         let d = self.dispatcher.clone();
         let work = async {
             if let Some(turn) = &mut self.turn {
@@ -180,7 +184,8 @@ impl Ticket {
         if let Some(response) = &reply {
             handle.reply(response).await;
         }
-        handle.settle(outcome).await;
+        handle.settle(outcome.clone()).await;
+        outcome
     }
 }
 

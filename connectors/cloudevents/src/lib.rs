@@ -140,15 +140,13 @@ impl switchboard_http::Handler<Full<Bytes>> for Receiver {
     }
 }
 
-/// An HTTP request's event: settling it answers the request (200 once
-/// delivered or dead-lettered, 503 with Retry-After to redeliver).
-struct Answer(tokio::sync::oneshot::Sender<Outcome>);
+/// An HTTP request's event: its outcome is the answer (200 once delivered
+/// or dead-lettered, 503 with Retry-After to redeliver), so there is
+/// nothing else to settle.
+struct Answer;
 
 impl Settle for Answer {
-    async fn settle(self, outcome: Outcome) {
-        // The sender may have gone; the event is settled either way.
-        let _ = self.0.send(outcome);
-    }
+    async fn settle(self, _: Outcome) {}
 }
 
 /// The answer once every event has settled.
@@ -226,25 +224,8 @@ impl Receiver {
                 }
             }
         }
-        let answers: Vec<_> = tickets
-            .into_iter()
-            .zip(events)
-            .map(|(ticket, event)| {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                ticket.spawn(event, Answer(tx));
-                rx
-            })
-            .collect();
-        let outcomes: Vec<Outcome> = futures_util::future::join_all(answers)
-            .await
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|_| Outcome::Redeliver {
-                    after: connector_core::dispatcher::REDELIVER_AFTER,
-                    reason: "delivery ended unexpectedly".into(),
-                })
-            })
-            .collect();
+        let deliveries = tickets.into_iter().zip(events).map(|(ticket, event)| ticket.deliver(event, Answer));
+        let outcomes = futures_util::future::join_all(deliveries).await;
         let failed: Vec<&str> = outcomes
             .iter()
             .filter_map(|o| match o {
