@@ -70,12 +70,12 @@ impl Hub {
             .await
             .map_err(|e| HubError::Listen(self.config.listen, e))?;
         tokio::spawn(self.discovery.clone().run(self.shutdown.clone()));
-        let links: Vec<BrokerState> =
+        let brokers: Vec<BrokerState> =
             sources.iter().map(|s| BrokerState::new(s.name(), self.metrics.source_connected.clone())).collect();
         let state = Ops {
             discovery: self.discovery.clone(),
             metrics: self.metrics.clone(),
-            links: links.clone(),
+            brokers: brokers.clone(),
             access: self.access.clone(),
         };
         let guarded = Router::new()
@@ -110,12 +110,12 @@ impl Hub {
         }
         let mut running = tokio::task::JoinSet::new();
         let mut names = std::collections::HashMap::new();
-        for (source, link) in sources.into_iter().zip(links) {
+        for (source, broker) in sources.into_iter().zip(brokers) {
             let name = source.name();
             let ctx = SourceContext {
                 dispatcher: self.dispatcher.for_source(name),
                 topics: self.discovery.subscribe(),
-                broker: link,
+                broker,
                 registry: self.metrics.registry().clone(),
                 access: self.access.clone(),
                 shutdown: self.shutdown.clone(),
@@ -145,7 +145,7 @@ impl Hub {
 struct Ops {
     discovery: Arc<Discovery>,
     metrics: Arc<Metrics>,
-    links: Vec<BrokerState>,
+    brokers: Vec<BrokerState>,
     access: Arc<Access>,
 }
 
@@ -163,7 +163,7 @@ async fn ready(State(h): State<Ops>) -> (StatusCode, String) {
     if !h.discovery.ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first function discovery".into());
     }
-    let down: Vec<&str> = h.links.iter().filter_map(BrokerState::down_source).collect();
+    let down: Vec<&str> = h.brokers.iter().filter_map(BrokerState::down_source).collect();
     if down.is_empty() {
         (StatusCode::OK, "OK".into())
     } else {

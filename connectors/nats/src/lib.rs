@@ -55,7 +55,7 @@ impl NatsSource {
         Ok(Self { config })
     }
 
-    async fn connect(&self, link: BrokerState) -> Result<async_nats::Client, SourceError> {
+    async fn connect(&self, broker: BrokerState) -> Result<async_nats::Client, SourceError> {
         let c = &self.config;
         let mut options = async_nats::ConnectOptions::new().name("switchboard").retry_on_initial_connect();
         if let Some(token) = &c.token {
@@ -78,11 +78,11 @@ impl NatsSource {
             }
         }
         let url = c.url.clone();
-        link.disconnected();
+        broker.disconnected();
         options = options.event_callback(move |event| {
             match event {
-                async_nats::Event::Connected => link.connected(),
-                async_nats::Event::Disconnected | async_nats::Event::Closed => link.disconnected(),
+                async_nats::Event::Connected => broker.connected(),
+                async_nats::Event::Disconnected | async_nats::Event::Closed => broker.disconnected(),
                 _ => {}
             }
             let url = url.clone();
