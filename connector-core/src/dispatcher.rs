@@ -25,7 +25,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     pending: Arc<Semaphore>,
     max_pending: usize,
-    order: Option<KeyOrder>,
+    order: KeyOrder,
     asynchronous: Option<String>,
     content_type: Option<String>,
     shutdown: CancellationToken,
@@ -38,6 +38,8 @@ pub struct Dispatcher {
     source: &'static str,
     connector: Arc<str>,
     sink: Arc<dyn DeadLetterSink>,
+    /// Deliver events with the same key one after another.
+    ordered: bool,
 }
 
 /// Admission of one event: a place among the events in flight and, with
@@ -79,17 +81,24 @@ impl Dispatcher {
             metrics,
             pending: Arc::new(Semaphore::new(config.max_pending.max(1))),
             max_pending: config.max_pending.max(1),
-            order: config.ordered_keys.then(KeyOrder::default),
+            order: KeyOrder::default(),
             asynchronous: config.async_invocation.then(|| config.callback_url.clone().unwrap_or_default()),
             content_type: config.content_type.clone(),
             shutdown,
         };
-        Self { shared: Arc::new(shared), source: "hub", connector: Arc::from("switchboard"), sink }
+        let ordered = config.ordered_keys;
+        Self { shared: Arc::new(shared), source: "hub", connector: Arc::from("switchboard"), sink, ordered }
     }
 
     /// The same hub, labelled for one source (`X-Connector: switchboard/<source>`).
     pub fn for_source(&self, source: &'static str) -> Self {
         Self { source, connector: Arc::from(format!("switchboard/{source}")), ..self.clone() }
+    }
+
+    /// The same hub, ordering this source's events by key or not, whatever
+    /// `hub.ordered_keys` says (a Kafka source orders per key by default).
+    pub fn with_key_order(&self, ordered: bool) -> Self {
+        Self { ordered, ..self.clone() }
     }
 
     /// The same hub with this source's own dead-letter sink (a NATS subject, a Redis stream…).
@@ -117,8 +126,8 @@ impl Dispatcher {
     }
 
     fn admit(&self, pending: OwnedSemaphorePermit, event: &Event) -> Ticket {
-        let turn = match (&self.shared.order, &event.key) {
-            (Some(order), Some(key)) => Some(order.turn(&event.topic, key)),
+        let turn = match &event.key {
+            Some(key) if self.ordered => Some(self.shared.order.turn(&event.topic, key)),
             _ => None,
         };
         Ticket { dispatcher: self.clone(), _pending: pending, turn }

@@ -19,6 +19,7 @@ crate::hub::sources! {
     #[cfg(feature = "nats")] nats: switchboard_nats::NatsConfig,
     #[cfg(feature = "redis")] redis: switchboard_redis::RedisConfig,
     #[cfg(feature = "mqtt")] mqtt: switchboard_mqtt::MqttConfig,
+    #[cfg(feature = "kafka")] kafka: switchboard_kafka::KafkaConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

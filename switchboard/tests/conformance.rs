@@ -457,6 +457,69 @@ mod adapters {
         }
     }
 
+    /// Kafka: a group of the test's own; a topic is settled when the
+    /// group's committed offset has reached the end of every partition.
+    /// Skips a_long_invocation_is_kept_alive: Kafka has no deadline per
+    /// record (librdkafka's own thread keeps the group membership while an
+    /// invocation runs). nothing_is_lost_when_the_hub_is_killed does not
+    /// pass yet: after a `kill -9`, the restarted hub's consumer stays in
+    /// librdkafka's `query-coord` state on noida-db and is never assigned
+    /// the partitions, even when started 10 s after the kill (nothing
+    /// unsettled was committed, but nothing is delivered either); issue 13.
+    pub struct Kafka {
+        group: String,
+        producer: rdkafka::producer::FutureProducer,
+    }
+
+    impl Kafka {
+        pub fn new() -> Self {
+            Self { group: unique("conform"), producer: kafka_producer() }
+        }
+    }
+
+    impl Adapter for Kafka {
+        fn config(&self) -> String {
+            kafka_section(&self.group)
+        }
+        async fn topic(&self, label: &str) -> String {
+            let topic = unique(&format!("conform.{label}."));
+            kafka_topic(&topic, 2).await;
+            topic
+        }
+        async fn publish(&self, topic: &str, body: &str) {
+            kafka_send(&self.producer, topic, None, &[], body).await;
+        }
+        async fn settled(&self, topic: &str) -> Option<bool> {
+            use rdkafka::consumer::{BaseConsumer, Consumer};
+            let (group, topic) = (self.group.clone(), topic.to_string());
+            tokio::task::spawn_blocking(move || {
+                let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", KAFKA)
+                    .set("group.id", &group)
+                    .create()
+                    .ok()?;
+                let timeout = Duration::from_secs(5);
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                for p in 0..2 {
+                    tpl.add_partition(&topic, p);
+                }
+                let committed = consumer.committed_offsets(tpl, timeout).ok()?;
+                let all = (0..2).all(|p| {
+                    let end = consumer.fetch_watermarks(&topic, p, timeout).map(|(_, high)| high).unwrap_or(-1);
+                    let at = committed.find_partition(&topic, p).map(|e| e.offset());
+                    match at {
+                        Some(rdkafka::Offset::Offset(o)) => o == end,
+                        _ => end == 0,
+                    }
+                });
+                Some(all)
+            })
+            .await
+            .ok()
+            .flatten()
+        }
+    }
+
     /// MQTT 5, QoS 1, a persistent session. The broker cannot be asked
     /// what is unacked, so settling shows in redeliveries; skips
     /// a_long_invocation_is_kept_alive: an MQTT broker waits for an ack
@@ -516,6 +579,9 @@ mod adapters {
     }
 }
 
+conformance!(kafka: adapters::Kafka::new() =>
+    delivered_is_acked_once, a_failure_is_not_acked_and_comes_again, no_subscriber_is_dead_lettered,
+    topics_follow_the_functions, retry_after_is_honoured);
 conformance!(jetstream: adapters::JetStream::new().await =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again, no_subscriber_is_dead_lettered,
     topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,

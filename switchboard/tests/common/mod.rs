@@ -56,8 +56,8 @@ impl Proc {
         let child = Command::new(program)
             .args(args)
             .current_dir(dir)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -551,4 +551,61 @@ pub fn post_expecting_continue(port: u16, path: &str, headers: &[(&str, &str)], 
     }
     let _ = stream.read_to_end(&mut seen);
     (continued, String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// The Kafka broker the tests need (scripts/services starts noida-db on 9092).
+pub const KAFKA: &str = "127.0.0.1:9092";
+
+/// Creates `topic` with `partitions` on the test broker.
+pub async fn kafka_topic(topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", KAFKA).create().unwrap();
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    match admin.create_topics([&new], &options).await {
+        Ok(results) => {
+            for r in results {
+                if let Err((t, e)) = r {
+                    panic!("cannot create Kafka topic {t}: {e}");
+                }
+            }
+        }
+        Err(e) => panic!("Kafka is not reachable at {KAFKA} ({e}); start it with scripts/services (noida-db)"),
+    }
+}
+
+/// A producer on the test broker.
+pub fn kafka_producer() -> rdkafka::producer::FutureProducer {
+    rdkafka::ClientConfig::new().set("bootstrap.servers", KAFKA).set("message.timeout.ms", "10000").create().unwrap()
+}
+
+/// Sends one record and waits for the broker's ack.
+pub async fn kafka_send(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) {
+    let mut h = rdkafka::message::OwnedHeaders::new();
+    for (k, v) in headers {
+        h = h.insert(rdkafka::message::Header { key: k, value: Some(*v) });
+    }
+    let mut record = rdkafka::producer::FutureRecord::to(topic).payload(body).headers(h);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    if let Err((e, _)) = producer.send(record, Duration::from_secs(10)).await {
+        panic!("cannot produce to {topic} at {KAFKA} ({e}); start Kafka with scripts/services (noida-db)");
+    }
+}
+
+/// The `kafka:` section for a test: its own group, and quick rebalances
+/// (a rebalance waits for members up to their `max.poll.interval.ms`, and
+/// a killed one is noticed after `session_timeout`).
+pub fn kafka_section(group: &str) -> String {
+    format!(
+        "kafka:\n  enabled: true\n  bootstrap_servers: {KAFKA}\n  group: {group}\n  offset_reset: earliest\n  session_timeout: 6s\n  commit_interval: 200ms\n  properties:\n    max.poll.interval.ms: \"10000\"\n"
+    )
 }

@@ -1,0 +1,120 @@
+//! A Kafka record as the function sees it: OpenFaaS's Kafka connector's
+//! headers, the record's own headers, and the CloudEvents Kafka binding.
+
+use crate::config::Tombstones;
+use base64::Engine;
+use bytes::Bytes;
+use connector_core::{CloudEventAttrs, Event};
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+
+/// The event of a record; `None` for a tombstone that is skipped.
+pub fn event(m: &impl Message, tombstones: Tombstones) -> Option<Event> {
+    let tombstone = m.payload().is_none();
+    if tombstone && tombstones == Tombstones::Skip {
+        return None;
+    }
+    let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+    let mut e = Event {
+        id: format!("{topic}-{partition}-{offset}"),
+        topic: topic.to_string(),
+        payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+        ..Default::default()
+    };
+    e.headers.push(("X-Kafka-Partition".into(), partition.to_string()));
+    e.headers.push(("X-Kafka-Offset".into(), offset.to_string()));
+    if let Some(ms) = m.timestamp().to_millis() {
+        e.headers.push(("X-Kafka-Timestamp".into(), ms.to_string()));
+    }
+    if tombstone {
+        e.headers.push(("X-Kafka-Tombstone".into(), "true".into()));
+    }
+    let key = m.key().map(|k| match std::str::from_utf8(k) {
+        Ok(s) => (s.to_string(), false),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(k), true),
+    });
+    if let Some((k, encoded)) = &key {
+        e.headers.push(("X-Kafka-Key".into(), k.clone()));
+        if *encoded {
+            e.headers.push(("X-Kafka-Key-Enc".into(), "b64".into()));
+        }
+        e.key = Some(k.clone());
+    }
+    let mut pairs: Vec<(String, String)> = vec![];
+    if let Some(headers) = m.headers() {
+        for h in headers.iter() {
+            let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+            pairs.push((h.key.to_string(), value));
+        }
+    }
+    // Binary mode: `ce_*` headers.
+    e.cloudevent = CloudEventAttrs::from_headers(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    for (k, v) in pairs {
+        let lower = k.to_ascii_lowercase();
+        match lower.as_str() {
+            "content-type" | "ce_datacontenttype" => e.content_type = Some(v.clone()),
+            "traceparent" | "tracestate" => e.headers.push((lower.clone(), v.clone())),
+            _ => {}
+        }
+        if !lower.starts_with("ce_") {
+            e.headers.push((format!("X-Kafka-{k}"), v));
+        }
+    }
+    let structured = e.content_type.as_deref().is_some_and(|ct| ct.starts_with("application/cloudevents+json"));
+    if structured && let Some((attrs, data, content_type)) = structured_event(&e.payload) {
+        e.cloudevent = Some(attrs);
+        e.payload = data;
+        e.content_type = content_type;
+    }
+    if let Some(ce) = &mut e.cloudevent {
+        e.id = ce.id.clone();
+        // The binding: the record's key is the partitionkey extension.
+        if let Some((k, _)) = key {
+            ce.extensions.entry("partitionkey".into()).or_insert(k);
+        }
+    }
+    Some(e)
+}
+
+/// A structured CloudEvent: its attributes, its data as written, and the
+/// data's content type. `None` when the body is not one.
+fn structured_event(body: &[u8]) -> Option<(CloudEventAttrs, Bytes, Option<String>)> {
+    let mut fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body).ok()?;
+    let text = |v: Box<RawValue>| {
+        serde_json::from_str::<serde_json::Value>(v.get()).ok().map(|v| match v {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        })
+    };
+    let data = fields.remove("data");
+    let data_base64 = fields.remove("data_base64").and_then(text);
+    let content_type = fields.remove("datacontenttype").and_then(text);
+    let mut take = |k: &str| fields.remove(k).and_then(text);
+    let mut attrs = CloudEventAttrs {
+        id: take("id")?,
+        source: take("source")?,
+        ty: take("type")?,
+        specversion: take("specversion")?,
+        subject: take("subject"),
+        time: take("time"),
+        dataschema: take("dataschema"),
+        extensions: BTreeMap::new(),
+    };
+    for (k, v) in fields {
+        if let Some(v) = text(v) {
+            attrs.extensions.insert(k, v);
+        }
+    }
+    let payload = match (data, data_base64) {
+        (_, Some(b64)) => Bytes::from(base64::engine::general_purpose::STANDARD.decode(b64).ok()?),
+        (Some(raw), None) => match serde_json::from_str::<serde_json::Value>(raw.get()) {
+            // A string is the data itself; anything else is JSON, kept as written.
+            Ok(serde_json::Value::String(s)) => Bytes::from(s),
+            _ => Bytes::from(raw.get().to_string()),
+        },
+        (None, None) => Bytes::new(),
+    };
+    Some((attrs, payload, content_type))
+}
