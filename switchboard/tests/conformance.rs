@@ -213,7 +213,11 @@ async fn nothing_is_lost_when_the_hub_is_killed<A: Adapter>(a: A) {
     let topic = a.topic("killed").await;
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("calls.jsonl");
-    let functions = function("conform", &topic, &record, "      com.switchboard.max_inflight: \"1\"\n");
+    // Retries patient enough for the function's replica to start again:
+    // the restarted hub reads the backlog before the replica is ready, and
+    // the gateway answers 503 until it is.
+    let annotations = "      com.switchboard.max_inflight: \"1\"\n      com.openfaas.retry.min_wait: 1s\n      com.openfaas.retry.max_wait: 3s\n      com.openfaas.retry.attempts: \"8\"\n";
+    let functions = function("conform", &topic, &record, annotations);
     let p = start(&a, dir, "", &functions).await;
     let bodies: Vec<String> = (0..10).map(|i| format!("sleep:0.3:k{i}")).collect();
     for b in &bodies {

@@ -6,11 +6,11 @@
 //! invocation runs. On start the consumer first re-reads its own pending
 //! entries (what it had in flight when it last stopped), and every
 //! `claim_idle` it takes over entries idle that long in other consumers'
-//! lists (`XAUTOCLAIM`: a dead replica's work). The times Redis has handed
-//! an entry out are its delivery count, which the core's retry policy
-//! bounds. A stream is created (with its group) only for a topic qualified
-//! `redis:`; a plain topic is read once its stream exists. Dead letters go
-//! to a Redis stream.
+//! lists (`XPENDING … IDLE`, then `XCLAIM`: a dead replica's work). The
+//! times Redis has handed an entry out are its delivery count, which the
+//! core's retry policy bounds. A stream is created (with its group) only
+//! for a topic qualified `redis:`; a plain topic is read once its stream
+//! exists. Dead letters go to a Redis stream.
 //!
 //! Pub/sub (at most once): `SUBSCRIBE`, or `PSUBSCRIBE` for topics with
 //! glob characters. Redis keeps nothing for a subscriber that is away.
@@ -27,22 +27,24 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
 pub struct RedisSource {
     config: RedisConfig,
     client: redis::Client,
+    /// Outlives a connection: entries read before a reconnect may still be in flight.
+    in_flight: InFlight,
 }
 
 impl RedisSource {
     /// Validates the config (URL, mode, names) so a mistake fails at start-up.
     pub fn new(config: RedisConfig) -> Result<Self, config::ConfigError> {
         let client = config.validate()?;
-        Ok(Self { config, client })
+        Ok(Self { config, client, in_flight: InFlight::default() })
     }
 }
 
@@ -113,6 +115,7 @@ impl RedisSource {
             .with_dead_letters(Arc::new(StreamSink { con: commands.clone(), stream: c.dead_letter_stream.clone() }));
         let entry = EntryContext {
             acks: acker(commands.clone(), c.group.clone(), c.batch),
+            in_flight: self.in_flight.clone(),
             commands: commands.clone(),
             group: c.group.clone(),
             consumer: c.consumer.clone(),
@@ -213,30 +216,43 @@ impl RedisSource {
         Ok(())
     }
 
-    /// Takes over entries other consumers left idle for `claim_idle`.
+    /// Takes over entries other consumers left idle for `claim_idle`. Only
+    /// other consumers': this one's are in flight here, kept alive, or
+    /// re-read when it reconnects; claiming them would deliver them twice.
     async fn claim(&self, entry: &EntryContext, dispatcher: &Dispatcher, stream: &str) -> redis::RedisResult<()> {
         let c = &self.config;
         let mut con = entry.commands.clone();
-        let reply: redis::streams::StreamAutoClaimReply = con
-            .xautoclaim_options(
-                stream,
-                &c.group,
-                &c.consumer,
-                c.claim_idle.as_millis() as u64,
-                "0-0",
-                StreamAutoClaimOptions::default().count(c.batch),
-            )
+        let idle = c.claim_idle.as_millis() as u64;
+        let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(&c.group)
+            .arg("IDLE")
+            .arg(idle)
+            .arg("-")
+            .arg("+")
+            .arg(c.batch)
+            .query_async(&mut con)
             .await?;
-        if !reply.claimed.is_empty() {
-            tracing::info!(%stream, count = reply.claimed.len(), "claimed entries idle in other consumers");
+        let ids: Vec<String> = pending.ids.into_iter().filter(|p| p.consumer != c.consumer).map(|p| p.id).collect();
+        if ids.is_empty() {
+            return Ok(());
         }
-        self.redeliver(entry, dispatcher, stream, reply.claimed).await;
+        // XCLAIM checks the idle time again: an entry acked or claimed meanwhile is left.
+        let claimed: redis::streams::StreamClaimReply = con.xclaim(stream, &c.group, &c.consumer, idle, &ids).await?;
+        if !claimed.ids.is_empty() {
+            tracing::info!(%stream, count = claimed.ids.len(), "claimed entries idle in other consumers");
+        }
+        self.redeliver(entry, dispatcher, stream, claimed.ids).await;
         Ok(())
     }
 
-    /// Submits entries Redis has handed out before, with their delivery counts.
+    /// Submits entries Redis has handed out before, with their delivery
+    /// counts, but for those still in flight here (read before a reconnect).
     async fn redeliver(&self, entry: &EntryContext, dispatcher: &Dispatcher, stream: &str, entries: Vec<StreamId>) {
         for e in entries {
+            if entry.in_flight(stream, &e.id) {
+                continue;
+            }
             let mut con = entry.commands.clone();
             let pending: redis::RedisResult<redis::streams::StreamPendingCountReply> =
                 con.xpending_count(stream, &self.config.group, &e.id, &e.id, 1).await;
@@ -312,9 +328,13 @@ fn is_pattern(topic: &str) -> bool {
     topic.contains(['*', '?', '['])
 }
 
+/// Entries being delivered by this process, by stream and id.
+type InFlight = Arc<Mutex<HashSet<(String, String)>>>;
+
 /// What every entry's settle handle shares.
 struct EntryContext {
     acks: Batcher<(String, String)>,
+    in_flight: InFlight,
     commands: MultiplexedConnection,
     group: String,
     consumer: String,
@@ -322,8 +342,14 @@ struct EntryContext {
 }
 
 impl EntryContext {
+    fn in_flight(&self, stream: &str, id: &str) -> bool {
+        self.in_flight.lock().expect("in-flight lock").contains(&(stream.to_string(), id.to_string()))
+    }
+
     fn of(&self, stream: &str, id: String, deliveries: u32) -> StreamEntry {
+        self.in_flight.lock().expect("in-flight lock").insert((stream.to_string(), id.clone()));
         StreamEntry {
+            in_flight: self.in_flight.clone(),
             acks: self.acks.clone(),
             commands: self.commands.clone(),
             stream: stream.to_string(),
@@ -338,6 +364,7 @@ impl EntryContext {
 
 /// A stream entry in this consumer's pending list.
 struct StreamEntry {
+    in_flight: InFlight,
     acks: Batcher<(String, String)>,
     commands: MultiplexedConnection,
     stream: String,
@@ -377,6 +404,7 @@ impl Settle for StreamEntry {
 
     /// Acks a settled entry; leaves the others pending, to be redelivered.
     async fn settle(self, outcome: Outcome) {
+        self.in_flight.lock().expect("in-flight lock").remove(&(self.stream.clone(), self.id.clone()));
         if let Outcome::Redeliver { reason, .. } = outcome {
             tracing::warn!(stream = %self.stream, id = %self.id, %reason, "not acknowledged; the entry stays pending and will be redelivered");
         } else if !self.acks.send((self.stream, self.id)).await {
