@@ -465,11 +465,7 @@ mod adapters {
     /// group's committed offset has reached the end of every partition.
     /// Skips a_long_invocation_is_kept_alive: Kafka has no deadline per
     /// record (librdkafka's own thread keeps the group membership while an
-    /// invocation runs). nothing_is_lost_when_the_hub_is_killed does not
-    /// pass yet: after a `kill -9`, the restarted hub's consumer stays in
-    /// librdkafka's `query-coord` state on noida-db and is never assigned
-    /// the partitions, even when started 10 s after the kill (nothing
-    /// unsettled was committed, but nothing is delivered either); issue 13.
+    /// invocation runs).
     pub struct Kafka {
         group: String,
         producer: rdkafka::producer::FutureProducer,
@@ -482,8 +478,9 @@ mod adapters {
     }
 
     impl Adapter for Kafka {
+        /// Each test's group has replicas of its own name (static membership).
         fn config(&self) -> String {
-            kafka_section(&self.group)
+            format!("{}  client_id: {}\n", kafka_section(&self.group), self.group)
         }
         async fn topic(&self, label: &str) -> String {
             let topic = unique(&format!("conform.{label}."));
@@ -585,7 +582,7 @@ mod adapters {
 
 conformance!(kafka: adapters::Kafka::new() =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again, no_subscriber_is_dead_lettered,
-    topics_follow_the_functions, retry_after_is_honoured);
+    topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured);
 conformance!(jetstream: adapters::JetStream::new().await =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again, no_subscriber_is_dead_lettered,
     topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,

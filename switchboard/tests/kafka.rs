@@ -11,7 +11,9 @@ async fn records_are_delivered_with_their_headers_and_cloudevents() {
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("r.log");
     let stack = envlog_stack("orders", &topic, &record, "", "");
-    let p = Platform::start_in(dir, &config(&kafka_section(&unique("g"))), &stack, &[]).await;
+    // One at a time: envlog.sh's records of concurrent calls would interleave.
+    let cfg = config(&format!("{}  ordering: partition\n", kafka_section(&unique("g"))));
+    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
     p.wait_ready(&["orders"]).await;
     let producer = kafka_producer();
     kafka_send(&producer, &topic, Some("customer-7"), &[("color", "blue")], "plain").await;

@@ -15,6 +15,11 @@ pub struct KafkaConfig {
     pub group: String,
     /// Unique per replica; the host name by default.
     pub client_id: String,
+    /// Static group membership (`group.instance.id` = `client_id`): a
+    /// replica restarted under its name takes its partitions back at once,
+    /// without a rebalance; a replica that stays away loses them after
+    /// `session_timeout`.
+    pub static_membership: bool,
     /// Where a group without a committed offset starts: `latest` (Kafka's
     /// default) or `earliest`.
     pub offset_reset: OffsetReset,
@@ -46,6 +51,7 @@ impl Default for KafkaConfig {
             bootstrap_servers: "127.0.0.1:9092".into(),
             group: "switchboard".into(),
             client_id: connector_core::replica_name(),
+            static_membership: true,
             offset_reset: OffsetReset::Latest,
             assignment: "range,roundrobin".into(),
             ordering: Ordering::Key,
@@ -128,6 +134,9 @@ impl KafkaConfig {
             )
             .set("partition.assignment.strategy", &self.assignment)
             .set("session.timeout.ms", self.session_timeout.as_millis().to_string());
+        if self.static_membership {
+            c.set("group.instance.id", &self.client_id);
+        }
         let mut protocol = "plaintext";
         if let Some(tls) = &self.tls {
             protocol = "ssl";
