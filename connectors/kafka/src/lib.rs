@@ -170,7 +170,11 @@ impl Source for KafkaSource {
                 tokio::select! {
                     received = consumer.recv() => match received {
                         Ok(m) => {
-                            let event = record::event(&m, c.tombstones);
+                            let mut event = record::event(&m, c.tombstones);
+                            if let (Some(e), Ordering::Partition) = (&mut event, c.ordering) {
+                                // One ordering key per partition: its records one at a time.
+                                e.key = Some(format!("partition-{}", m.partition()));
+                            }
                             let key = (Arc::<str>::from(m.topic()), m.partition());
                             let handle = Record { partitions: partitions.clone(), key, offset: m.offset() };
                             handle.read();
