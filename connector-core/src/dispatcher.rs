@@ -64,7 +64,7 @@ enum Delivery {
 /// How long the broker waits before redelivering an event that could be
 /// neither delivered nor dead-lettered (the hub stopping, the dead-letter
 /// sink down).
-pub const REDELIVER_AFTER: Duration = Duration::from_secs(1);
+const REDELIVER_AFTER: Duration = Duration::from_secs(1);
 
 impl Dispatcher {
     pub fn new(

@@ -49,10 +49,6 @@ impl<K: Ord + Clone, V> Subscribed<K, V> {
     pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.held.keys()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -135,7 +135,8 @@ impl RedisSource {
             if recheck {
                 missing_checked = Instant::now();
             }
-            for s in groups.update(&ctx.wanted()).added {
+            let wanted = ctx.wanted();
+            for s in groups.update(&wanted).added {
                 let was_missing = missing.contains(&s);
                 if was_missing && !recheck {
                     continue;
@@ -168,7 +169,7 @@ impl RedisSource {
                 self.read_pending(&mut reader, &entry, &dispatcher, &s).await?;
                 groups.insert(s, ());
             }
-            missing.retain(|s| ctx.wanted().contains(s));
+            missing.retain(|s| wanted.contains(s));
             let streams: Vec<String> = groups.keys().cloned().collect();
             if streams.is_empty() {
                 tokio::select! {
