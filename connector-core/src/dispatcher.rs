@@ -133,6 +133,13 @@ impl Dispatcher {
         Ticket { dispatcher: self.clone(), _pending: pending, turn }
     }
 
+    /// Waits until an event could be admitted: for a source that holds its
+    /// messages and pauses its broker while the hub is full, then admits
+    /// them with [`Dispatcher::try_ticket`] (Kafka).
+    pub async fn ready(&self) {
+        drop(self.shared.pending.acquire().await.expect("semaphore is never closed"));
+    }
+
     /// The most events in flight at once (`hub.max_pending`).
     pub fn max_pending(&self) -> usize {
         self.shared.max_pending

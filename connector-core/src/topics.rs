@@ -1,7 +1,8 @@
 //! The topic map: which functions subscribe to which topics, built from the
 //! `topic` annotation. A topic is exact, or a pattern with NATS wildcards
-//! (`*` one token, `>` the rest; `.`-separated) or MQTT wildcards (`+` one
-//! level, `#` the rest; `/`-separated).
+//! (`*` one token, `>` the rest; `.`-separated), MQTT wildcards (`+` one
+//! level, `#` the rest; `/`-separated), or a regular expression starting
+//! with `^` (Kafka's pattern subscriptions, as librdkafka takes them).
 //!
 //! A topic may name its source (`kafka:orders`, `mqtt:sensors/+/temp`):
 //! then only that source consumes it and only its events reach it. A plain
@@ -38,16 +39,25 @@ pub struct TopicMap {
     pub functions: HashMap<String, Arc<Subscription>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 enum Pattern {
     Nats(Vec<String>),
     Mqtt(Vec<String>),
+    /// Searched in the topic name as librdkafka does (`^` anchors the
+    /// start; add `$` to anchor the end); one that does not compile matches none.
+    Regex(Option<regex::Regex>),
 }
 
 impl Pattern {
     fn parse(topic: &str) -> Option<Pattern> {
         let tokens = |sep: char| topic.split(sep).map(String::from).collect();
-        if topic.split('.').any(|t| t == "*" || t == ">") {
+        if topic.starts_with('^') {
+            let regex = regex::Regex::new(topic);
+            if let Err(e) = &regex {
+                tracing::warn!(topic, error = %e, "not a regular expression; nothing matches it");
+            }
+            Some(Pattern::Regex(regex.ok()))
+        } else if topic.split('.').any(|t| t == "*" || t == ">") {
             Some(Pattern::Nats(tokens('.')))
         } else if topic.split('/').any(|t| t == "+" || t == "#") {
             Some(Pattern::Mqtt(tokens('/')))
@@ -60,6 +70,7 @@ impl Pattern {
         let (pattern, sep, one, rest) = match self {
             Pattern::Nats(p) => (p, '.', "*", ">"),
             Pattern::Mqtt(p) => (p, '/', "+", "#"),
+            Pattern::Regex(r) => return r.as_ref().is_some_and(|r| r.is_match(topic)),
         };
         let mut parts = topic.split(sep);
         for token in pattern {
@@ -192,5 +203,25 @@ mod tests {
         assert_eq!(map.topics_for("mqtt"), set(&["orders", "sensors/+/temp", "urn:example:thing"]));
         assert_eq!(map.own_topics("kafka"), set(&["orders"]));
         assert_eq!(map.own_topics("nats"), set(&[]));
+    }
+
+    #[test]
+    fn a_kafka_pattern_matches_as_librdkafka_subscribes() {
+        let map = TopicMap::new(vec![
+            sub("eu.ns", &[r"kafka:^orders\.(eu|uk)$"]),
+            sub("all.ns", &[r"kafka:^payments\."]),
+            sub("bad.ns", &["kafka:^orders("]),
+        ]);
+        let names = |source: &str, t: &str| -> Vec<String> {
+            map.subscribers(source, t).iter().map(|s| s.function.clone()).collect()
+        };
+        assert_eq!(names("kafka", "orders.eu"), ["eu.ns"]);
+        assert_eq!(names("kafka", "orders.uk"), ["eu.ns"]);
+        assert!(names("kafka", "orders.eu.archive").is_empty(), "matched past the `$`");
+        assert!(names("kafka", "orders.us").is_empty());
+        assert_eq!(names("kafka", "payments.eu.archive"), ["all.ns"], "unanchored end, as librdkafka's");
+        assert!(names("kafka", "xpayments.eu").is_empty());
+        assert!(names("nats", "orders.eu").is_empty(), "a qualified pattern is Kafka's only");
+        assert!(map.topics_for("kafka").contains(r"^orders\.(eu|uk)$"), "passed on as librdkafka takes it");
     }
 }

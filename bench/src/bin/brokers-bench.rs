@@ -3,10 +3,16 @@
 //!  Redis: N entries in a stream; a raw XREADGROUP+XACK loop, then
 //!         `switchboard connect redis` (group from 0) → gateway → watchdog → upstream.
 //!  MQTT:  N QoS 1 messages; a raw subscriber, then `switchboard connect mqtt`.
-//! Needs Redis on 127.0.0.1:6379 and Mosquitto on 127.0.0.1:1883.
+//!  Kafka: N keyed records on 4 partitions; a raw rdkafka consumer (its own
+//!         group, from the start, committing at the end), then the hub in
+//!         a group of its own each time: as a sidecar (`switchboard connect
+//!         kafka`) and in-process (`switchboard up`), per-key ordering, and
+//!         in-process without ordering and in partition order.
+//! Needs Redis on 127.0.0.1:6379, Mosquitto on 127.0.0.1:1883 and a Kafka
+//! broker on 127.0.0.1:9092 (scripts/services starts them).
 //! Run with `bench/run brokers`.
 
-use bench::{Proc, free_port, function_chain, metric, wait_ok};
+use bench::{Chain, Proc, free_port, function_chain, metric, static_function, wait_ok};
 use clap::Parser;
 use redis::AsyncCommands;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
@@ -24,17 +30,23 @@ struct Args {
     /// than that can never all arrive when publishing outruns consuming.
     #[arg(long, default_value_t = 1_000)]
     mqtt: usize,
+    /// Kafka records.
+    #[arg(long, default_value_t = 20_000)]
+    kafka: usize,
 }
+
+const KAFKA: &str = "127.0.0.1:9092";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let id = free_port()?;
-    let (stream, topic) = (format!("brokerbench:{id}"), format!("brokerbench/{id}"));
+    let (stream, topic, kafka) =
+        (format!("brokerbench:{id}"), format!("brokerbench/{id}"), format!("brokerbench.{id}"));
     let dir = std::env::temp_dir().join(format!("switchboard-brokers-bench-{id}"));
     std::fs::create_dir_all(&dir)?;
-    let chain =
-        function_chain(&a.bin.switchboard, &a.bin.upstream, &dir, &[("topic", format!("{stream},{topic}"))]).await?;
+    let annotations = [("topic", format!("{stream},{topic},kafka:{kafka}"))];
+    let chain = function_chain(&a.bin.switchboard, &a.bin.upstream, &dir, &annotations).await?;
     let gateway = chain.gateway.clone();
     println!(
         "| source | events | raw client events/s | through the hub events/s | hub / raw |\n|---|---:|---:|---:|---:|"
@@ -111,18 +123,105 @@ async fn main() -> anyhow::Result<()> {
     delivered?;
     let through = a.mqtt as f64 / started.elapsed().as_secs_f64();
     println!("| MQTT QoS 1 (3.1.1) | {} | {raw:.0} | {through:.0} | {:.2} |", a.mqtt, through / raw);
+    drop(_hub);
+
+    if a.kafka > 0 {
+        kafka_runs(&a, &chain, &dir, &kafka, &static_function(&chain.watchdog, &annotations)).await?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
-async fn wait_delivered(hub: &str, n: usize, started: Instant) -> anyhow::Result<()> {
+/// Waits until the hub has delivered `n` events; returns the rate from its
+/// first delivery (start-up and the group join left out).
+async fn wait_delivered(hub: &str, n: usize, started: Instant) -> anyhow::Result<f64> {
+    let mut first: Option<(Instant, f64)> = None;
     loop {
-        if metric(hub, "switchboard_events_delivered_total").await >= n as f64 {
-            return Ok(());
+        let done = metric(hub, "switchboard_events_delivered_total").await;
+        if first.is_none() && done > 0.0 {
+            first = Some((Instant::now(), done));
+        }
+        if done >= n as f64 {
+            return Ok(first.map_or(0.0, |(t, d)| (n as f64 - d) / t.elapsed().as_secs_f64()));
         }
         anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "not all {n} events delivered in 5 minutes");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Kafka: the topic filled once; each reader is a group of its own from the start.
+async fn kafka_runs(a: &Args, chain: &Chain, dir: &std::path::Path, topic: &str, function: &str) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let client = || {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", KAFKA);
+        c
+    };
+    let admin: AdminClient<_> = client().create()?;
+    let new = NewTopic::new(topic, 4, TopicReplication::Fixed(1));
+    for r in admin.create_topics([&new], &AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("cannot create {t} on {KAFKA}: {e} (scripts/services starts noida-db)"))?;
+    }
+    let producer: FutureProducer = client().set("linger.ms", "5").create()?;
+    for chunk in (0..a.kafka).collect::<Vec<_>>().chunks(1000) {
+        let sends = chunk.iter().map(|i| {
+            let (key, body) = (format!("k{}", i % 64), format!("e{i}"));
+            let producer = &producer;
+            async move { producer.send(FutureRecord::to(topic).key(&key).payload(&body), Duration::ZERO).await }
+        });
+        for sent in futures_util::future::join_all(sends).await {
+            sent.map_err(|(e, _)| anyhow::anyhow!("cannot produce to {topic}: {e}"))?;
+        }
+    }
+
+    let consumer: StreamConsumer = client()
+        .set("group.id", format!("raw-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut first: Option<Instant> = None;
+    for _ in 0..a.kafka {
+        consumer.recv().await?;
+        first.get_or_insert_with(Instant::now);
+    }
+    consumer.commit_consumer_state(CommitMode::Sync)?;
+    let raw = (a.kafka - 1) as f64 / first.map_or(1.0, |t| t.elapsed().as_secs_f64());
+    drop(consumer);
+
+    println!(
+        "\n| Kafka → hub → chain (4 partitions, 64 keys) | records | records/s from the first delivery | hub / raw |\n|---|---:|---:|---:|"
+    );
+    println!("| raw rdkafka consumer (StreamConsumer, no invocation) | {} | {raw:.0} | 1.00 |", a.kafka);
+    for (topology, ordering) in [("sidecar", "key"), ("up", "key"), ("up", "none"), ("up", "partition")] {
+        let hub_port = free_port()?;
+        let section = format!(
+            "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nkafka:\n  enabled: true\n  bootstrap_servers: {KAFKA}\n  group: hub-{topology}-{ordering}-{topic}\n  client_id: hub-{topology}-{ordering}\n  offset_reset: earliest\n  ordering: {ordering}\n",
+            dir.display()
+        );
+        let cfg = dir.join(format!("kafka-{topology}-{ordering}.yml"));
+        let started = Instant::now();
+        let hub = match topology {
+            "sidecar" => {
+                std::fs::write(&cfg, &section)?;
+                let args = ["connect", "kafka", "--gateway", &chain.gateway, "--config", &cfg.display().to_string()];
+                Proc::start(&a.bin.switchboard, &args, &[])?
+            }
+            _ => {
+                let gateway = format!("gateway:\n  basic_auth: false\n  bind: 127.0.0.1\n  port: {}\n", free_port()?);
+                let rest = "queue:\n  enabled: false\ncron:\n  enabled: false\ncloudevents:\n  enabled: false\n";
+                std::fs::write(&cfg, format!("{function}{gateway}{rest}{section}"))?;
+                Proc::start(&a.bin.switchboard, &["up", "--config", &cfg.display().to_string()], &[])?
+            }
+        };
+        let through = wait_delivered(&format!("http://127.0.0.1:{hub_port}"), a.kafka, started).await?;
+        println!("| {topology}, ordering: {ordering} | {} | {through:.0} | {:.2} |", a.kafka, through / raw);
+        drop(hub);
+    }
+    admin.delete_topics(&[topic], &AdminOptions::new()).await?;
+    Ok(())
 }
 
 async fn publish(topic: &str, n: usize, id: &str) -> anyhow::Result<()> {

@@ -10,32 +10,42 @@
 //! every `kafka.commit_interval` and for partitions being revoked.
 
 mod config;
+mod metrics;
 mod record;
+mod sink;
 
 pub use config::{ConfigError, KafkaConfig, OffsetReset, Ordering, Sasl, Tombstones};
 
 use connector_core::{
-    BrokerState, Outcome, Settle, Source, SourceConfig, SourceContext, SourceError, Subscribed, Watermark,
+    BrokerState, Event, Outcome, Settle, Source, SourceConfig, SourceContext, SourceError, Subscribed, Watermark,
 };
 use futures_util::future::BoxFuture;
+use metrics::KafkaMetrics;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct KafkaSource {
     config: KafkaConfig,
+    dead_letters: Option<FutureProducer>,
 }
 
 impl KafkaSource {
     /// Checks the section, and lets librdkafka check every property (an
     /// unknown one, a bad value), so a mistake stops the start.
     pub fn new(config: KafkaConfig) -> Result<Self, ConfigError> {
-        let client = config.client_config()?;
-        client.create::<BaseConsumer>().map_err(|e| ConfigError(format!("kafka: {}", librdkafka_error(&e))))?;
-        Ok(Self { config })
+        let librdkafka = |e: KafkaError| ConfigError(format!("kafka: {}", librdkafka_error(&e)));
+        config.client_config()?.create::<BaseConsumer>().map_err(librdkafka)?;
+        let dead_letters = match config.producer_config()? {
+            Some(c) => Some(c.create::<FutureProducer>().map_err(librdkafka)?),
+            None => None,
+        };
+        Ok(Self { config, dead_letters })
     }
 }
 
@@ -52,14 +62,17 @@ impl SourceConfig for KafkaConfig {
 /// How long a revoke waits for the records in flight of its partitions.
 const REVOKE_WAIT: Duration = Duration::from_secs(10);
 
-/// Each partition's offsets in flight, shared by the poll loop, the
-/// records' settle handles and the rebalance callback.
+/// The partitions assigned to this replica, each with its offsets in
+/// flight; shared by the poll loop, the records' settle handles and the
+/// rebalance callbacks.
 type Partitions = Arc<Mutex<HashMap<(Arc<str>, i32), Watermark>>>;
 
-/// Commits what has settled of partitions being revoked, before they go.
+/// Follows the assignment, commits what has settled of partitions being
+/// revoked before they go, and reports the connection and the lag.
 struct Context {
     partitions: Partitions,
     broker: BrokerState,
+    metrics: Arc<KafkaMetrics>,
 }
 
 impl ClientContext for Context {
@@ -80,11 +93,25 @@ impl ClientContext for Context {
         }
         tracing::warn!(%error, reason, "kafka client error");
     }
+
+    /// Every `statistics.interval.ms`: connected while a broker connection
+    /// is up and the group has its coordinator.
+    fn stats(&self, stats: Statistics) {
+        let broker_up = stats.brokers.values().any(|b| b.state == "UP" && !b.name.ends_with("/internal"));
+        let group_up = stats.cgrp.as_ref().is_none_or(|g| g.state == "up");
+        if broker_up && group_up {
+            self.broker.connected();
+        } else {
+            self.broker.disconnected();
+        }
+        self.metrics.lag_from(&stats);
+    }
 }
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else { return };
+        self.metrics.rebalances.with_label_values(&["revoke"]).inc();
         let keys: Vec<(Arc<str>, i32)> =
             revoked.elements().iter().map(|p| (Arc::from(p.topic()), p.partition())).collect();
         // Records of these partitions in flight get a while to settle, so
@@ -108,12 +135,12 @@ impl ConsumerContext for Context {
         let mut tpl = TopicPartitionList::new();
         {
             let mut partitions = self.partitions.lock().expect("partitions lock");
-            for p in revoked.elements() {
-                let key = (Arc::from(p.topic()), p.partition());
-                if let Some(offset) = partitions.remove(&key).and_then(|mut w| w.to_commit()) {
-                    let _ = tpl.add_partition_offset(p.topic(), p.partition(), Offset::Offset(offset));
+            for key in &keys {
+                if let Some(offset) = partitions.remove(key).and_then(|mut w| w.to_commit()) {
+                    let _ = tpl.add_partition_offset(&key.0, key.1, Offset::Offset(offset));
                 }
             }
+            self.metrics.assigned.set(partitions.len() as i64);
         }
         // Records still in flight after the wait are not committed: the
         // next owner delivers them again (at least once).
@@ -126,8 +153,21 @@ impl ConsumerContext for Context {
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(assigned) = rebalance {
-            tracing::info!(partitions = assigned.count(), "partitions assigned");
+        let Rebalance::Assign(assigned) = rebalance else { return };
+        self.metrics.rebalances.with_label_values(&["assign"]).inc();
+        let mut partitions = self.partitions.lock().expect("partitions lock");
+        for p in assigned.elements() {
+            partitions.entry((Arc::from(p.topic()), p.partition())).or_default();
+        }
+        self.metrics.assigned.set(partitions.len() as i64);
+        tracing::info!(partitions = assigned.count(), "partitions assigned");
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _: &TopicPartitionList) {
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.metrics.commits.with_label_values(&[label]).inc();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot commit offsets; they are committed with the next ones");
         }
     }
 }
@@ -138,56 +178,83 @@ impl Source for KafkaSource {
     }
 
     fn describe(&self) -> String {
-        format!("{} (group {}, ordering: {:?})", self.config.bootstrap_servers, self.config.group, self.config.ordering)
+        let dead_letters = self.config.dead_letter_topic.as_ref().map(|t| format!(", dead letters to {t}"));
+        format!(
+            "{} (group {}, ordering: {:?}{})",
+            self.config.bootstrap_servers,
+            self.config.group,
+            self.config.ordering,
+            dead_letters.unwrap_or_default()
+        )
     }
 
     fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(async move {
             let c = &self.config;
             let partitions: Partitions = Arc::default();
-            let context = Context { partitions: partitions.clone(), broker: ctx.broker.clone() };
+            let metrics = Arc::new(KafkaMetrics::new(&ctx.registry)?);
+            let context =
+                Context { partitions: partitions.clone(), broker: ctx.broker.clone(), metrics: metrics.clone() };
             let consumer: Arc<StreamConsumer<Context>> = Arc::new(c.client_config()?.create_with_context(context)?);
-            let dispatcher = ctx.dispatcher.with_key_order(c.ordering != Ordering::None);
+            let mut dispatcher = ctx.dispatcher.with_key_order(c.ordering != Ordering::None);
+            if let (Some(producer), Some(topic)) = (self.dead_letters, &c.dead_letter_topic) {
+                dispatcher = dispatcher.with_dead_letters(Arc::new(sink::TopicSink { producer, topic: topic.clone() }));
+            }
             tracing::info!(servers = %c.bootstrap_servers, group = %c.group, client_id = %c.client_id, "consuming from Kafka");
             let mut subscribed: Subscribed<String, ()> = Subscribed::default();
+            let mut waiting = Waiting::new(c.read_ahead);
+            let mut paused = false;
             let mut commit = tokio::time::interval(c.commit_interval);
             let mut recheck = tokio::time::interval(Duration::from_secs(5));
+            // Whether to read the cluster's topics again (the map changed,
+            // or a wanted topic may have been created since).
+            let mut look = true;
             loop {
-                let wanted = existing(&consumer, ctx.wanted(), &ctx.broker).await;
-                let changes = subscribed.update(&wanted);
-                if !changes.added.is_empty() || !changes.removed.is_empty() {
-                    for t in &changes.added {
-                        subscribed.insert(t.clone(), ());
+                if std::mem::take(&mut look) {
+                    let changes = subscribed.update(&existing(&consumer, ctx.wanted()).await);
+                    if !changes.added.is_empty() || !changes.removed.is_empty() {
+                        for t in &changes.added {
+                            subscribed.insert(t.clone(), ());
+                        }
+                        let topics: Vec<&str> = subscribed.keys().map(String::as_str).collect();
+                        if topics.is_empty() {
+                            consumer.unsubscribe();
+                        } else {
+                            consumer.subscribe(&topics)?;
+                        }
+                        tracing::info!(?topics, "subscribed");
                     }
-                    let topics: Vec<&str> = subscribed.keys().map(String::as_str).collect();
-                    if topics.is_empty() {
-                        consumer.unsubscribe();
-                    } else {
-                        consumer.subscribe(&topics)?;
-                    }
-                    tracing::info!(?topics, "subscribed");
+                }
+                waiting.admit(&dispatcher).await;
+                if (!paused && waiting.full()) || (paused && waiting.low()) {
+                    paused = !paused;
+                    pause(&consumer, paused, &metrics);
                 }
                 tokio::select! {
                     received = consumer.recv() => match received {
                         Ok(m) => {
+                            metrics.records.with_label_values(&[m.topic()]).inc();
                             let mut event = record::event(&m, c.tombstones);
                             if let (Some(e), Ordering::Partition) = (&mut event, c.ordering) {
                                 // One ordering key per partition: its records one at a time.
                                 e.key = Some(format!("partition-{}", m.partition()));
                             }
                             let key = (Arc::<str>::from(m.topic()), m.partition());
-                            let handle = Record { partitions: partitions.clone(), key, offset: m.offset() };
-                            handle.read();
-                            match event {
-                                Some(event) => dispatcher.submit(event, handle).await,
-                                None => handle.settle(Outcome::Delivered).await,
+                            waiting.push(event, Record { partitions: partitions.clone(), key, offset: m.offset() });
+                            if paused {
+                                // Partitions assigned since the pause.
+                                pause(&consumer, true, &metrics);
                             }
                         }
                         Err(e) => tracing::warn!(error = %e, "kafka consumer error"),
                     },
+                    () = dispatcher.ready(), if !waiting.records.is_empty() => {}
                     _ = commit.tick() => commit_settled(&consumer, &partitions),
-                    _ = recheck.tick() => {}
-                    changed = ctx.topics.changed() => if changed.is_err() { break },
+                    _ = recheck.tick() => look = subscribed.keys().count() < ctx.wanted().len(),
+                    changed = ctx.topics.changed() => match changed {
+                        Ok(()) => look = true,
+                        Err(_) => break,
+                    },
                     () = ctx.shutdown.cancelled() => break,
                 }
             }
@@ -197,13 +264,87 @@ impl Source for KafkaSource {
     }
 }
 
-/// The wanted topics that exist on the cluster: subscribing to one that
-/// does not would only log errors until it is created.
-async fn existing(
-    consumer: &Arc<StreamConsumer<Context>>,
-    wanted: BTreeSet<String>,
-    broker: &BrokerState,
-) -> BTreeSet<String> {
+/// Records read while the hub is full, in the order read. The source reads
+/// ahead up to `kafka.read_ahead` records (or 64 MiB of payloads), then
+/// pauses its assignment until half of them are admitted; the poll goes on
+/// meanwhile, so the group keeps this replica however slow the functions
+/// are. The bound is generous because a pause costs a stall: librdkafka
+/// drops the prefetched records, and the resumed partitions wait
+/// `fetch.error.backoff.ms` and any fetch the broker holds
+/// (`fetch.wait.max.ms`) before they are fetched again.
+struct Waiting {
+    records: VecDeque<(Option<Event>, Record)>,
+    bytes: usize,
+    most: usize,
+}
+
+/// The most payload bytes read ahead, as librdkafka's own prefetch
+/// (`queued.max.messages.kbytes`).
+const READ_AHEAD_BYTES: usize = 64 << 20;
+
+impl Waiting {
+    fn new(most: usize) -> Self {
+        Self { records: VecDeque::new(), bytes: 0, most }
+    }
+
+    fn push(&mut self, event: Option<Event>, record: Record) {
+        self.bytes += event.as_ref().map_or(0, |e| e.payload.len());
+        self.records.push_back((event, record));
+    }
+
+    /// Time to pause.
+    fn full(&self) -> bool {
+        self.records.len() >= self.most || self.bytes >= READ_AHEAD_BYTES
+    }
+
+    /// Time to resume.
+    fn low(&self) -> bool {
+        self.records.len() <= self.most / 2 && self.bytes <= READ_AHEAD_BYTES / 2
+    }
+
+    /// Submits the records, in order, while the hub has room. A record of a
+    /// partition revoked meanwhile is dropped: its new owner reads it from
+    /// the last commit, which is below it.
+    async fn admit(&mut self, dispatcher: &connector_core::Dispatcher) {
+        while let Some((event, _)) = self.records.front() {
+            let ticket = match event {
+                Some(e) => match dispatcher.try_ticket(e) {
+                    Some(ticket) => Some(ticket),
+                    None => return,
+                },
+                None => None,
+            };
+            let (event, record) = self.records.pop_front().expect("a front");
+            self.bytes -= event.as_ref().map_or(0, |e| e.payload.len());
+            if !record.read() {
+                continue;
+            }
+            match (event, ticket) {
+                (Some(event), Some(ticket)) => ticket.spawn(event, record),
+                // A tombstone skipped (`kafka.tombstones: skip`).
+                _ => record.settle(Outcome::Delivered).await,
+            }
+        }
+    }
+}
+
+/// Pauses or resumes fetching for the whole assignment.
+fn pause(consumer: &StreamConsumer<Context>, paused: bool, metrics: &KafkaMetrics) {
+    let assignment = match consumer.assignment() {
+        Ok(a) => a,
+        Err(e) => return tracing::warn!(error = %e, "cannot read the assignment to pause or resume it"),
+    };
+    let done = if paused { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+    match done {
+        Ok(()) => metrics.paused.set(if paused { assignment.count() as i64 } else { 0 }),
+        Err(e) => tracing::warn!(error = %e, paused, "cannot pause or resume the assigned partitions"),
+    }
+    tracing::debug!(paused, partitions = assignment.count(), "hub full: fetching paused, or resumed");
+}
+
+/// The wanted topics that exist on the cluster (subscribing to one that
+/// does not would only log errors until it is created), and the patterns.
+async fn existing(consumer: &Arc<StreamConsumer<Context>>, wanted: BTreeSet<String>) -> BTreeSet<String> {
     if wanted.is_empty() {
         return wanted;
     }
@@ -215,12 +356,9 @@ async fn existing(
     })
     .await;
     match metadata {
-        Ok(Ok(topics)) => {
-            broker.connected();
-            wanted.into_iter().filter(|t| topics.contains(t)).collect()
-        }
+        // A pattern (`^orders\..*`) is librdkafka's to match against the cluster.
+        Ok(Ok(topics)) => wanted.into_iter().filter(|t| t.starts_with('^') || topics.contains(t)).collect(),
         Ok(Err(e)) => {
-            broker.disconnected();
             tracing::warn!(error = %e, "cannot read the cluster's topics");
             BTreeSet::new()
         }
@@ -254,8 +392,10 @@ struct Record {
 }
 
 impl Record {
-    fn read(&self) {
-        self.partitions.lock().expect("partitions lock").entry(self.key.clone()).or_default().read(self.offset);
+    /// Counts the record in flight; `false` when its partition is no longer assigned here.
+    fn read(&self) -> bool {
+        let mut partitions = self.partitions.lock().expect("partitions lock");
+        partitions.get_mut(&self.key).map(|w| w.read(self.offset)).is_some()
     }
 }
 

@@ -558,9 +558,14 @@ pub const KAFKA: &str = "127.0.0.1:9092";
 
 /// Creates `topic` with `partitions` on the test broker.
 pub async fn kafka_topic(topic: &str, partitions: i32) {
+    kafka_topic_at(KAFKA, topic, partitions).await
+}
+
+/// Creates `topic` with `partitions` on the broker at `servers`.
+pub async fn kafka_topic_at(servers: &str, topic: &str, partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", KAFKA).create().unwrap();
+        rdkafka::ClientConfig::new().set("bootstrap.servers", servers).create().unwrap();
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     match admin.create_topics([&new], &options).await {
@@ -571,13 +576,17 @@ pub async fn kafka_topic(topic: &str, partitions: i32) {
                 }
             }
         }
-        Err(e) => panic!("Kafka is not reachable at {KAFKA} ({e}); start it with scripts/services (noida-db)"),
+        Err(e) => panic!("Kafka is not reachable at {servers} ({e}); start it with scripts/services (noida-db)"),
     }
 }
 
 /// A producer on the test broker.
 pub fn kafka_producer() -> rdkafka::producer::FutureProducer {
-    rdkafka::ClientConfig::new().set("bootstrap.servers", KAFKA).set("message.timeout.ms", "10000").create().unwrap()
+    kafka_producer_at(KAFKA)
+}
+
+pub fn kafka_producer_at(servers: &str) -> rdkafka::producer::FutureProducer {
+    rdkafka::ClientConfig::new().set("bootstrap.servers", servers).set("message.timeout.ms", "10000").create().unwrap()
 }
 
 /// Sends one record and waits for the broker's ack.
@@ -597,8 +606,44 @@ pub async fn kafka_send(
         record = record.key(k);
     }
     if let Err((e, _)) = producer.send(record, Duration::from_secs(10)).await {
-        panic!("cannot produce to {topic} at {KAFKA} ({e}); start Kafka with scripts/services (noida-db)");
+        panic!("cannot produce to {topic} ({e}); start Kafka with scripts/services (noida-db)");
     }
+}
+
+/// The Kafka-protocol broker's binary that scripts/services installs
+/// (noida-db), for tests that run and restart a broker of their own.
+pub fn noida() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.services/noida/noida_db/noida-db");
+    assert!(path.exists(), "{} is missing; scripts/services installs it (noida-db from PyPI)", path.display());
+    path.display().to_string()
+}
+
+/// Whether `group` has committed every record of `topic`'s `partitions`;
+/// `None` when the broker cannot be asked.
+pub async fn kafka_settled(group: &str, topic: &str, partitions: i32) -> Option<bool> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let (group, topic) = (group.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", KAFKA).set("group.id", &group).create().ok()?;
+        let timeout = Duration::from_secs(5);
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&topic, p);
+        }
+        let committed = consumer.committed_offsets(tpl, timeout).ok()?;
+        let all = (0..partitions).all(|p| {
+            let end = consumer.fetch_watermarks(&topic, p, timeout).map(|(_, high)| high).unwrap_or(-1);
+            match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(o)) => o == end,
+                _ => end == 0,
+            }
+        });
+        Some(all)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// The `kafka:` section for a test: its own group, and quick rebalances
@@ -608,4 +653,23 @@ pub fn kafka_section(group: &str) -> String {
     format!(
         "kafka:\n  enabled: true\n  bootstrap_servers: {KAFKA}\n  group: {group}\n  offset_reset: earliest\n  session_timeout: 6s\n  commit_interval: 200ms\n  properties:\n    max.poll.interval.ms: \"10000\"\n"
     )
+}
+
+/// A conform.py function (tests/fixtures/conform.py) subscribed to `topic`,
+/// recording its calls to `record`.
+pub fn conform_fn(name: &str, topic: &str, record: &Path, annotations: &str) -> String {
+    format!(
+        "  {name}:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      RECORD_FILE: {}\n    annotations:\n      topic: \"{topic}\"\n{annotations}",
+        fixture("conform.py"),
+        record.display()
+    )
+}
+
+/// The calls a conform.py function recorded: `{t, body, status}`.
+pub fn calls(record: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(record).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+pub fn calls_of(record: &Path, body: &str) -> Vec<serde_json::Value> {
+    calls(record).into_iter().filter(|c| c["body"] == body).collect()
 }
