@@ -31,7 +31,8 @@ where
 
 #[derive(Clone)]
 enum Transport {
-    Http(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    // Boxed: the client is large (hyper-rustls with every feature the workspace enables).
+    Http(Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>),
     InProcess(InProcess),
 }
 
@@ -105,7 +106,7 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(usize::MAX)
             .build(connector);
-        Ok(Self { base, transport: Transport::Http(client), credentials, timeout })
+        Ok(Self { base, transport: Transport::Http(Box::new(client)), credentials, timeout })
     }
 
     /// The gateway of this process; `url` names it in logs and errors.

@@ -20,6 +20,7 @@ crate::hub::sources! {
     #[cfg(feature = "redis")] redis: switchboard_redis::RedisConfig,
     #[cfg(feature = "mqtt")] mqtt: switchboard_mqtt::MqttConfig,
     #[cfg(feature = "kafka")] kafka: switchboard_kafka::KafkaConfig,
+    #[cfg(feature = "sqs")] sqs: switchboard_sqs::SqsConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -479,6 +479,48 @@ mod adapters {
         }
     }
 
+    /// SQS on moto: a queue of the test's own; settled when it holds no
+    /// message, visible or in flight. Skips no_subscriber_is_dead_lettered:
+    /// the source receives only when the hub has room, so the scenario's
+    /// second message is never received while the first runs, and stays in
+    /// the queue once its function is gone.
+    pub struct Sqs;
+
+    impl Adapter for Sqs {
+        fn config(&self) -> String {
+            sqs_section()
+        }
+        fn deadline(&self) -> Duration {
+            Duration::from_secs(2)
+        }
+        async fn topic(&self, label: &str) -> String {
+            let name = unique(&format!("conform-{label}-"));
+            sqs_queue(&name).await;
+            name
+        }
+        async fn publish(&self, topic: &str, body: &str) {
+            let client = sqs_client();
+            let url = client.get_queue_url().queue_name(topic).send().await.unwrap().queue_url.unwrap();
+            client.send_message().queue_url(url).message_body(body).send().await.unwrap();
+        }
+        async fn settled(&self, topic: &str) -> Option<bool> {
+            use aws_sdk_sqs::types::QueueAttributeName as A;
+            let client = sqs_client();
+            let url = client.get_queue_url().queue_name(topic).send().await.ok()?.queue_url?;
+            let attrs = client
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(A::ApproximateNumberOfMessages)
+                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                .send()
+                .await
+                .ok()?
+                .attributes?;
+            let count = |a: A| attrs.get(&a).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            Some(count(A::ApproximateNumberOfMessages) + count(A::ApproximateNumberOfMessagesNotVisible) == 0)
+        }
+    }
+
     /// MQTT 5, QoS 1, a persistent session. The broker cannot be asked
     /// what is unacked, so settling shows in redeliveries; skips
     /// a_long_invocation_is_kept_alive: an MQTT broker waits for an ack
@@ -541,6 +583,10 @@ mod adapters {
 conformance!(kafka: adapters::Kafka::new() =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again,
     topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured);
+conformance!(sqs: adapters::Sqs =>
+    delivered_is_acked_once, a_failure_is_not_acked_and_comes_again,
+    topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,
+    a_long_invocation_is_kept_alive);
 conformance!(jetstream: adapters::JetStream::new().await =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again, no_subscriber_is_dead_lettered,
     topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,

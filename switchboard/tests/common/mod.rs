@@ -57,6 +57,11 @@ impl Proc {
             .args(args)
             .current_dir(dir)
             .env("RUST_LOG", "info")
+            // The SQS source signs its requests; moto takes any keys, and
+            // nothing here may wait for an instance's metadata service.
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -672,4 +677,40 @@ pub fn calls(record: &Path) -> Vec<serde_json::Value> {
 
 pub fn calls_of(record: &Path, body: &str) -> Vec<serde_json::Value> {
     calls(record).into_iter().filter(|c| c["body"] == body).collect()
+}
+
+/// moto's server, as scripts/services starts it.
+pub const SQS: &str = "http://127.0.0.1:4566";
+
+/// An SQS client for moto.
+pub fn sqs_client() -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .endpoint_url(SQS)
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test"))
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// Creates a queue (FIFO when its name ends in `.fifo`) and returns its URL.
+pub async fn sqs_queue(name: &str) -> String {
+    let mut create = sqs_client().create_queue().queue_name(name);
+    if name.ends_with(".fifo") {
+        create = create.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
+    }
+    match create.send().await {
+        Ok(q) => q.queue_url.expect("a queue URL"),
+        Err(e) => panic!(
+            "SQS (moto) is not reachable at {SQS} ({}); start it with scripts/services",
+            aws_sdk_sqs::error::DisplayErrorContext(&e)
+        ),
+    }
+}
+
+/// The `sqs:` section for a test: moto, short polls and a short visibility timeout.
+pub fn sqs_section() -> String {
+    format!(
+        "sqs:\n  enabled: true\n  region: us-east-1\n  endpoint_url: {SQS}\n  wait_time: 1s\n  visibility_timeout: 2s\n"
+    )
 }
