@@ -137,7 +137,13 @@ impl KafkaConfig {
                 },
             )
             .set("partition.assignment.strategy", &self.assignment)
-            .set("session.timeout.ms", self.session_timeout.as_millis().to_string());
+            .set("session.timeout.ms", self.session_timeout.as_millis().to_string())
+            // Feeds the lag metric and the source's readiness.
+            .set("statistics.interval.ms", "1000")
+            // librdkafka waits this long before fetching a partition resumed
+            // after a pause (500 ms by default); the source pauses while
+            // the hub is full.
+            .set("fetch.error.backoff.ms", "100");
         if self.static_membership {
             c.set("group.instance.id", &self.client_id);
         }
@@ -173,14 +179,7 @@ impl KafkaConfig {
             return Err(err("kafka.client_id must not be empty".into()));
         }
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", servers.join(","))
-            .set("client.id", &self.client_id)
-            // Feeds the lag metric and the source's readiness.
-            .set("statistics.interval.ms", "1000")
-            // librdkafka waits this long before fetching a partition resumed
-            // after a pause (500 ms by default); the source pauses while
-            // the hub is full.
-            .set("fetch.error.backoff.ms", "100");
+        c.set("bootstrap.servers", servers.join(",")).set("client.id", &self.client_id);
         let mut protocol = "plaintext";
         if let Some(tls) = &self.tls {
             protocol = "ssl";
