@@ -504,20 +504,8 @@ mod adapters {
             client.send_message().queue_url(url).message_body(body).send().await.unwrap();
         }
         async fn settled(&self, topic: &str) -> Option<bool> {
-            use aws_sdk_sqs::types::QueueAttributeName as A;
-            let client = sqs_client();
-            let url = client.get_queue_url().queue_name(topic).send().await.ok()?.queue_url?;
-            let attrs = client
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(A::ApproximateNumberOfMessages)
-                .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-                .send()
-                .await
-                .ok()?
-                .attributes?;
-            let count = |a: A| attrs.get(&a).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
-            Some(count(A::ApproximateNumberOfMessages) + count(A::ApproximateNumberOfMessagesNotVisible) == 0)
+            let url = sqs_client().get_queue_url().queue_name(topic).send().await.ok()?.queue_url?;
+            sqs_settled(&url).await
         }
     }
 

@@ -92,20 +92,6 @@ async fn one_failure_in_a_batch_is_retried_alone_then_dead_lettered() {
     assert_eq!(tries.len(), 3, "{tries:?}");
     let gap = tries[1]["t"].as_f64().unwrap() - tries[0]["t"].as_f64().unwrap();
     assert!(gap < 5.0, "redelivered after {gap:.2} s: the visibility timeout (10 s), not the retry's delay (1 s)");
-    let empty = eventually(Duration::from_secs(10), || async {
-        use aws_sdk_sqs::types::QueueAttributeName as A;
-        let attrs = client
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(A::ApproximateNumberOfMessages)
-            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .unwrap_or_default();
-        attrs.values().all(|n| n == "0")
-    })
-    .await;
+    let empty = eventually(Duration::from_secs(10), || async { sqs_settled(&url).await == Some(true) }).await;
     assert!(empty, "messages left in the queue after settling");
 }

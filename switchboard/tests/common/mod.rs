@@ -708,6 +708,23 @@ pub async fn sqs_queue(name: &str) -> String {
     }
 }
 
+/// Whether the queue at `url` holds no message, visible or in flight;
+/// `None` when moto cannot be asked.
+pub async fn sqs_settled(url: &str) -> Option<bool> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let attrs = sqs_client()
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .ok()?
+        .attributes?;
+    let count = |a: A| attrs.get(&a).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    Some(count(A::ApproximateNumberOfMessages) + count(A::ApproximateNumberOfMessagesNotVisible) == 0)
+}
+
 /// The `sqs:` section for a test: moto, short polls and a short visibility timeout.
 pub fn sqs_section() -> String {
     format!(
