@@ -273,6 +273,7 @@ async fn the_hub_is_unready_while_the_broker_is_down_and_consumes_again_after() 
     let cfg = config(&format!("cron:\n  enabled: false\n{section}"));
     let stack = format!("functions:\n{}", conform_fn("f", &topic, &record, ""));
     let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+    p.wait_ready(&["f"]).await;
     let readyz = || async { get(&format!("{}/readyz", p.hub_url)).await.status };
     assert!(eventually(Duration::from_secs(20), || async { readyz().await == 200 }).await, "{}", p.proc.output());
     kafka_send(&producer, &topic, None, &[], "before").await;

@@ -27,6 +27,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,6 +74,8 @@ struct Context {
     partitions: Partitions,
     broker: BrokerState,
     metrics: Arc<KafkaMetrics>,
+    /// Every broker connection was lost since the poll loop last looked.
+    lost: AtomicBool,
 }
 
 impl ClientContext for Context {
@@ -90,6 +93,7 @@ impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(error.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)) {
             self.broker.disconnected();
+            self.lost.store(true, AtomicOrdering::Release);
         }
         tracing::warn!(%error, reason, "kafka client error");
     }
@@ -193,8 +197,12 @@ impl Source for KafkaSource {
             let c = &self.config;
             let partitions: Partitions = Arc::default();
             let metrics = Arc::new(KafkaMetrics::new(&ctx.registry)?);
-            let context =
-                Context { partitions: partitions.clone(), broker: ctx.broker.clone(), metrics: metrics.clone() };
+            let context = Context {
+                partitions: partitions.clone(),
+                broker: ctx.broker.clone(),
+                metrics: metrics.clone(),
+                lost: AtomicBool::new(false),
+            };
             let consumer: Arc<StreamConsumer<Context>> = Arc::new(c.client_config()?.create_with_context(context)?);
             let mut dispatcher = ctx.dispatcher.with_key_order(c.ordering != Ordering::None);
             if let (Some(producer), Some(topic)) = (self.dead_letters, &c.dead_letter_topic) {
@@ -250,7 +258,19 @@ impl Source for KafkaSource {
                     },
                     () = dispatcher.ready(), if !waiting.records.is_empty() => {}
                     _ = commit.tick() => commit_settled(&consumer, &partitions),
-                    _ = recheck.tick() => look = subscribed.keys().count() < ctx.wanted().len(),
+                    _ = recheck.tick() => {
+                        look = subscribed.keys().count() < ctx.wanted().len();
+                        // Back after losing every broker: join the group
+                        // afresh. A broker restarted mid-rebalance can leave
+                        // this replica with no partitions until the next
+                        // rebalance (noida-db did, in 3 runs of 10).
+                        if ctx.broker.is_connected() && consumer.context().lost.swap(false, AtomicOrdering::AcqRel) {
+                            tracing::info!("the brokers are back; joining the group again");
+                            consumer.unsubscribe();
+                            subscribed.clear();
+                            look = true;
+                        }
+                    }
                     changed = ctx.topics.changed() => match changed {
                         Ok(()) => look = true,
                         Err(_) => break,
