@@ -61,6 +61,25 @@ enum Delivery {
     Failed(String),
 }
 
+/// What the broker does with a message the core gives back, from its
+/// [`Settle`] handle.
+#[derive(Clone, Copy)]
+struct Redelivery {
+    /// The broker's delivery count, this delivery included.
+    deliveries: u32,
+    /// It redelivers after a delay: retries are its, not the hub's.
+    later: bool,
+    /// It dead-letters by its own count: the hub never does.
+    dead_letters: bool,
+}
+
+impl Redelivery {
+    fn of(handle: &impl Settle) -> Self {
+        let dead_letters = handle.broker_dead_letters();
+        Self { deliveries: handle.deliveries().max(1), later: handle.redelivers_later() || dead_letters, dead_letters }
+    }
+}
+
 /// How long the broker waits before redelivering an event that could be
 /// neither delivered nor dead-lettered (the hub stopping, the dead-letter
 /// sink down).
@@ -180,7 +199,7 @@ impl Ticket {
             if let Some(turn) = &mut self.turn {
                 turn.wait().await;
             }
-            d.deliver_all(&event, handle.deliveries(), handle.redelivers_later()).await
+            d.deliver_all(&event, Redelivery::of(&handle)).await
         };
         let (outcome, reply) = match handle.keep_alive_every() {
             None => work.await,
@@ -207,7 +226,7 @@ impl Ticket {
 
 impl Dispatcher {
     /// Delivers to every subscriber; the outcome, and the first answer.
-    async fn deliver_all(&self, event: &Event, deliveries: u32, redelivers: bool) -> (Outcome, Option<Response>) {
+    async fn deliver_all(&self, event: &Event, broker: Redelivery) -> (Outcome, Option<Response>) {
         let m = &self.shared.metrics;
         let map = self.shared.map.borrow().clone();
         let subscribers: Vec<Arc<Subscription>> = match &event.function {
@@ -221,16 +240,18 @@ impl Dispatcher {
         m.received.with_label_values(&[self.source, label]).inc();
         if subscribers.is_empty() {
             let reason = format!("no function subscribes to topic {:?}", event.topic);
+            if broker.dead_letters {
+                // Back to the broker, which keeps it for a later subscriber
+                // or moves it to its own dead letters.
+                return (Outcome::Redeliver { after: REDELIVER_AFTER, reason }, None);
+            }
             let outcome = match self.dead_letter(event, UNROUTED, None, None, 0, reason).await {
                 Ok(()) => Outcome::DeadLettered,
                 Err(reason) => Outcome::Redeliver { after: REDELIVER_AFTER, reason },
             };
             return (outcome, None);
         }
-        let results = futures_util::future::join_all(
-            subscribers.iter().map(|s| self.deliver(s, event, deliveries.max(1), redelivers)),
-        )
-        .await;
+        let results = futures_util::future::join_all(subscribers.iter().map(|s| self.deliver(s, event, broker))).await;
         let mut first = None;
         let (mut dead, mut retry, mut failed) = (false, None::<Duration>, None::<String>);
         for r in results {
@@ -252,11 +273,11 @@ impl Dispatcher {
 
     /// One subscriber: attempts count on from the broker's deliveries, so
     /// the retry policy bounds them across redeliveries and restarts.
-    async fn deliver(&self, sub: &Subscription, event: &Event, deliveries: u32, redelivers: bool) -> Delivery {
+    async fn deliver(&self, sub: &Subscription, event: &Event, broker: Redelivery) -> Delivery {
         let m = &self.shared.metrics;
         let labels = [self.source, event.topic.as_str(), sub.function.as_str()];
-        let mut attempt = deliveries;
-        if attempt > sub.retry.attempts {
+        let mut attempt = broker.deliveries;
+        if attempt > sub.retry.attempts && !broker.dead_letters {
             // Handed out more often than the policy allows attempts, without
             // ever settling: a message that stops the hub each time it runs.
             let reason = format!(
@@ -301,11 +322,11 @@ impl Dispatcher {
             // Like Knative: a status that is not worth retrying is final, and
             // the event goes to the dead letters rather than being acked as done.
             let retryable = a.status.is_none_or(|s| sub.retry.is_retryable(s));
-            if retryable && sub.retry.has_attempts_after(attempt) {
+            if broker.dead_letters || (retryable && sub.retry.has_attempts_after(attempt)) {
                 m.retried.with_label_values(&labels).inc();
                 let wait = sub.retry.backoff(attempt, a.retry_after);
                 tracing::debug!(function = %sub.function, attempt, error = %a.error, ?wait, "retrying");
-                if redelivers {
+                if broker.later {
                     return Delivery::Retry(wait);
                 }
                 tokio::select! {

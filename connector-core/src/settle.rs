@@ -50,6 +50,16 @@ pub trait Settle: Sized + Send + Sync + 'static {
         false
     }
 
+    /// Whether the broker itself moves a message handed out too often to a
+    /// dead-letter queue of its own (an SQS queue's redrive policy, when
+    /// the source is set to let it decide). Then the core never
+    /// dead-letters the message: every failure gives it back with the
+    /// retry's delay, and the broker's count decides when it moves.
+    /// Implies [`Settle::redelivers_later`].
+    fn broker_dead_letters(&self) -> bool {
+        false
+    }
+
     /// How often [`Settle::keep_alive`] must be called while the event is
     /// being delivered, for brokers that hand a slow message to another
     /// consumer (JetStream's ack wait, Redis's claim time, SQS visibility).

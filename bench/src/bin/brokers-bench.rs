@@ -8,8 +8,12 @@
 //!         a group of its own each time: as a sidecar (`switchboard connect
 //!         kafka`) and in-process (`switchboard up`), per-key ordering, and
 //!         in-process without ordering and in partition order.
-//! Needs Redis on 127.0.0.1:6379, Mosquitto on 127.0.0.1:1883 and a Kafka
-//! broker on 127.0.0.1:9092 (scripts/services starts them).
+//!  SQS:   N messages in a queue, refilled before each reader; a raw
+//!         receive (10) + DeleteMessageBatch loop, then `switchboard connect
+//!         sqs`, with one receiver and with four (the raw client as many loops).
+//! Needs Redis on 127.0.0.1:6379, Mosquitto on 127.0.0.1:1883, a Kafka
+//! broker on 127.0.0.1:9092 and moto on 127.0.0.1:4566 (scripts/services
+//! starts them).
 //! Run with `bench/run brokers`.
 
 use bench::{Chain, Proc, free_port, function_chain, metric, static_function, wait_ok};
@@ -33,19 +37,27 @@ struct Args {
     /// Kafka records.
     #[arg(long, default_value_t = 20_000)]
     kafka: usize,
+    /// SQS messages per run (moto, in Python, is slow to fill).
+    #[arg(long, default_value_t = 5_000)]
+    sqs: usize,
 }
 
 const KAFKA: &str = "127.0.0.1:9092";
+const SQS: &str = "http://127.0.0.1:4566";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let id = free_port()?;
-    let (stream, topic, kafka) =
-        (format!("brokerbench:{id}"), format!("brokerbench/{id}"), format!("brokerbench.{id}"));
+    let (stream, topic, kafka, queue) = (
+        format!("brokerbench:{id}"),
+        format!("brokerbench/{id}"),
+        format!("brokerbench.{id}"),
+        format!("brokerbench-{id}"),
+    );
     let dir = std::env::temp_dir().join(format!("switchboard-brokers-bench-{id}"));
     std::fs::create_dir_all(&dir)?;
-    let annotations = [("topic", format!("{stream},{topic},kafka:{kafka}"))];
+    let annotations = [("topic", format!("{stream},{topic},kafka:{kafka},sqs:{queue}"))];
     let chain = function_chain(&a.bin.switchboard, &a.bin.upstream, &dir, &annotations).await?;
     let gateway = chain.gateway.clone();
     println!(
@@ -127,6 +139,9 @@ async fn main() -> anyhow::Result<()> {
 
     if a.kafka > 0 {
         kafka_runs(&a, &chain, &dir, &kafka, &static_function(&chain.watchdog, &annotations)).await?;
+    }
+    if a.sqs > 0 {
+        sqs_runs(&a, &chain, &dir, &queue).await?;
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -221,6 +236,116 @@ async fn kafka_runs(a: &Args, chain: &Chain, dir: &std::path::Path, topic: &str,
         drop(hub);
     }
     admin.delete_topics(&[topic], &AdminOptions::new()).await?;
+    Ok(())
+}
+
+/// SQS (moto): the queue filled before each reader; the raw client and the
+/// hub each with one receiver, then with four.
+async fn sqs_runs(a: &Args, chain: &Chain, dir: &std::path::Path, queue: &str) -> anyhow::Result<()> {
+    use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .endpoint_url(SQS)
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "bench"))
+        .build();
+    let client = aws_sdk_sqs::Client::from_conf(config);
+    let url = client
+        .create_queue()
+        .queue_name(queue)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create a queue at {SQS} (scripts/services starts moto): {e}"))?
+        .queue_url
+        .unwrap_or_default();
+    let fill = async || -> anyhow::Result<()> {
+        let batches = (0..a.sqs).collect::<Vec<_>>();
+        for chunk in batches.chunks(100) {
+            let sends = chunk.chunks(10).map(|ten| {
+                let entries = ten
+                    .iter()
+                    .map(|i| {
+                        SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(format!("e{i}")).build()
+                    })
+                    .collect::<Result<Vec<_>, _>>();
+                let (client, url) = (&client, &url);
+                async move {
+                    client
+                        .send_message_batch()
+                        .queue_url(url)
+                        .set_entries(Some(entries?))
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(anyhow::Error::from)
+                }
+            });
+            futures_util::future::try_join_all(sends).await?;
+        }
+        Ok(())
+    };
+    println!(
+        "\n| SQS (moto) → hub → chain | messages | raw receive + batch delete msgs/s | through the hub msgs/s | hub / raw |\n|---|---:|---:|---:|---:|"
+    );
+    for receivers in [1, 4] {
+        fill().await?;
+        let started = Instant::now();
+        let left = std::sync::atomic::AtomicUsize::new(a.sqs);
+        let loops = (0..receivers).map(|_| async {
+            while left.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+                let got = client
+                    .receive_message()
+                    .queue_url(&url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await?;
+                let entries = got
+                    .messages()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .set_receipt_handle(m.receipt_handle.clone())
+                            .build()
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if entries.is_empty() {
+                    continue;
+                }
+                let n = entries.len();
+                client.delete_message_batch().queue_url(&url).set_entries(Some(entries)).send().await?;
+                left.fetch_sub(
+                    n.min(left.load(std::sync::atomic::Ordering::Relaxed)),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+            anyhow::Ok(())
+        });
+        futures_util::future::try_join_all(loops).await?;
+        let raw = a.sqs as f64 / started.elapsed().as_secs_f64();
+
+        fill().await?;
+        let hub_port = free_port()?;
+        let cfg = dir.join(format!("sqs-{receivers}.yml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nsqs:\n  enabled: true\n  region: us-east-1\n  endpoint_url: {SQS}\n  wait_time: 1s\n  pollers: {receivers}\n",
+                dir.display()
+            ),
+        )?;
+        let started = Instant::now();
+        let env =
+            [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_EC2_METADATA_DISABLED", "true")];
+        let args = ["connect", "sqs", "--gateway", &chain.gateway, "--config", &cfg.display().to_string()];
+        let hub = Proc::start(&a.bin.switchboard, &args, &env)?;
+        let through = wait_delivered(&format!("http://127.0.0.1:{hub_port}"), a.sqs, started).await?;
+        println!("| {receivers} receiver(s) | {} | {raw:.0} | {through:.0} | {:.2} |", a.sqs, through / raw);
+        drop(hub);
+    }
+    client.delete_queue().queue_url(&url).send().await?;
     Ok(())
 }
 

@@ -7,8 +7,6 @@ use bytes::Bytes;
 use connector_core::{CloudEventAttrs, Event};
 use rdkafka::Message;
 use rdkafka::message::Headers;
-use serde_json::value::RawValue;
-use std::collections::BTreeMap;
 
 /// The event of a record; `None` for a tombstone that is skipped.
 pub fn event(m: &impl Message, tombstones: Tombstones) -> Option<Event> {
@@ -62,12 +60,7 @@ pub fn event(m: &impl Message, tombstones: Tombstones) -> Option<Event> {
             e.headers.push((format!("X-Kafka-{k}"), v));
         }
     }
-    let structured = e.content_type.as_deref().is_some_and(|ct| ct.starts_with("application/cloudevents+json"));
-    if structured && let Some((attrs, data, content_type)) = structured_event(&e.payload) {
-        e.cloudevent = Some(attrs);
-        e.payload = data;
-        e.content_type = content_type;
-    }
+    e.unwrap_structured_cloudevent();
     if let Some(ce) = &mut e.cloudevent {
         e.id = ce.id.clone();
         // The binding: the record's key is the partitionkey extension.
@@ -76,45 +69,4 @@ pub fn event(m: &impl Message, tombstones: Tombstones) -> Option<Event> {
         }
     }
     Some(e)
-}
-
-/// A structured CloudEvent: its attributes, its data as written, and the
-/// data's content type. `None` when the body is not one.
-fn structured_event(body: &[u8]) -> Option<(CloudEventAttrs, Bytes, Option<String>)> {
-    let mut fields: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(body).ok()?;
-    let text = |v: Box<RawValue>| {
-        serde_json::from_str::<serde_json::Value>(v.get()).ok().map(|v| match v {
-            serde_json::Value::String(s) => s,
-            other => other.to_string(),
-        })
-    };
-    let data = fields.remove("data");
-    let data_base64 = fields.remove("data_base64").and_then(text);
-    let content_type = fields.remove("datacontenttype").and_then(text);
-    let mut take = |k: &str| fields.remove(k).and_then(text);
-    let mut attrs = CloudEventAttrs {
-        id: take("id")?,
-        source: take("source")?,
-        ty: take("type")?,
-        specversion: take("specversion")?,
-        subject: take("subject"),
-        time: take("time"),
-        dataschema: take("dataschema"),
-        extensions: BTreeMap::new(),
-    };
-    for (k, v) in fields {
-        if let Some(v) = text(v) {
-            attrs.extensions.insert(k, v);
-        }
-    }
-    let payload = match (data, data_base64) {
-        (_, Some(b64)) => Bytes::from(base64::engine::general_purpose::STANDARD.decode(b64).ok()?),
-        (Some(raw), None) => match serde_json::from_str::<serde_json::Value>(raw.get()) {
-            // A string is the data itself; anything else is JSON, kept as written.
-            Ok(serde_json::Value::String(s)) => Bytes::from(s),
-            _ => Bytes::from(raw.get().to_string()),
-        },
-        (None, None) => Bytes::new(),
-    };
-    Some((attrs, payload, content_type))
 }

@@ -25,6 +25,24 @@ pub struct SqsConfig {
     /// extended by half of it at a time while its invocation runs.
     #[serde(with = "openfaas::duration::serde_duration")]
     pub visibility_timeout: Duration,
+    /// Who dead-letters a message that cannot be delivered when its queue
+    /// has a redrive policy of its own.
+    pub redrive: Redrive,
+}
+
+/// `sqs.redrive`: who decides that a message is dead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Redrive {
+    /// The hub's retry policy: after its attempts (or a status not worth
+    /// retrying) the message goes to the hub's dead letters and is deleted.
+    #[default]
+    Hub,
+    /// The queue's redrive policy (Lambda's way): every failure gives the
+    /// message back with the retry's delay, and SQS moves it to the
+    /// queue's dead-letter queue after `maxReceiveCount` receives. A queue
+    /// without a redrive policy is consumed with the hub's.
+    Queue,
 }
 
 impl Default for SqsConfig {
@@ -38,6 +56,7 @@ impl Default for SqsConfig {
             batch_size: 10,
             pollers: 1,
             visibility_timeout: Duration::from_secs(30),
+            redrive: Redrive::Hub,
         }
     }
 }
@@ -109,6 +128,9 @@ mod tests {
         let endpoint = SqsConfig { endpoint_url: Some("localhost:4566".into()), ..Default::default() };
         assert!(e(endpoint).contains("sqs.endpoint_url"));
         SqsConfig::default().check().unwrap();
+        let redrive: Result<SqsConfig, _> = serde_json::from_str(r#"{"redrive": "broker"}"#);
+        let message = redrive.unwrap_err().to_string();
+        assert!(message.contains("unknown variant `broker`, expected `hub` or `queue`"), "{message}");
     }
 
     #[test]

@@ -11,19 +11,25 @@
 
 mod config;
 mod message;
+mod metrics;
 
-pub use config::{ConfigError, SqsConfig, queue_name};
+pub use config::{ConfigError, Redrive, SqsConfig, queue_name};
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 use connector_core::{
     Backoff, Batcher, BrokerState, Dispatcher, Outcome, Settle, Source, SourceConfig, SourceContext, SourceError,
     Subscribed,
 };
 use futures_util::future::BoxFuture;
+use metrics::SqsMetrics;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
+
+/// How often a consumed queue's backlog is read (`GetQueueAttributes`).
+const BACKLOG_EVERY: Duration = Duration::from_secs(10);
 
 pub struct SqsSource {
     config: SqsConfig,
@@ -48,14 +54,21 @@ impl Source for SqsSource {
     fn describe(&self) -> String {
         let endpoint = self.config.endpoint_url.as_deref().unwrap_or("AWS");
         let region = self.config.region.as_deref().unwrap_or("region from the environment");
-        format!("{endpoint} ({region}, {} poller(s) per queue)", self.config.pollers)
+        let redrive = match self.config.redrive {
+            Redrive::Hub => "the hub dead-letters",
+            Redrive::Queue => "queues' redrive policies dead-letter",
+        };
+        format!("{endpoint} ({region}, {} poller(s) per queue, {redrive})", self.config.pollers)
     }
 
     fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(async move {
             let c = self.config;
             let client = client(&c).await?;
-            let deletes = deleter(client.clone());
+            let metrics = Arc::new(SqsMetrics::new(&ctx.registry)?);
+            let deletes = deleter(client.clone(), metrics.clone());
+            // Only FIFO messages have a key (their group): its messages in order.
+            let dispatcher = ctx.dispatcher.with_key_order(true);
             let mut running: Subscribed<String, CancellationToken> = Subscribed::default();
             // Queues looked up again while some wanted one does not exist.
             let mut recheck = tokio::time::interval(Duration::from_secs(10));
@@ -69,20 +82,26 @@ impl Source for SqsSource {
                 }
                 for topic in changes.added {
                     let Some(url) = queue_url(&client, &topic, &ctx.broker).await else { continue };
-                    tracing::info!(%topic, %url, "consuming");
+                    let queue: Arc<str> = Arc::from(queue_name(&url).unwrap_or(&topic));
+                    let broker_dead_letters = c.redrive == Redrive::Queue && has_redrive_policy(&client, &url).await;
+                    tracing::info!(%topic, %url, broker_dead_letters, "consuming");
                     let stop = ctx.shutdown.child_token();
                     for _ in 0..c.pollers {
                         let poller = Poller {
                             client: client.clone(),
-                            dispatcher: ctx.dispatcher.clone(),
+                            dispatcher: dispatcher.clone(),
                             deletes: deletes.clone(),
                             broker: ctx.broker.clone(),
+                            metrics: metrics.clone(),
                             topic: topic.clone(),
+                            queue: queue.clone(),
                             url: url.clone(),
                             config: c.clone(),
+                            broker_dead_letters,
                         };
                         tokio::spawn(poller.run(stop.clone()));
                     }
+                    tokio::spawn(backlog(client.clone(), metrics.clone(), url, queue, stop.clone()));
                     running.insert(topic, stop);
                 }
                 tokio::select! {
@@ -138,15 +157,65 @@ async fn queue_url(client: &Client, topic: &str, broker: &BrokerState) -> Option
     }
 }
 
+/// Whether the queue has a redrive policy (`sqs.redrive: queue` lets it
+/// decide); a queue without one is consumed with the hub's, and says so.
+async fn has_redrive_policy(client: &Client, url: &str) -> bool {
+    let attrs = client.get_queue_attributes().queue_url(url).attribute_names(QueueAttributeName::RedrivePolicy).send();
+    match attrs.await {
+        Ok(out) if out.attributes().is_some_and(|a| a.contains_key(&QueueAttributeName::RedrivePolicy)) => true,
+        Ok(_) => {
+            tracing::warn!(queue = %url, "sqs.redrive is queue, but the queue has no redrive policy: the hub dead-letters its messages");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(queue = %url, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "cannot read the queue's redrive policy: the hub dead-letters its messages");
+            false
+        }
+    }
+}
+
+/// Reads a queue's message counts into `switchboard_sqs_messages` until
+/// the queue is dropped, then removes its series.
+async fn backlog(client: Client, metrics: Arc<SqsMetrics>, url: String, queue: Arc<str>, stop: CancellationToken) {
+    use QueueAttributeName as A;
+    let states = [
+        (A::ApproximateNumberOfMessages, "visible"),
+        (A::ApproximateNumberOfMessagesNotVisible, "in_flight"),
+        (A::ApproximateNumberOfMessagesDelayed, "delayed"),
+    ];
+    let mut every = tokio::time::interval(BACKLOG_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        let ask =
+            states.iter().fold(client.get_queue_attributes().queue_url(&url), |r, (a, _)| r.attribute_names(a.clone()));
+        let Ok(Some(attrs)) = ask.send().await.map(|out| out.attributes) else { continue };
+        for (attr, state) in &states {
+            if let Some(n) = attrs.get(attr).and_then(|n| n.parse().ok()) {
+                metrics.messages.with_label_values(&[&*queue, state]).set(n);
+            }
+        }
+    }
+    for (_, state) in &states {
+        let _ = metrics.messages.remove_label_values(&[&*queue, state]);
+    }
+}
+
 /// One long-polling receiver of a queue.
 struct Poller {
     client: Client,
     dispatcher: Dispatcher,
     deletes: Batcher<(String, String)>,
     broker: BrokerState,
+    metrics: Arc<SqsMetrics>,
+    /// The topic it was asked for (a name or a URL), and the queue's name.
     topic: String,
+    queue: Arc<str>,
     url: String,
     config: SqsConfig,
+    broker_dead_letters: bool,
 }
 
 impl Poller {
@@ -190,20 +259,35 @@ impl Poller {
                     }
                 }
             };
+            self.metrics.received.with_label_values(&[&self.queue]).inc_by(messages.len() as u64);
             for m in messages {
                 let Some(receipt) = m.receipt_handle().map(str::to_string) else { continue };
-                let deliveries = m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                let system = |a: MessageSystemAttributeName| m.attributes().and_then(|attrs| attrs.get(&a));
+                let deliveries = system(MessageSystemAttributeName::ApproximateReceiveCount)
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(1);
+                if let Some(sent) =
+                    system(MessageSystemAttributeName::SentTimestamp).and_then(|t| t.parse::<u64>().ok())
+                {
+                    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                    let waited = now.saturating_sub(Duration::from_millis(sent));
+                    self.metrics.age.with_label_values(&[&self.queue]).observe(waited.as_secs_f64());
+                }
+                // A FIFO message is retried in place, holding its group's
+                // turn: given back, the group's later messages (already
+                // received) would overtake it.
+                let fifo = system(MessageSystemAttributeName::MessageGroupId).is_some();
                 let handle = SqsMessage {
                     client: self.client.clone(),
                     deletes: self.deletes.clone(),
+                    metrics: self.metrics.clone(),
+                    queue: self.queue.clone(),
                     url: self.url.clone(),
                     receipt,
                     deliveries,
                     visibility: c.visibility_timeout,
+                    broker_dead_letters: self.broker_dead_letters,
+                    fifo,
                 };
                 match message::event(&self.topic, &self.url, &m) {
                     Some(event) => self.dispatcher.submit(event, handle).await,
@@ -219,14 +303,19 @@ impl Poller {
 struct SqsMessage {
     client: Client,
     deletes: Batcher<(String, String)>,
+    metrics: Arc<SqsMetrics>,
+    queue: Arc<str>,
     url: String,
     receipt: String,
     deliveries: u32,
     visibility: Duration,
+    broker_dead_letters: bool,
+    fifo: bool,
 }
 
 impl SqsMessage {
-    async fn set_visibility(&self, after: Duration) {
+    /// `reason` labels the metric: keep_alive or retry.
+    async fn set_visibility(&self, after: Duration, reason: &str) {
         // Whole seconds, rounded up: a retry is never due sooner than asked.
         let seconds = after.as_secs_f64().ceil().min(12.0 * 3600.0) as i32;
         let changed = self
@@ -237,6 +326,8 @@ impl SqsMessage {
             .visibility_timeout(seconds)
             .send()
             .await;
+        let result = if changed.is_ok() { "ok" } else { "error" };
+        self.metrics.visibility_changes.with_label_values(&[&self.queue, reason, result]).inc();
         if let Err(e) = changed {
             tracing::warn!(queue = %self.url, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "cannot change a message's visibility");
         }
@@ -249,7 +340,11 @@ impl Settle for SqsMessage {
     }
 
     fn redelivers_later(&self) -> bool {
-        true
+        !self.fifo
+    }
+
+    fn broker_dead_letters(&self) -> bool {
+        self.broker_dead_letters
     }
 
     fn keep_alive_every(&self) -> Option<Duration> {
@@ -257,7 +352,7 @@ impl Settle for SqsMessage {
     }
 
     async fn keep_alive(&self) {
-        self.set_visibility(self.visibility).await;
+        self.set_visibility(self.visibility, "keep_alive").await;
     }
 
     async fn settle(self, outcome: Outcome) {
@@ -267,7 +362,7 @@ impl Settle for SqsMessage {
                     tracing::warn!("the deleter is gone; the message will be delivered again");
                 }
             }
-            Outcome::Redeliver { after, .. } => self.set_visibility(after).await,
+            Outcome::Redeliver { after, .. } => self.set_visibility(after, "retry").await,
         }
     }
 }
@@ -276,15 +371,17 @@ impl Settle for SqsMessage {
 /// as many as settled while the previous batch was on its way. An entry
 /// that fails is tried once more; one that fails again is delivered again
 /// once its visibility timeout passes (at least once).
-fn deleter(client: Client) -> Batcher<(String, String)> {
+fn deleter(client: Client, metrics: Arc<SqsMetrics>) -> Batcher<(String, String)> {
     Batcher::spawn(10, move |settled: Vec<(String, String)>| {
-        let client = client.clone();
+        let (client, metrics) = (client.clone(), metrics.clone());
         async move {
             let mut by_queue: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for (url, receipt) in settled {
                 by_queue.entry(url).or_default().push(receipt);
             }
             for (url, receipts) in by_queue {
+                let queue = queue_name(&url).unwrap_or(&url);
+                let count = receipts.len();
                 let mut left = receipts;
                 for attempt in 0..2 {
                     left = delete_batch(&client, &url, left).await;
@@ -295,7 +392,9 @@ fn deleter(client: Client) -> Batcher<(String, String)> {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
+                metrics.deleted.with_label_values(&[queue]).inc_by((count - left.len()) as u64);
                 if !left.is_empty() {
+                    metrics.delete_failures.with_label_values(&[queue]).inc_by(left.len() as u64);
                     tracing::warn!(queue = %url, count = left.len(), "cannot delete settled messages; they will be delivered again");
                 }
             }

@@ -1,6 +1,7 @@
 //! An SQS message as the function sees it: OpenFaaS Pro's `X-SQS-*`
 //! headers, an SNS envelope unwrapped, S3 notifications named, and the
-//! CloudEvents binding defined in docs/hub.md.
+//! CloudEvents binding defined in docs/hub.md (binary mode in message
+//! attributes, structured mode in the body).
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName as Attr};
 use bytes::Bytes;
@@ -30,6 +31,9 @@ pub fn event(topic: &str, queue_url: &str, m: &Message) -> Option<Event> {
         // FIFO: a group's messages in order, groups alongside.
         e.key = Some(group);
     }
+    if let Some(dedup) = system(Attr::MessageDeduplicationId) {
+        e.headers.push(("X-SQS-Message-Deduplication-Id".into(), dedup));
+    }
     let mut attributes: Vec<(String, String)> = vec![];
     for (name, value) in m.message_attributes().into_iter().flatten() {
         let text = match (value.string_value(), value.binary_value()) {
@@ -41,6 +45,10 @@ pub fn event(topic: &str, queue_url: &str, m: &Message) -> Option<Event> {
     }
     apply_attributes(&mut e, attributes, "X-SQS-Attr-");
     unwrap_sns(&mut e);
+    e.unwrap_structured_cloudevent();
+    if let Some(ce) = &e.cloudevent {
+        e.id = ce.id.clone();
+    }
     if let Some(json) = s3_notification(&e.payload) {
         if json.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
             return None;
@@ -68,7 +76,6 @@ pub fn event(topic: &str, queue_url: &str, m: &Message) -> Option<Event> {
 /// its (or any message's) content type.
 fn apply_attributes(e: &mut Event, attributes: Vec<(String, String)>, prefix: &str) {
     if let Some(ce) = CloudEventAttrs::from_headers(attributes.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
-        e.id = ce.id.clone();
         e.cloudevent = Some(ce);
     }
     for (name, value) in attributes {
@@ -127,6 +134,18 @@ mod tests {
         Message::builder().message_id("m-1").body(body).attributes(Attr::ApproximateReceiveCount, "2").build()
     }
 
+    #[test]
+    fn fifo_messages_are_ordered_by_group_and_keep_their_deduplication_id() {
+        let mut m = message("x");
+        let attrs = m.attributes.get_or_insert_default();
+        attrs.insert(Attr::MessageGroupId, "g-1".into());
+        attrs.insert(Attr::MessageDeduplicationId, "d-1".into());
+        let e = event("jobs.fifo", "u", &m).unwrap();
+        assert_eq!(e.key.as_deref(), Some("g-1"));
+        assert_eq!(header(&e, "X-SQS-Message-Group-Id"), Some("g-1"));
+        assert_eq!(header(&e, "X-SQS-Message-Deduplication-Id"), Some("d-1"));
+    }
+
     fn header<'a>(e: &'a Event, name: &str) -> Option<&'a str> {
         e.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
@@ -180,5 +199,22 @@ mod tests {
         assert_eq!(e.content_type.as_deref(), Some("text/plain"));
         assert_eq!(header(&e, "X-SQS-Attr-color"), Some("blue"));
         assert!(header(&e, "X-SQS-Attr-ce-id").is_none());
+    }
+
+    #[test]
+    fn a_structured_cloudevent_body_is_read() {
+        let content_type = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value("application/cloudevents+json")
+            .build()
+            .unwrap();
+        let body = r#"{"specversion":"1.0","id":"ev-2","source":"/shop","type":"order.paid","datacontenttype":"application/json","data":{"order": 42}}"#;
+        let mut m = message(body);
+        m.message_attributes.get_or_insert_default().insert("content-type".into(), content_type);
+        let e = event("orders", "u", &m).unwrap();
+        assert_eq!(e.cloudevent.as_ref().map(|c| c.ty.as_str()), Some("order.paid"));
+        assert_eq!(e.id, "ev-2");
+        assert_eq!(&e.payload[..], br#"{"order": 42}"#, "data as written");
+        assert_eq!(e.content_type.as_deref(), Some("application/json"));
     }
 }

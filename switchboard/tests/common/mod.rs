@@ -62,6 +62,12 @@ impl Proc {
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            // Nothing from the runner's own AWS set-up: tests name their region.
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -682,15 +688,49 @@ pub fn calls_of(record: &Path, body: &str) -> Vec<serde_json::Value> {
 /// moto's server, as scripts/services starts it.
 pub const SQS: &str = "http://127.0.0.1:4566";
 
-/// An SQS client for moto.
+/// An AWS client for moto (SQS, SNS, S3 all answer on the one port).
+macro_rules! moto_client {
+    ($sdk:ident) => {{
+        let config = $sdk::Config::builder()
+            .behavior_version($sdk::config::BehaviorVersion::latest())
+            .region($sdk::config::Region::new("us-east-1"))
+            .endpoint_url(SQS)
+            .credentials_provider($sdk::config::Credentials::new("test", "test", None, None, "test"))
+            .build();
+        $sdk::Client::from_conf(config)
+    }};
+}
+
 pub fn sqs_client() -> aws_sdk_sqs::Client {
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+    moto_client!(aws_sdk_sqs)
+}
+
+pub fn sns_client() -> aws_sdk_sns::Client {
+    moto_client!(aws_sdk_sns)
+}
+
+/// An S3 client for moto, with path-style addressing (no bucket DNS names here).
+pub fn s3_client() -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .endpoint_url(SQS)
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test"))
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("test", "test", None, None, "test"))
         .build();
-    aws_sdk_sqs::Client::from_conf(config)
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// The ARN of the queue at `url`.
+pub async fn sqs_arn(url: &str) -> String {
+    let attrs = sqs_client()
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    attrs.attributes.unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone()
 }
 
 /// Creates a queue (FIFO when its name ends in `.fifo`) and returns its URL.
