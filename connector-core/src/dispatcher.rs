@@ -177,8 +177,18 @@ impl Dispatcher {
     /// Admits `event`, waiting while `hub.max_pending` events are in
     /// flight, then delivers it in a task of its own and settles its message
     /// through `handle`. What a source calls for each message it reads.
+    /// A message waiting for its place is kept alive meanwhile, as it is
+    /// while it is delivered.
     pub async fn submit(&self, event: Event, handle: impl Settle) {
-        self.ticket(&event).await.spawn(event, handle);
+        let ticket = kept_alive(&handle, self.ticket(&event)).await;
+        ticket.spawn(event, handle);
+    }
+
+    /// How many more events could be admitted now: a source that pulls in
+    /// batches asks for no more than this, so nothing it pulls waits
+    /// unprotected for a place (JetStream).
+    pub fn room(&self) -> usize {
+        self.shared.pending.available_permits()
     }
 }
 
@@ -201,26 +211,28 @@ impl Ticket {
             }
             d.deliver_all(&event, Redelivery::of(&handle)).await
         };
-        let (outcome, reply) = match handle.keep_alive_every() {
-            None => work.await,
-            Some(every) => {
-                tokio::pin!(work);
-                let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        done = &mut work => break done,
-                        _ = ticks.tick() => handle.keep_alive().await,
-                    }
-                }
-            }
-        };
+        let (outcome, reply) = kept_alive(&handle, work).await;
         // The reply rule: the first subscriber's answer is the reply.
         if let Some(response) = &reply {
             handle.reply(response).await;
         }
         handle.settle(outcome.clone()).await;
         outcome
+    }
+}
+
+/// Runs `work`, keeping the handle's message alive every
+/// [`Settle::keep_alive_every`] until it is done; ticks skip rather than burst.
+async fn kept_alive<T>(handle: &impl Settle, work: impl Future<Output = T>) -> T {
+    let Some(every) = handle.keep_alive_every() else { return work.await };
+    tokio::pin!(work);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => handle.keep_alive().await,
+        }
     }
 }
 

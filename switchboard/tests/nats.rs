@@ -256,6 +256,41 @@ async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
     let _ = js.delete_stream(&stream).await;
 }
 
+/// A hub full for longer than the ack wait (`hub.max_pending: 1`, a 2 s
+/// function, a 1 s ack wait): messages it cannot take yet are not pulled,
+/// and the one waiting for a place is kept alive, so JetStream hands none
+/// out twice.
+#[tokio::test]
+async fn jetstream_pulls_only_what_a_full_hub_can_take() {
+    let (js, stream, subject) = new_stream("sbtest.full.").await;
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("calls.jsonl");
+    let stack = format!("functions:\n{}", conform_fn("slow", &subject, &record, ""));
+    let cfg = config_with(
+        "  max_pending: 1\n",
+        &format!(
+            "nats:\n  enabled: true\n  url: nats://127.0.0.1:4222\n  jetstream:\n    stream: {stream}\n    durable: sbtest\n    ack_wait: 1s\n"
+        ),
+    );
+    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+    p.wait_ready(&["slow"]).await;
+    for i in 0..4 {
+        js.publish(subject.clone(), format!("sleep:2:{i}").into()).await.unwrap().await.unwrap();
+    }
+    let done = eventually(Duration::from_secs(30), || settled(&js, &stream, &subject)).await;
+    assert!(done, "not all acked: {:?}\n{}", calls(&record), p.proc.output());
+    for i in 0..4 {
+        assert_eq!(calls_of(&record, &format!("sleep:2:{i}")).len(), 1, "{:?}", calls(&record));
+    }
+    // The consumer's sequence counts every hand-out, redeliveries included.
+    let consumer = format!("sbtest-{}", subject.replace('.', "_"));
+    let s = js.get_stream(&stream).await.unwrap();
+    let mut c = s.get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer).await.unwrap();
+    let info = c.info().await.unwrap();
+    assert_eq!(info.delivered.consumer_sequence, 4, "messages handed out again while they waited: {info:?}");
+    let _ = js.delete_stream(&stream).await;
+}
+
 /// A JetStream server of the test's own is killed mid-stream and restarted on
 /// its store: the hub reconnects, pulls again, and every message published
 /// before and after is delivered.

@@ -340,6 +340,9 @@ async fn consume_core(
     tracing::debug!(%topic, "subscription ended");
 }
 
+/// How long one pull waits on the server for messages before the next.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
 async fn consume_jetstream(
     consumer: jetstream::consumer::Consumer<pull::Config>,
     d: Dispatcher,
@@ -349,7 +352,15 @@ async fn consume_jetstream(
 ) {
     let mut backoff = Backoff::default();
     loop {
-        let mut messages = match consumer.messages().await {
+        // Pull only what the hub can take now: a message pulled ahead would
+        // wait for a place unprotected, past the ack wait, and JetStream
+        // would hand it out again while it waits.
+        tokio::select! {
+            () = d.ready() => {}
+            () = stop.cancelled() => return,
+        }
+        let pull = consumer.batch().max_messages(d.room().max(1)).expires(PULL_EXPIRES).messages();
+        let mut messages = match pull.await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(%topic, error = %e, "cannot pull from JetStream; retrying");
