@@ -385,3 +385,29 @@ async fn system_info_as_a_provider() {
     );
     assert!(info["version"]["release"].is_string(), "{info}");
 }
+
+/// A replica that takes 2 s to start (its watchdog starts late): an
+/// invocation waits for it, as OpenFaaS holds requests while a function
+/// scales up, instead of a 503 that costs an event source an attempt.
+/// Past `gateway.replica_wait` the answer is 503 as before.
+#[tokio::test]
+async fn an_invocation_waits_for_a_starting_replica() {
+    use std::os::unix::fs::PermissionsExt;
+    for (wait, expected) in [("20s", 200), ("300ms", 503)] {
+        let dir = tempfile::tempdir().unwrap();
+        let slow = dir.path().join("slow-watchdog.sh");
+        let small = env!("CARGO_BIN_EXE_switchboard-watchdog");
+        std::fs::write(&slow, format!("#!/bin/sh\nsleep 2\nexec {small}\n")).unwrap();
+        std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = config(&format!("gateway:\n  replica_wait: {wait}\n"))
+            .replace("  stop_timeout: 3s\n", &format!("  stop_timeout: 3s\n  watchdog: {}\n", slow.display()));
+        let p = Platform::start_in(dir, &cfg, "functions:\n  echo:\n    fprocess: cat\n", &[]).await;
+        let r = call("POST", &format!("{}/function/echo", p.url), &[], "hi").await;
+        assert_eq!(r.status, expected, "replica_wait {wait}: {}\n{}", r.text(), p.proc.output());
+        if expected == 200 {
+            assert_eq!(r.text(), "hi");
+        } else {
+            assert_eq!(r.header("X-OpenFaaS-Internal").as_deref(), Some("proxy"));
+        }
+    }
+}

@@ -28,18 +28,18 @@ async fn messages_are_delivered_with_their_headers_attributes_and_cloudevents() 
     let record = dir.path().join("r.log");
     let stack = envlog_stack("orders", &format!("sqs:{queue}"), &record, "", "");
     let p = platform(dir, &sqs_section(), stack.trim_start_matches("functions:\n")).await;
-    let attr = |s: &str| MessageAttributeValue::builder().data_type("String").string_value(s).build().unwrap();
-    sqs_client()
-        .send_message()
-        .queue_url(&url)
-        .message_body("plain")
-        .message_attributes("color", attr("blue"))
-        .send()
-        .await
-        .unwrap();
-    let done = eventually(Duration::from_secs(20), || async { envlog(&record).len() == 1 }).await;
-    assert!(done, "not delivered:\n{}", p.proc.output());
-    let call = &envlog(&record)[0];
+    // One message with one attribute, and the call that delivered it.
+    let deliver = async |body: &str, (name, value): (&str, &str)| {
+        let attribute = MessageAttributeValue::builder().data_type("String").string_value(value).build().unwrap();
+        let calls = envlog(&record).len();
+        let client = sqs_client();
+        let sent = client.send_message().queue_url(&url).message_body(body).message_attributes(name, attribute);
+        sent.send().await.unwrap();
+        let done = eventually(Duration::from_secs(20), || async { envlog(&record).len() > calls }).await;
+        assert!(done, "not delivered:\n{}", p.proc.output());
+        envlog(&record).pop().unwrap()
+    };
+    let call = &deliver("plain", ("color", "blue")).await;
     for expected in [
         format!("Http_X_Topic={queue}"),
         format!("Http_X_Sqs_Queue_Url={url}"),
@@ -56,17 +56,7 @@ async fn messages_are_delivered_with_their_headers_attributes_and_cloudevents() 
     // A structured-mode CloudEvent (docs/hub.md's binding): its attributes
     // become ce-* headers, its data the body as written.
     let body = r#"{"specversion":"1.0","id":"ev-9","source":"/shop","type":"order.paid","datacontenttype":"application/json","data":{"order": 42}}"#;
-    sqs_client()
-        .send_message()
-        .queue_url(&url)
-        .message_body(body)
-        .message_attributes("content-type", attr("application/cloudevents+json"))
-        .send()
-        .await
-        .unwrap();
-    let done = eventually(Duration::from_secs(20), || async { envlog(&record).len() == 2 }).await;
-    assert!(done, "not delivered:\n{}", p.proc.output());
-    let call = &envlog(&record)[1];
+    let call = &deliver(body, ("content-type", "application/cloudevents+json")).await;
     for expected in [
         "Http_Ce_Id=ev-9",
         "Http_Ce_Type=order.paid",

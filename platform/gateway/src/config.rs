@@ -31,6 +31,11 @@ pub struct GatewayConfig {
     /// Longest wait for a function's response headers.
     #[serde(with = "openfaas::duration::serde_duration")]
     pub upstream_timeout: Duration,
+    /// How long an invocation waits for a replica that is starting (or
+    /// restarting) before it is answered 503, as OpenFaaS holds requests
+    /// while a function scales up.
+    #[serde(with = "openfaas::duration::serde_duration")]
+    pub replica_wait: Duration,
     /// Largest request body accepted by `/function` and `/async-function`, in bytes.
     pub max_body_size: u64,
     /// Namespace of a function named without one.
@@ -60,6 +65,7 @@ impl Default for GatewayConfig {
             read_timeout: Duration::from_secs(30),
             max_connections: 1024,
             upstream_timeout: Duration::from_secs(60),
+            replica_wait: Duration::from_secs(20),
             max_body_size: 64 * 1024 * 1024,
             function_namespace: "openfaas-fn".into(),
             role: Role::Gateway,

@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use openfaas::{QueueRequest, headers as h, is_valid_function_name, split_function_name};
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchboard_http::Links;
 
 /// `/function/fn.ns/a/b` → (`fn.ns`, `/a/b`).
@@ -62,32 +62,44 @@ enum Target {
     Missing(Response),
 }
 
-fn resolve(gw: &Shared, qualified: &str) -> Target {
+/// How often a request waiting for a starting replica looks again.
+const REPLICA_POLL: Duration = Duration::from_millis(25);
+
+/// The function's ready replica. A function whose replicas are starting is
+/// waited for, up to `replica_wait`, when `wait` (a synchronous call);
+/// queued work goes in at once and waits in the queue instead.
+async fn resolve(gw: &Shared, qualified: &str, wait: bool) -> Target {
     if !is_valid_function_name(qualified) {
         return Target::Missing(text(StatusCode::NOT_FOUND, format!("invalid function name {qualified:?}\n")));
     }
     let (name, ns) = split_function_name(qualified, &gw.config.function_namespace);
     let label = format!("{name}.{ns}");
-    match gw.provider.route(name, ns) {
-        Route::Ready(base) => Target::Ready { label, base },
-        Route::NoReplicas => {
-            let mut res = text(StatusCode::SERVICE_UNAVAILABLE, format!("No endpoints available for: {label}.\n"));
-            res.headers_mut().insert(h::OPENFAAS_INTERNAL, HeaderValue::from_static("proxy"));
-            Target::Missing(res)
-        }
-        // Marked as the gateway's own answer, so the queue worker can tell a
-        // missing function from a function that answers 404.
-        Route::Unknown => {
-            let mut res = text(StatusCode::NOT_FOUND, format!("function {label} not found\n"));
-            res.headers_mut().insert(h::OPENFAAS_INTERNAL, HeaderValue::from_static("gateway"));
-            Target::Missing(res)
+    let deadline = tokio::time::Instant::now() + gw.config.replica_wait;
+    loop {
+        match gw.provider.route(name, ns) {
+            Route::Ready(base) => return Target::Ready { label, base },
+            Route::Starting if wait && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(REPLICA_POLL).await;
+            }
+            Route::Starting | Route::NoReplicas => {
+                let mut res = text(StatusCode::SERVICE_UNAVAILABLE, format!("No endpoints available for: {label}.\n"));
+                res.headers_mut().insert(h::OPENFAAS_INTERNAL, HeaderValue::from_static("proxy"));
+                return Target::Missing(res);
+            }
+            // Marked as the gateway's own answer, so the queue worker can tell a
+            // missing function from a function that answers 404.
+            Route::Unknown => {
+                let mut res = text(StatusCode::NOT_FOUND, format!("function {label} not found\n"));
+                res.headers_mut().insert(h::OPENFAAS_INTERNAL, HeaderValue::from_static("gateway"));
+                return Target::Missing(res);
+            }
         }
     }
 }
 
 pub async fn function(State(gw): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
     let (qualified, rest) = split_route(req.uri().path(), "/function/");
-    let (label, base) = match resolve(&gw, qualified) {
+    let (label, base) = match resolve(&gw, qualified, true).await {
         Target::Ready { label, base } => (label, base),
         Target::Missing(res) => return res,
     };
@@ -169,7 +181,7 @@ pub async fn async_function(State(gw): State<Shared>, req: Request) -> Response 
     };
     let (qualified, rest) = split_route(req.uri().path(), "/async-function/");
     let rest = rest.to_string();
-    let label = match resolve(&gw, qualified) {
+    let label = match resolve(&gw, qualified, false).await {
         Target::Ready { label, .. } => label,
         Target::Missing(res) if res.status() == StatusCode::NOT_FOUND => return res,
         // Queued work waits for replicas to come back.

@@ -56,7 +56,10 @@ pub enum ProviderError {
 pub enum Route {
     /// Base URL of a ready replica.
     Ready(String),
-    /// The function exists but no replica is ready.
+    /// The function has replicas, none ready yet: starting, or restarting
+    /// after a crash.
+    Starting,
+    /// The function exists with no replicas (scaled to zero).
     NoReplicas,
     Unknown,
 }

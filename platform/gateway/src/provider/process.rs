@@ -207,10 +207,13 @@ impl ProcessProvider {
         let replicas = f.replicas.read().expect("replicas lock");
         let n = replicas.len();
         let start = f.next.fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            return Route::NoReplicas;
+        }
         (0..n)
             .map(|i| &replicas[(start + i) % n].endpoint)
             .find(|e| e.ready.load(Ordering::Acquire))
-            .map_or(Route::NoReplicas, |e| Route::Ready(e.url.clone()))
+            .map_or(Route::Starting, |e| Route::Ready(e.url.clone()))
     }
 
     pub fn list(&self, namespace: &str) -> Vec<FunctionStatus> {
