@@ -7,7 +7,9 @@
 //! deleted once delivered or dead-lettered (in batches), kept invisible
 //! while its invocation runs, and made visible again after the retry's
 //! delay when a retry is due: redelivery follows the hub's retry policy,
-//! and `ApproximateReceiveCount` is the delivery count it reads.
+//! and `ApproximateReceiveCount` is the delivery count it reads. With
+//! `sqs.redrive: queue` a queue's own redrive policy dead-letters instead.
+//! FIFO messages keep their group's order, retried in place.
 
 mod config;
 mod message;
