@@ -147,7 +147,8 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, InvalidSetting> {
 
 /// Fails unless `path` (a stack file named in the config) exists, with advice.
 pub fn check_stack(config: &Config) -> Result<()> {
-    if let ProviderConfig::Process { stack: Some(stack), .. } = &config.provider
+    if let ProviderConfig::Process { stack: Some(stack), .. } | ProviderConfig::Container { stack: Some(stack), .. } =
+        &config.provider
         && !stack.exists()
     {
         bail!(

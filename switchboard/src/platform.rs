@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use switchboard_gateway::config::GENERATED_SECRETS;
 use switchboard_gateway::{
-    Gateway, GatewayConfig, ProcessProvider, ProcessSettings, Provider, ProviderConfig, StaticProvider,
+    Containers, Gateway, GatewayConfig, Provider, ProviderConfig, ReplicaProvider, ReplicaSettings, Runtime,
+    StaticProvider,
 };
 use switchboard_queue::{EmbeddedQueue, Queue, RemoteQueue, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -20,9 +21,10 @@ fn local_url(config: &GatewayConfig, port: u16) -> String {
 }
 
 async fn provider(config: &Config) -> Result<Provider> {
-    Ok(match &config.provider {
+    let (runtime, stack, stop_timeout, log_lines, max_replicas, state, secrets) = match &config.provider {
         ProviderConfig::Static { functions } => {
-            Provider::Static(StaticProvider::new(functions.clone(), &config.gateway.function_namespace)?)
+            let functions = functions.clone();
+            return Ok(Provider::Static(StaticProvider::new(functions, &config.gateway.function_namespace)?));
         }
         ProviderConfig::Process { stack, stop_timeout, log_lines, max_replicas, state, secrets, watchdog } => {
             let watchdog = match watchdog {
@@ -33,31 +35,45 @@ async fn provider(config: &Config) -> Result<Provider> {
                     vec![exe.display().to_string(), "watchdog".into()]
                 }
             };
-            let provider = ProcessProvider::new(ProcessSettings {
-                watchdog,
-                default_namespace: config.gateway.function_namespace.clone(),
-                stop_timeout: *stop_timeout,
-                log_lines: *log_lines,
-                max_replicas: *max_replicas,
-                state: state.clone(),
-                secrets: secrets.clone(),
-            });
-            if let Some(stack) = stack {
-                for d in switchboard_gateway::stack::load(stack)? {
-                    let name = d.service.clone();
-                    provider
-                        .deploy_from_stack(d)
-                        .await
-                        .with_context(|| format!("cannot deploy function {name} from {}", stack.display()))?;
-                }
-            }
-            let restored = provider.restore().await.context("cannot restore the functions deployed through the API")?;
-            if restored > 0 {
-                tracing::info!(count = restored, "restored functions deployed through the API");
-            }
-            Provider::Process(provider)
+            (Runtime::Process { watchdog }, stack, stop_timeout, log_lines, max_replicas, state, secrets)
         }
-    })
+        ProviderConfig::Container {
+            stack,
+            stop_timeout,
+            log_lines,
+            max_replicas,
+            state,
+            secrets,
+            docker_host,
+            prefix,
+        } => {
+            let engine = Containers::start(docker_host.as_deref(), prefix.clone()).await.map_err(anyhow::Error::msg)?;
+            (Runtime::Container(engine), stack, stop_timeout, log_lines, max_replicas, state, secrets)
+        }
+    };
+    let provider = ReplicaProvider::new(ReplicaSettings {
+        runtime,
+        default_namespace: config.gateway.function_namespace.clone(),
+        stop_timeout: *stop_timeout,
+        log_lines: *log_lines,
+        max_replicas: *max_replicas,
+        state: state.clone(),
+        secrets: secrets.clone(),
+    });
+    if let Some(stack) = stack {
+        for d in switchboard_gateway::stack::load(stack)? {
+            let name = d.service.clone();
+            provider
+                .deploy_from_stack(d)
+                .await
+                .with_context(|| format!("cannot deploy function {name} from {}", stack.display()))?;
+        }
+    }
+    let restored = provider.restore().await.context("cannot restore the functions deployed through the API")?;
+    if restored > 0 {
+        tracing::info!(count = restored, "restored functions deployed through the API");
+    }
+    Ok(Provider::Replicas(provider))
 }
 
 /// The API's credentials: read from `secret_mount_path`, or generated there

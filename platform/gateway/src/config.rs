@@ -104,6 +104,37 @@ pub enum ProviderConfig {
         #[serde(default)]
         watchdog: Option<PathBuf>,
     },
+    /// Functions run as containers of their images, through the Docker
+    /// Engine API (Docker, or podman's compatible service).
+    Container {
+        /// An OpenFaaS stack.yml whose functions are deployed at start.
+        #[serde(default)]
+        stack: Option<PathBuf>,
+        /// How long a container may take to stop after SIGTERM before SIGKILL.
+        #[serde(default = "default_stop_timeout", with = "openfaas::duration::serde_duration")]
+        stop_timeout: Duration,
+        /// Lines of output kept per function for `/system/logs`.
+        #[serde(default = "default_log_lines")]
+        log_lines: usize,
+        /// The most replicas of one function (`com.openfaas.scale.max` may lower it).
+        #[serde(default = "default_max_replicas")]
+        max_replicas: u64,
+        /// Where functions deployed, updated or scaled through the API are
+        /// recorded, to be restored at the next start (null: not recorded).
+        #[serde(default = "default_state")]
+        state: Option<PathBuf>,
+        /// Where `/system/secrets` keeps secrets, readable by their owner only.
+        #[serde(default = "default_secrets")]
+        secrets: PathBuf,
+        /// The engine's API: `unix:///run/podman/podman.sock`,
+        /// `tcp://HOST:2375`; none: `DOCKER_HOST`, else Docker's socket.
+        #[serde(default)]
+        docker_host: Option<String>,
+        /// Names and labels this gateway's containers, so that a restart
+        /// removes what a killed run left; one per gateway on an engine.
+        #[serde(default = "default_prefix")]
+        prefix: String,
+    },
     /// Functions declared here, already running at an upstream URL.
     Static {
         #[serde(default)]
@@ -141,6 +172,10 @@ fn default_max_replicas() -> u64 {
 
 fn default_secrets() -> PathBuf {
     PathBuf::from("data/function-secrets")
+}
+
+fn default_prefix() -> String {
+    "switchboard".into()
 }
 
 fn default_state() -> Option<PathBuf> {

@@ -1,5 +1,5 @@
 //! An OpenFaaS-compatible gateway: `/function`, `/async-function`,
-//! `/system/*`, `/healthz` and `/metrics`, over a static or process provider.
+//! `/system/*`, `/healthz` and `/metrics`, over a static, process or container provider.
 
 pub mod config;
 mod invoke;
@@ -10,7 +10,7 @@ pub mod stack;
 mod system;
 
 pub use config::{GatewayConfig, ProviderConfig, StaticFunction};
-pub use provider::{ProcessProvider, ProcessSettings, Provider, StaticProvider};
+pub use provider::{Containers, Provider, ReplicaProvider, ReplicaSettings, Runtime, StaticProvider};
 
 use axum::Router;
 use axum::body::Body;

@@ -1,12 +1,16 @@
 //! Where functions come from and how to reach them. `process` runs each
-//! function as watchdog-fronted local processes; `static` routes to
+//! function as watchdog-fronted local processes, `container` as containers
+//! of its image (both supervised by [`ReplicaProvider`]); `static` routes to
 //! functions that already run elsewhere (containers, other hosts).
 
+mod container;
 mod process;
+mod replicas;
 mod secrets;
 mod static_fns;
 
-pub use process::{ProcessProvider, ProcessSettings};
+pub use container::Containers;
+pub use replicas::{ReplicaProvider, ReplicaSettings, Runtime};
 pub use static_fns::StaticProvider;
 
 use crate::logs::LogStore;
@@ -65,28 +69,28 @@ pub enum Route {
 }
 
 pub enum Provider {
-    Process(ProcessProvider),
+    Replicas(ReplicaProvider),
     Static(StaticProvider),
 }
 
 impl Provider {
     pub fn name(&self) -> &'static str {
         match self {
-            Provider::Process(_) => "process",
+            Provider::Replicas(p) => p.runtime(),
             Provider::Static(_) => "static",
         }
     }
 
     pub fn route(&self, name: &str, namespace: &str) -> Route {
         match self {
-            Provider::Process(p) => p.route(name, namespace),
+            Provider::Replicas(p) => p.route(name, namespace),
             Provider::Static(p) => p.route(name, namespace),
         }
     }
 
     pub fn list(&self, namespace: &str) -> Vec<FunctionStatus> {
         match self {
-            Provider::Process(p) => p.list(namespace),
+            Provider::Replicas(p) => p.list(namespace),
             Provider::Static(p) => p.list(namespace),
         }
     }
@@ -97,7 +101,7 @@ impl Provider {
 
     pub fn namespaces(&self, default: &str) -> Vec<String> {
         let mut all = match self {
-            Provider::Process(p) => p.namespaces(),
+            Provider::Replicas(p) => p.namespaces(),
             Provider::Static(p) => p.namespaces(),
         };
         all.push(default.to_string());
@@ -108,7 +112,7 @@ impl Provider {
 
     pub async fn namespace(&self, name: &str, default: &str) -> Option<FunctionNamespace> {
         match self {
-            Provider::Process(p) => p.namespace(name).await,
+            Provider::Replicas(p) => p.namespace(name).await,
             Provider::Static(_) => {
                 self.namespaces(default).contains(&name.to_string()).then(|| FunctionNamespace::for_functions(name))
             }
@@ -117,7 +121,7 @@ impl Provider {
 
     pub async fn put_namespace(&self, ns: FunctionNamespace, update: bool) -> Result<(), ProviderError> {
         match self {
-            Provider::Process(p) => p.put_namespace(ns, update).await,
+            Provider::Replicas(p) => p.put_namespace(ns, update).await,
             Provider::Static(_) => {
                 Err(ProviderError::Unsupported("static", "manage namespaces; name them in the config file"))
             }
@@ -126,7 +130,7 @@ impl Provider {
 
     pub async fn delete_namespace(&self, name: &str) -> Result<(), ProviderError> {
         match self {
-            Provider::Process(p) => p.delete_namespace(name).await,
+            Provider::Replicas(p) => p.delete_namespace(name).await,
             Provider::Static(_) => {
                 Err(ProviderError::Unsupported("static", "manage namespaces; name them in the config file"))
             }
@@ -135,7 +139,7 @@ impl Provider {
 
     pub fn secrets(&self, namespace: &str) -> Result<Vec<Secret>, ProviderError> {
         match self {
-            Provider::Process(p) => Ok(p.secrets(namespace)),
+            Provider::Replicas(p) => Ok(p.secrets(namespace)),
             Provider::Static(_) => {
                 Err(ProviderError::Unsupported("static", "keep secrets; mount them into your containers"))
             }
@@ -144,7 +148,7 @@ impl Provider {
 
     pub async fn put_secret(&self, namespace: &str, secret: Secret, update: bool) -> Result<(), ProviderError> {
         match self {
-            Provider::Process(p) => p.put_secret(namespace, secret, update).await,
+            Provider::Replicas(p) => p.put_secret(namespace, secret, update).await,
             Provider::Static(_) => {
                 Err(ProviderError::Unsupported("static", "keep secrets; mount them into your containers"))
             }
@@ -153,7 +157,7 @@ impl Provider {
 
     pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), ProviderError> {
         match self {
-            Provider::Process(p) => p.delete_secret(namespace, name).await,
+            Provider::Replicas(p) => p.delete_secret(namespace, name).await,
             Provider::Static(_) => {
                 Err(ProviderError::Unsupported("static", "keep secrets; mount them into your containers"))
             }
@@ -162,7 +166,7 @@ impl Provider {
 
     pub async fn deploy(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
         match self {
-            Provider::Process(p) => p.deploy(d).await,
+            Provider::Replicas(p) => p.deploy(d).await,
             Provider::Static(_) => {
                 Err(ProviderError::Unsupported("static", "deploy functions; declare them in the config file"))
             }
@@ -171,7 +175,7 @@ impl Provider {
 
     pub async fn update(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
         match self {
-            Provider::Process(p) => p.update(d).await,
+            Provider::Replicas(p) => p.update(d).await,
             Provider::Static(_) => {
                 Err(ProviderError::Unsupported("static", "update functions; declare them in the config file"))
             }
@@ -180,7 +184,7 @@ impl Provider {
 
     pub async fn delete(&self, name: &str, namespace: &str) -> Result<(), ProviderError> {
         match self {
-            Provider::Process(p) => p.delete(name, namespace).await,
+            Provider::Replicas(p) => p.delete(name, namespace).await,
             Provider::Static(_) => {
                 Err(ProviderError::Unsupported("static", "delete functions; declare them in the config file"))
             }
@@ -189,20 +193,20 @@ impl Provider {
 
     pub async fn scale(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), ProviderError> {
         match self {
-            Provider::Process(p) => p.scale(name, namespace, replicas).await,
+            Provider::Replicas(p) => p.scale(name, namespace, replicas).await,
             Provider::Static(_) => Err(ProviderError::Unsupported("static", "scale functions")),
         }
     }
 
     pub fn logs(&self) -> Option<Arc<LogStore>> {
         match self {
-            Provider::Process(p) => Some(p.logs()),
+            Provider::Replicas(p) => Some(p.logs()),
             Provider::Static(_) => None,
         }
     }
 
     pub async fn shutdown(&self) {
-        if let Provider::Process(p) = self {
+        if let Provider::Replicas(p) = self {
             p.shutdown().await;
         }
     }

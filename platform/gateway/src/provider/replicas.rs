@@ -1,0 +1,728 @@
+//! The provider that runs functions itself: each replica of a function is
+//! a watchdog process or a container ([`Runtime`]), supervised here:
+//! restarted with backoff when it exits, stopped gracefully, and gone with
+//! this process. What the API deploys, updates and scales is recorded in a
+//! state file and restored at the next start, so queued work never finds
+//! its function gone.
+
+use super::container::{self, Containers};
+use super::process;
+use super::secrets::SecretStore;
+use super::{ProviderError, Route};
+use crate::logs::LogStore;
+use openfaas::{
+    FunctionDeployment, FunctionNamespace, FunctionStatus, LogMessage, NAMESPACE_LABEL, Secret, is_dns_label,
+};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Label that sets the replicas a function starts with (OpenFaaS's name).
+const SCALE_MIN: &str = "com.openfaas.scale.min";
+/// Label that caps a function's replicas, below the provider's own cap.
+const SCALE_MAX: &str = "com.openfaas.scale.max";
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A replica that ran this long before crashing restarts without delay growth.
+const STABLE_RUN: Duration = Duration::from_secs(10);
+
+/// How each replica runs.
+pub enum Runtime {
+    /// A watchdog child process on a loopback port, in front of the
+    /// deployment's `envProcess`: the watchdog's command line
+    /// (`switchboard watchdog`, or the small `switchboard-watchdog` binary).
+    Process { watchdog: Vec<String> },
+    /// A container of the deployment's image, through the Docker Engine API.
+    Container(Containers),
+}
+
+impl Runtime {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Runtime::Process { .. } => "process",
+            Runtime::Container(_) => "container",
+        }
+    }
+}
+
+pub struct ReplicaSettings {
+    pub runtime: Runtime,
+    pub default_namespace: String,
+    pub stop_timeout: Duration,
+    pub log_lines: usize,
+    /// The most replicas of one function.
+    pub max_replicas: u64,
+    /// Where API changes are recorded; none: they last until the process ends.
+    pub state: Option<PathBuf>,
+    /// Where secrets are kept (`/system/secrets`).
+    pub secrets: PathBuf,
+}
+
+type Key = (String, String);
+
+pub struct ReplicaProvider {
+    settings: Arc<ReplicaSettings>,
+    functions: RwLock<BTreeMap<Key, Arc<Function>>>,
+    logs: Arc<LogStore>,
+    /// What the API changed, as written to `settings.state`; held while a
+    /// change is recorded and applied, so changes apply in the recorded order.
+    records: tokio::sync::Mutex<State>,
+    /// The names in `records.namespaces`, for readers that do not wait.
+    api_namespaces: RwLock<Vec<String>>,
+    secrets: SecretStore,
+}
+
+/// The API's changes: functions as it last left them, and the namespaces it
+/// created.
+#[derive(Clone, Default)]
+struct State {
+    functions: BTreeMap<Key, Record>,
+    namespaces: BTreeMap<String, FunctionNamespace>,
+}
+
+/// The state file's form.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    #[serde(default)]
+    namespaces: Vec<FunctionNamespace>,
+    #[serde(default)]
+    functions: Vec<Record>,
+}
+
+/// A function as the API last left it.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Record {
+    deployment: FunctionDeployment,
+    replicas: u64,
+}
+
+struct Function {
+    deployment: FunctionDeployment,
+    namespace: String,
+    /// Its `secret_mount_path`, when it names secrets.
+    secrets: Option<PathBuf>,
+    created_at: String,
+    replicas: RwLock<Vec<Replica>>,
+    next: AtomicUsize,
+}
+
+struct Replica {
+    endpoint: Arc<Endpoint>,
+    stop: oneshot::Sender<()>,
+    supervisor: JoinHandle<()>,
+}
+
+pub(super) struct Endpoint {
+    url: String,
+    pub ready: AtomicBool,
+}
+
+impl Replica {
+    async fn stop(self) {
+        self.endpoint.ready.store(false, Ordering::Release);
+        let _ = self.stop.send(());
+        let _ = self.supervisor.await;
+    }
+}
+
+impl ReplicaProvider {
+    pub fn new(settings: ReplicaSettings) -> Self {
+        let logs = Arc::new(LogStore::new(settings.log_lines));
+        let (functions, records, api_namespaces) = Default::default();
+        let secrets = SecretStore::new(settings.secrets.clone());
+        Self { settings: Arc::new(settings), functions, logs, records, api_namespaces, secrets }
+    }
+
+    /// Deploys a function of the stack file: not recorded, since the stack
+    /// file itself is read again at every start.
+    pub async fn deploy_from_stack(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
+        let (d, namespace) = self.validate(d)?;
+        self.image_ready(&d).await?;
+        self.start_function((d, namespace)).await
+    }
+
+    /// Applies the API changes recorded by an earlier run, over the stack's
+    /// functions. A state file that cannot be read stops the start.
+    pub async fn restore(&self) -> Result<usize, ProviderError> {
+        let Some(path) = &self.settings.state else {
+            return Ok(0);
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(ProviderError::Storage(format!("cannot read {}: {e}", path.display()))),
+        };
+        let saved: Saved = serde_json::from_str(&text)
+            .map_err(|e| ProviderError::Storage(format!("{} is not a function list: {e}", path.display())))?;
+        let mut state = self.records.lock().await;
+        state.namespaces = saved.namespaces.into_iter().map(|n| (n.name.clone(), n)).collect();
+        *self.api_namespaces.write().expect("namespaces lock") = state.namespaces.keys().cloned().collect();
+        for r in saved.functions {
+            let (d, namespace) = self.validate(r.deployment.clone())?;
+            let key = (d.service.clone(), namespace.clone());
+            if self.find(&key.0, &key.1).is_some() {
+                self.replace(d, namespace, r.replicas).await?;
+            } else {
+                self.start_function((d, namespace)).await?;
+                self.scale_function(&key.0, &key.1, r.replicas).await?;
+            }
+            state.functions.insert(key, r);
+        }
+        Ok(state.functions.len())
+    }
+
+    /// Records a change to the state before it is made; the caller holds
+    /// the state locked while it makes it.
+    fn record<T>(&self, state: &mut State, change: impl FnOnce(&mut State) -> T) -> Result<(), ProviderError> {
+        let mut changed = state.clone();
+        change(&mut changed);
+        self.save(&changed)?;
+        *state = changed;
+        *self.api_namespaces.write().expect("namespaces lock") = state.namespaces.keys().cloned().collect();
+        Ok(())
+    }
+
+    /// Writes the state to the state file (whole, then renamed over the old
+    /// one, so a crash leaves one or the other). A change that cannot be
+    /// recorded is refused, since it would be lost at the next restart.
+    fn save(&self, state: &State) -> Result<(), ProviderError> {
+        let Some(path) = &self.settings.state else {
+            return Ok(());
+        };
+        let err = |e: std::io::Error| {
+            ProviderError::Storage(format!("cannot record the change in {}: {e}; nothing was changed", path.display()))
+        };
+        let saved = Saved {
+            namespaces: state.namespaces.values().cloned().collect(),
+            functions: state.functions.values().cloned().collect(),
+        };
+        let json = serde_json::to_vec_pretty(&saved).expect("the state serializes");
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        // Deployments carry environment values, credentials among them.
+        super::write_private(path, &json).map_err(err)
+    }
+
+    /// The runtime's name: `process` or `container`.
+    pub fn runtime(&self) -> &'static str {
+        self.settings.runtime.name()
+    }
+
+    /// A container's image is at hand before its deployment is taken.
+    async fn image_ready(&self, d: &FunctionDeployment) -> Result<(), ProviderError> {
+        match &self.settings.runtime {
+            Runtime::Container(engine) => engine.ensure_image(&d.image).await,
+            Runtime::Process { .. } => Ok(()),
+        }
+    }
+
+    pub fn logs(&self) -> Arc<LogStore> {
+        self.logs.clone()
+    }
+
+    fn find(&self, name: &str, namespace: &str) -> Option<Arc<Function>> {
+        self.functions.read().expect("functions lock").get(&(name.to_string(), namespace.to_string())).cloned()
+    }
+
+    pub fn route(&self, name: &str, namespace: &str) -> Route {
+        let Some(f) = self.find(name, namespace) else {
+            return Route::Unknown;
+        };
+        let replicas = f.replicas.read().expect("replicas lock");
+        let n = replicas.len();
+        let start = f.next.fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            return Route::NoReplicas;
+        }
+        (0..n)
+            .map(|i| &replicas[(start + i) % n].endpoint)
+            .find(|e| e.ready.load(Ordering::Acquire))
+            .map_or(Route::Starting, |e| Route::Ready(e.url.clone()))
+    }
+
+    pub fn list(&self, namespace: &str) -> Vec<FunctionStatus> {
+        let functions = self.functions.read().expect("functions lock");
+        functions.values().filter(|f| f.namespace == namespace).map(|f| f.status()).collect()
+    }
+
+    /// The namespaces functions may be in besides the default one: those
+    /// the API created and those of the stack file's functions.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut all: Vec<String> =
+            self.functions.read().expect("functions lock").keys().map(|(_, ns)| ns.clone()).collect();
+        all.extend(self.api_namespaces.read().expect("namespaces lock").iter().cloned());
+        all
+    }
+
+    fn namespace_known(&self, state: &State, namespace: &str) -> bool {
+        namespace == self.settings.default_namespace
+            || state.namespaces.contains_key(namespace)
+            || self.functions.read().expect("functions lock").keys().any(|(_, ns)| ns == namespace)
+    }
+
+    fn mount_secrets(&self, d: &FunctionDeployment, namespace: &str) -> Result<Option<PathBuf>, ProviderError> {
+        if d.secrets.is_empty() {
+            return Ok(None);
+        }
+        self.secrets.mount(namespace, &d.service, &d.secrets).map(Some)
+    }
+
+    /// `GET /system/secrets`: names, never values.
+    pub fn secrets(&self, namespace: &str) -> Vec<Secret> {
+        self.secrets.list(namespace)
+    }
+
+    /// `POST` (create) and `PUT` (update) `/system/secrets`.
+    pub async fn put_secret(&self, namespace: &str, secret: Secret, update: bool) -> Result<(), ProviderError> {
+        let state = self.records.lock().await;
+        if !self.namespace_known(&state, namespace) {
+            return Err(ProviderError::Missing(format!("namespace {namespace} not found")));
+        }
+        self.secrets.put(namespace, &secret, update)
+    }
+
+    /// `DELETE /system/secrets`; a secret a function uses stays.
+    pub async fn delete_secret(&self, namespace: &str, name: &str) -> Result<(), ProviderError> {
+        let _state = self.records.lock().await;
+        let users: Vec<String> = self
+            .functions
+            .read()
+            .expect("functions lock")
+            .values()
+            .filter(|f| f.namespace == namespace && f.deployment.secrets.iter().any(|s| s == name))
+            .map(|f| f.deployment.service.clone())
+            .collect();
+        if !users.is_empty() {
+            return Err(ProviderError::Conflict(format!(
+                "secret {name} is used by {}; remove it from them first",
+                users.join(", ")
+            )));
+        }
+        self.secrets.delete(namespace, name)
+    }
+
+    /// `GET /system/namespace/NAME`.
+    pub async fn namespace(&self, name: &str) -> Option<FunctionNamespace> {
+        let state = self.records.lock().await;
+        match state.namespaces.get(name) {
+            Some(ns) => Some(ns.clone()),
+            None if self.namespace_known(&state, name) => Some(FunctionNamespace::for_functions(name)),
+            None => None,
+        }
+    }
+
+    /// Creates (`update: false`) or replaces a namespace for functions.
+    pub async fn put_namespace(&self, ns: FunctionNamespace, update: bool) -> Result<(), ProviderError> {
+        if !is_dns_label(&ns.name) {
+            return Err(ProviderError::Invalid(format!("namespace {:?}: expected a DNS label", ns.name)));
+        }
+        let (key, value) = NAMESPACE_LABEL;
+        if ns.labels.get(key).map(String::as_str) != Some(value) {
+            return Err(ProviderError::Invalid(format!(
+                "namespace {:?}: a namespace for functions carries the label {key}: \"{value}\"",
+                ns.name
+            )));
+        }
+        let mut state = self.records.lock().await;
+        match (self.namespace_known(&state, &ns.name), update) {
+            (true, false) => return Err(ProviderError::Conflict(format!("namespace {} already exists", ns.name))),
+            (false, true) => return Err(ProviderError::Missing(format!("namespace {} not found", ns.name))),
+            _ => {}
+        }
+        self.record(&mut state, |s| s.namespaces.insert(ns.name.clone(), ns))
+    }
+
+    /// Deletes an empty namespace the API created.
+    pub async fn delete_namespace(&self, name: &str) -> Result<(), ProviderError> {
+        let mut state = self.records.lock().await;
+        if !state.namespaces.contains_key(name) {
+            if self.namespace_known(&state, name) {
+                let why =
+                    format!("namespace {name} was not created through the API (it is the default, or the stack's)");
+                return Err(ProviderError::Conflict(why));
+            }
+            return Err(ProviderError::Missing(format!("namespace {name} not found")));
+        }
+        if self.functions.read().expect("functions lock").keys().any(|(_, ns)| ns == name) {
+            return Err(ProviderError::Conflict(format!("namespace {name} has functions; delete them first")));
+        }
+        self.record(&mut state, |s| s.namespaces.remove(name))
+    }
+
+    fn validate(&self, mut d: FunctionDeployment) -> Result<(FunctionDeployment, String), ProviderError> {
+        if !is_dns_label(&d.service) {
+            return Err(ProviderError::Invalid(format!(
+                "service {:?}: expected a DNS label, as OpenFaaS requires: lower-case letters, digits and '-', \
+                 starting and ending with a letter or digit, at most 63 characters",
+                d.service
+            )));
+        }
+        let namespace = d.namespace.clone().unwrap_or_else(|| self.settings.default_namespace.clone());
+        if !is_dns_label(&namespace) {
+            return Err(ProviderError::Invalid(format!(
+                "namespace {namespace:?}: expected a DNS label (lower-case letters, digits and '-', at most 63 characters)"
+            )));
+        }
+        // of-watchdog reads its command from the environment, so stack files
+        // written for it set `environment: {fprocess: …}` instead.
+        if d.env_process.as_deref().is_none_or(|p| p.trim().is_empty()) {
+            d.env_process = d.env_vars.get("fprocess").cloned();
+        }
+        match &self.settings.runtime {
+            Runtime::Process { .. } if d.env_process.as_deref().is_none_or(|p| p.trim().is_empty()) => {
+                return Err(ProviderError::Invalid(
+                    "envProcess (or envVars.fprocess): required by the process provider, which runs a command \
+                     (e.g. \"cat\"), not an image; the container provider runs images"
+                        .into(),
+                ));
+            }
+            Runtime::Container(c) => c.check(&d)?,
+            Runtime::Process { .. } => {}
+        }
+        let max = self.max_replicas(&d)?;
+        match d.labels.get(SCALE_MIN).map(|v| (v, v.parse::<u64>())) {
+            Some((v, Err(_))) => {
+                return Err(ProviderError::Invalid(format!("labels.{SCALE_MIN} {v:?}: expected a whole number")));
+            }
+            Some((_, Ok(min))) if min > max => {
+                return Err(ProviderError::Invalid(format!(
+                    "labels.{SCALE_MIN} {min}: over the function's maximum of {max} replicas"
+                )));
+            }
+            _ => {}
+        }
+        d.namespace = Some(namespace.clone());
+        Ok((d, namespace))
+    }
+
+    /// The most replicas `d` may have: its `com.openfaas.scale.max` label,
+    /// within the provider's `max_replicas`.
+    fn max_replicas(&self, d: &FunctionDeployment) -> Result<u64, ProviderError> {
+        let cap = self.settings.max_replicas;
+        match d.labels.get(SCALE_MAX) {
+            None => Ok(cap),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n >= 1 => Ok(n.min(cap)),
+                _ => Err(ProviderError::Invalid(format!("labels.{SCALE_MAX} {v:?}: expected a whole number above 0"))),
+            },
+        }
+    }
+
+    pub async fn deploy(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
+        let (d, namespace) = self.validate(d)?;
+        self.image_ready(&d).await?;
+        let key = (d.service.clone(), namespace.clone());
+        let mut state = self.records.lock().await;
+        if self.find(&key.0, &key.1).is_some() {
+            return Err(ProviderError::Exists(format!("{}.{namespace}", d.service)));
+        }
+        if !self.namespace_known(&state, &namespace) {
+            return Err(ProviderError::Invalid(format!(
+                "namespace {namespace:?} does not exist; create it first with POST /system/namespace/ \
+                 and the label openfaas: \"1\" (faas-cli namespace create {namespace})"
+            )));
+        }
+        let record = Record { replicas: initial_replicas(&d), deployment: d.clone() };
+        self.record(&mut state, |s| s.functions.insert(key, record))?;
+        self.start_function((d, namespace)).await
+    }
+
+    async fn start_function(&self, (d, namespace): (FunctionDeployment, String)) -> Result<(), ProviderError> {
+        let key = (d.service.clone(), namespace.clone());
+        let mounted = self.mount_secrets(&d, &namespace)?;
+        let f = {
+            let mut functions = self.functions.write().expect("functions lock");
+            if functions.contains_key(&key) {
+                return Err(ProviderError::Exists(format!("{}.{namespace}", d.service)));
+            }
+            let f = Arc::new(Function::new(d, namespace, mounted));
+            functions.insert(key, f.clone());
+            f
+        };
+        let initial = initial_replicas(&f.deployment);
+        f.scale(initial, &self.settings, &self.logs).await;
+        tracing::info!(function = %f.qualified(), replicas = initial, "deployed");
+        Ok(())
+    }
+
+    /// Replaces a function: new replicas start, and the old ones stop once
+    /// the new ones are ready (or after a bounded wait).
+    pub async fn update(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
+        let (d, namespace) = self.validate(d)?;
+        self.image_ready(&d).await?;
+        let key = (d.service.clone(), namespace.clone());
+        let mut state = self.records.lock().await;
+        let old =
+            self.find(&key.0, &key.1).ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
+        let replicas = (old.replicas.read().expect("replicas lock").len() as u64).min(self.max_replicas(&d)?);
+        self.record(&mut state, |s| s.functions.insert(key, Record { replicas, deployment: d.clone() }))?;
+        self.replace(d, namespace, replicas).await
+    }
+
+    /// Starts `replicas` of the new deployment, then stops the old ones.
+    async fn replace(&self, d: FunctionDeployment, namespace: String, replicas: u64) -> Result<(), ProviderError> {
+        let key = (d.service.clone(), namespace.clone());
+        let old =
+            self.find(&key.0, &key.1).ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
+        let replicas = replicas.min(self.max_replicas(&d)?);
+        let mounted = self.mount_secrets(&d, &namespace)?;
+        let new = Arc::new(Function::new(d, namespace, mounted));
+        new.scale(replicas, &self.settings, &self.logs).await;
+        new.wait_ready(Duration::from_secs(10)).await;
+        self.functions.write().expect("functions lock").insert(key, new.clone());
+        old.scale(0, &self.settings, &self.logs).await;
+        tracing::info!(function = %new.qualified(), "updated");
+        Ok(())
+    }
+
+    pub async fn delete(&self, name: &str, namespace: &str) -> Result<(), ProviderError> {
+        let key = (name.to_string(), namespace.to_string());
+        let mut state = self.records.lock().await;
+        if self.find(name, namespace).is_none() {
+            return Err(ProviderError::NotFound(format!("{name}.{namespace}")));
+        }
+        self.record(&mut state, |s| s.functions.remove(&key))?;
+        let removed = self.functions.write().expect("functions lock").remove(&key);
+        let f = removed.ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
+        f.scale(0, &self.settings, &self.logs).await;
+        self.secrets.unmount(namespace, name);
+        tracing::info!(function = %f.qualified(), "deleted");
+        Ok(())
+    }
+
+    pub async fn scale(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), ProviderError> {
+        let f = self.find(name, namespace).ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
+        let max = self.max_replicas(&f.deployment)?;
+        if replicas > max {
+            return Err(ProviderError::Invalid(format!(
+                "replicas {replicas}: over the maximum of {max} for {name}.{namespace} \
+                 (labels.{SCALE_MAX}, within provider.max_replicas)"
+            )));
+        }
+        let mut state = self.records.lock().await;
+        let key = (name.to_string(), namespace.to_string());
+        self.record(&mut state, |s| s.functions.insert(key, Record { deployment: f.deployment.clone(), replicas }))?;
+        self.scale_function(name, namespace, replicas).await
+    }
+
+    async fn scale_function(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), ProviderError> {
+        let f = self.find(name, namespace).ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
+        f.scale(replicas.min(self.max_replicas(&f.deployment)?), &self.settings, &self.logs).await;
+        tracing::info!(function = %f.qualified(), replicas, "scaled");
+        Ok(())
+    }
+
+    pub async fn shutdown(&self) {
+        let all: Vec<_> = std::mem::take(&mut *self.functions.write().expect("functions lock")).into_values().collect();
+        futures_util::future::join_all(all.iter().map(|f| f.scale(0, &self.settings, &self.logs))).await;
+    }
+}
+
+fn initial_replicas(d: &FunctionDeployment) -> u64 {
+    d.labels.get(SCALE_MIN).and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+impl Function {
+    fn new(deployment: FunctionDeployment, namespace: String, secrets: Option<PathBuf>) -> Self {
+        Self {
+            deployment,
+            namespace,
+            secrets,
+            created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            replicas: RwLock::new(vec![]),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn qualified(&self) -> String {
+        format!("{}.{}", self.deployment.service, self.namespace)
+    }
+
+    fn status(&self) -> FunctionStatus {
+        let replicas = self.replicas.read().expect("replicas lock");
+        let d = &self.deployment;
+        FunctionStatus {
+            name: d.service.clone(),
+            image: d.image.clone(),
+            namespace: Some(self.namespace.clone()),
+            env_process: d.env_process.clone(),
+            env_vars: d.env_vars.clone(),
+            labels: d.labels.clone(),
+            annotations: d.annotations.clone(),
+            invocation_count: 0,
+            replicas: replicas.len() as u64,
+            available_replicas: replicas.iter().filter(|r| r.endpoint.ready.load(Ordering::Acquire)).count() as u64,
+            created_at: self.created_at.clone(),
+        }
+    }
+
+    async fn scale(&self, target: u64, settings: &Arc<ReplicaSettings>, logs: &Arc<LogStore>) {
+        let surplus: Vec<Replica> = {
+            let mut replicas = self.replicas.write().expect("replicas lock");
+            while (replicas.len() as u64) < target {
+                match self.start_replica(settings, logs) {
+                    Ok(r) => replicas.push(r),
+                    Err(e) => {
+                        tracing::error!(function = %self.qualified(), error = %e, "cannot start a replica");
+                        break;
+                    }
+                }
+            }
+            let keep = (target as usize).min(replicas.len());
+            replicas.drain(keep..).collect()
+        };
+        futures_util::future::join_all(surplus.into_iter().map(Replica::stop)).await;
+    }
+
+    async fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let all_ready =
+                self.replicas.read().expect("replicas lock").iter().all(|r| r.endpoint.ready.load(Ordering::Acquire));
+            if all_ready {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn start_replica(&self, settings: &Arc<ReplicaSettings>, logs: &Arc<LogStore>) -> std::io::Result<Replica> {
+        let d = &self.deployment;
+        // The port the gateway reaches the replica on: the watchdog's own,
+        // or the one a container's 8080 is published on.
+        let port = free_port()?;
+        let env = match &settings.runtime {
+            Runtime::Process { .. } => process::environment(d, port, self.secrets.as_deref())?,
+            Runtime::Container(_) => container::environment(d),
+        };
+        let endpoint = Arc::new(Endpoint { url: format!("http://127.0.0.1:{port}"), ready: AtomicBool::new(false) });
+        let (stop, stopped) = oneshot::channel();
+        let supervisor = tokio::spawn(supervise(Supervised {
+            settings: settings.clone(),
+            logs: logs.clone(),
+            deployment: d.clone(),
+            namespace: self.namespace.clone(),
+            secrets: self.secrets.clone(),
+            instance: format!("{}-{port}", d.service),
+            env,
+            port,
+            endpoint: endpoint.clone(),
+            stopped,
+        }));
+        Ok(Replica { endpoint, stop, supervisor })
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One replica, as its runtime runs it.
+pub(super) struct Supervised {
+    pub settings: Arc<ReplicaSettings>,
+    pub logs: Arc<LogStore>,
+    pub deployment: FunctionDeployment,
+    pub namespace: String,
+    /// The function's folder of links to its secrets, when it names any.
+    pub secrets: Option<PathBuf>,
+    pub instance: String,
+    pub env: BTreeMap<String, String>,
+    pub port: u16,
+    pub endpoint: Arc<Endpoint>,
+    /// Fires when the replica is to stop.
+    pub stopped: oneshot::Receiver<()>,
+}
+
+/// Keeps one replica running until told to stop: its runtime runs it once,
+/// to its exit (`Some(why)`) or until told to stop (`None`).
+async fn supervise(mut s: Supervised) {
+    let mut backoff = RESTART_BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        let settings = s.settings.clone();
+        let exited = match &settings.runtime {
+            Runtime::Process { watchdog } => process::run(&mut s, watchdog).await,
+            Runtime::Container(engine) => engine.run(&mut s).await,
+        };
+        s.endpoint.ready.store(false, Ordering::Release);
+        let Some(status) = exited else { return };
+        let (function, namespace, instance) = (&s.deployment.service, &s.namespace, &s.instance);
+        tracing::warn!(%function, %namespace, %instance, %status, ?backoff, "replica exited; restarting");
+        s.log(format!("replica exited ({status}); restarting in {}", humantime::format_duration(backoff)));
+        if started.elapsed() > STABLE_RUN {
+            backoff = RESTART_BACKOFF_MIN;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = &mut s.stopped => return,
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+}
+
+impl Supervised {
+    pub fn template(&self) -> LogMessage {
+        LogMessage {
+            name: self.deployment.service.clone(),
+            namespace: self.namespace.clone(),
+            instance: self.instance.clone(),
+            timestamp: String::new(),
+            text: String::new(),
+        }
+    }
+
+    pub fn log(&self, text: String) {
+        self.logs.push(LogMessage { text, timestamp: now_rfc3339(), ..self.template() });
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// The longest log line kept; the rest of a longer one is dropped, so a
+/// function writing without newlines cannot grow one line without end.
+const MAX_LOG_LINE: usize = 16 * 1024;
+
+pub(super) async fn forward_lines(out: impl AsyncRead + Unpin, logs: Arc<LogStore>, template: LogMessage) {
+    let mut reader = BufReader::new(out);
+    let mut line = Vec::new();
+    let push = |line: &mut Vec<u8>| {
+        let text = String::from_utf8_lossy(line).into_owned();
+        logs.push(LogMessage { text, timestamp: now_rfc3339(), ..template.clone() });
+        line.clear();
+    };
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => buf,
+        };
+        let end = buf.iter().position(|b| *b == b'\n');
+        let chunk = &buf[..end.unwrap_or(buf.len())];
+        line.extend_from_slice(&chunk[..chunk.len().min(MAX_LOG_LINE.saturating_sub(line.len()))]);
+        let used = end.map_or(buf.len(), |i| i + 1);
+        reader.consume(used);
+        if end.is_some() {
+            push(&mut line);
+        }
+    }
+    if !line.is_empty() {
+        push(&mut line);
+    }
+}
+
+pub(super) async fn mark_ready(endpoint: Arc<Endpoint>, port: u16) {
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            endpoint.ready.store(true, Ordering::Release);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

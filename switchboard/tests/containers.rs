@@ -1,0 +1,205 @@
+//! The container provider against a real engine: podman's Docker-compatible
+//! API (scripts/containers starts it), with a function image built here from
+//! the small watchdog. Deploy → invoke → scale → logs → secrets → a killed
+//! container restarted → a killed gateway's containers cleaned up → remove.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const SOCKET: &str = "/run/podman/podman.sock";
+const WATCHDOG: &str = env!("CARGO_BIN_EXE_switchboard-watchdog");
+
+/// A function image: the small watchdog in front of `tr a-z A-Z` by
+/// default, with two more commands a deployment's `envProcess` can name.
+const DOCKERFILE: &str = r#"FROM docker.io/library/debian:bookworm-slim
+COPY switchboard-watchdog /usr/bin/fwatchdog
+COPY host secret /fn/
+ENV fprocess="tr a-z A-Z"
+CMD ["/usr/bin/fwatchdog"]
+"#;
+const HOST_FN: &str = "#!/bin/sh\necho \"served by $(hostname)\" >&2\nhostname\n";
+const SECRET_FN: &str = "#!/bin/sh\ncat /var/openfaas/secrets/api-key\n";
+
+fn podman(args: &[&str]) -> String {
+    let out = Command::new("podman")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("podman is not installed ({e}); set containers up with scripts/containers start"));
+    assert!(out.status.success(), "podman {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The engine's API answers, or the test says how to start it.
+fn engine_ready() {
+    use std::io::{Read, Write};
+    let ping = std::os::unix::net::UnixStream::connect(SOCKET).and_then(|mut s| {
+        s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n")?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer)
+    });
+    match ping {
+        Ok(answer) if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") => {}
+        other => panic!("podman's API is not serving {SOCKET} ({other:?}); start it with scripts/containers start"),
+    }
+}
+
+/// The image and every container of one prefix, removed by id when the
+/// test ends, passed or not.
+struct Engine {
+    prefix: String,
+    image: String,
+}
+
+impl Engine {
+    fn build(dir: &Path) -> Self {
+        engine_ready();
+        let context = dir.join("image");
+        std::fs::create_dir_all(&context).unwrap();
+        std::fs::copy(WATCHDOG, context.join("switchboard-watchdog")).unwrap();
+        for (name, text) in [("Dockerfile", DOCKERFILE), ("host", HOST_FN), ("secret", SECRET_FN)] {
+            std::fs::write(context.join(name), text).unwrap();
+            std::fs::set_permissions(context.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        let prefix = unique("sbtest");
+        let tag = format!("localhost/{prefix}-fn:1");
+        podman(&["build", "--network", "host", "-q", "-t", &tag, &context.display().to_string()]);
+        let image = podman(&["image", "inspect", "--format", "{{.Id}}", &tag]);
+        Self { prefix, image }
+    }
+
+    fn tag(&self) -> String {
+        format!("localhost/{}-fn:1", self.prefix)
+    }
+
+    /// Ids of the running containers of `function` (all of the prefix's for "").
+    fn running(&self, function: &str) -> Vec<String> {
+        let mut filter = vec!["ps", "-q", "--filter"];
+        let owner = format!("label=io.switchboard.owner={}", self.prefix);
+        filter.push(&owner);
+        let named = format!("label=io.switchboard.function={function}.openfaas-fn");
+        if !function.is_empty() {
+            filter.extend(["--filter", &named]);
+        }
+        podman(&filter).lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let owner = format!("label=io.switchboard.owner={}", self.prefix);
+        if let Ok(out) = Command::new("podman").args(["ps", "-aq", "--filter", &owner]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = Command::new("podman").args(["rm", "-f", id]).output();
+            }
+        }
+        let _ = Command::new("podman").args(["rmi", "-f", &self.image]).output();
+    }
+}
+
+fn container_config(prefix: &str) -> String {
+    config("").replace(
+        "  kind: process\n",
+        &format!("  kind: container\n  docker_host: unix://{SOCKET}\n  prefix: {prefix}\n"),
+    )
+}
+
+#[tokio::test]
+async fn functions_run_as_containers_of_their_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::build(dir.path());
+    let p = Platform::start_in(dir, &container_config(&engine.prefix), NO_STACK, &[]).await;
+
+    // An image-only deployment, as faas-cli sends for a stack.yml's image.
+    let upper = serde_json::json!({"service": "upper", "image": engine.tag()});
+    let r = p.api("POST", "/system/functions", &upper.to_string()).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    p.wait_ready(&["upper"]).await;
+    assert_eq!(post(&format!("{}/function/upper", p.url), "hello").await.text(), "HELLO");
+    assert_eq!(engine.running("upper").len(), 1);
+    let status = p.api("GET", "/system/function/upper", "").await.json();
+    assert_eq!(status["image"], engine.tag());
+    assert_eq!(status["availableReplicas"], 1);
+
+    // An image the engine has not and cannot pull is refused, not retried.
+    let ghost = r#"{"service":"ghost","image":"localhost/no-such-image:1"}"#;
+    let r = p.api("POST", "/system/functions", ghost).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("cannot be pulled"), "{}", r.text());
+    let r = p.api("POST", "/system/functions", r#"{"service":"noimage","envProcess":"cat"}"#).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("image: required by the container provider"), "{}", r.text());
+    let big = serde_json::json!({"service": "big", "image": engine.tag(), "limits": {"memory": "lots"}});
+    let r = p.api("POST", "/system/functions", &big.to_string()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("limits.memory"), "{}", r.text());
+
+    // Scaled to two containers, both serving; their output is in the logs.
+    let host = serde_json::json!({"service": "host", "image": engine.tag(), "envProcess": "/fn/host",
+        "limits": {"memory": "64Mi", "cpu": "500m"}});
+    assert_eq!(p.api("POST", "/system/functions", &host.to_string()).await.status, 202);
+    p.wait_ready(&["host"]).await;
+    assert_eq!(p.api("POST", "/system/scale-function/host", r#"{"replicas":2}"#).await.status, 202);
+    p.wait_ready(&["host"]).await;
+    let running = engine.running("host");
+    assert_eq!(running.len(), 2, "{running:?}");
+    let memory = podman(&["inspect", "--format", "{{.HostConfig.Memory}}", &running[0]]);
+    assert_eq!(memory, (64 << 20).to_string(), "limits.memory applies");
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let r = post(&format!("{}/function/host", p.url), "").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        served.insert(r.text().trim().to_string());
+    }
+    assert_eq!(served.len(), 2, "both replicas serve: {served:?}");
+    let logged = eventually(Duration::from_secs(10), || async {
+        let logs = p.api("GET", "/system/logs?name=host", "").await.text();
+        served.iter().all(|h| logs.contains(&format!("served by {h}")))
+    });
+    assert!(logged.await, "{}", p.api("GET", "/system/logs?name=host", "").await.text());
+
+    // A secret is mounted read-only at /var/openfaas/secrets and never listed.
+    assert_eq!(p.api("POST", "/system/secrets", r#"{"name":"api-key","value":"k-1"}"#).await.status, 202);
+    let reader = serde_json::json!({"service": "reader", "image": engine.tag(), "envProcess": "/fn/secret",
+        "secrets": ["api-key"], "readOnlyRootFilesystem": true});
+    assert_eq!(p.api("POST", "/system/functions", &reader.to_string()).await.status, 202);
+    p.wait_ready(&["reader"]).await;
+    assert_eq!(post(&format!("{}/function/reader", p.url), "").await.text(), "k-1");
+    assert!(!p.api("GET", "/system/secrets", "").await.text().contains("k-1"));
+
+    // A container killed under the gateway is replaced, and serves again.
+    let killed = engine.running("upper");
+    podman(&["kill", &killed[0]]);
+    let replaced = eventually(Duration::from_secs(30), || async {
+        let now = engine.running("upper");
+        now.len() == 1 && now != killed && post(&format!("{}/function/upper", p.url), "again").await.text() == "AGAIN"
+    });
+    assert!(replaced.await, "the killed container was not replaced; output:\n{}", p.proc.output());
+
+    // Removed: its containers are gone.
+    assert_eq!(p.api("DELETE", "/system/functions", r#"{"functionName":"host"}"#).await.status, 202);
+    assert!(engine.running("host").is_empty());
+
+    // A gateway killed with SIGKILL leaves its containers; the next start
+    // under the same prefix removes them and runs what was deployed.
+    let before = engine.running("");
+    assert_eq!(before.len(), 2, "upper and reader: {before:?}");
+    let Platform { mut proc, dir, .. } = p;
+    proc.crash();
+    assert_eq!(engine.running("").len(), 2, "containers outlive a killed gateway");
+    let p = Platform::start_in(dir, &container_config(&engine.prefix), NO_STACK, &[]).await;
+    p.wait_ready(&["upper", "reader"]).await;
+    let after = engine.running("");
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.iter().all(|id| !before.contains(id)), "the old containers were removed: {before:?} {after:?}");
+    assert_eq!(post(&format!("{}/function/reader", p.url), "").await.text(), "k-1");
+
+    // Stopped: nothing of it is left running.
+    let Platform { mut proc, .. } = p;
+    proc.stop();
+    assert!(engine.running("").is_empty(), "a stopped gateway stops its containers");
+}
