@@ -30,10 +30,7 @@ async fn provider(config: &Config) -> Result<Provider> {
             let watchdog = match watchdog {
                 Some(small) if small.is_file() => vec![small.display().to_string()],
                 Some(small) => anyhow::bail!("provider.watchdog {} is not a file", small.display()),
-                None => {
-                    let exe = std::env::current_exe().context("cannot find the switchboard executable")?;
-                    vec![exe.display().to_string(), "watchdog".into()]
-                }
+                None => default_watchdog().await?,
             };
             (Runtime::Process { watchdog }, stack, stop_timeout, log_lines, max_replicas, state, secrets)
         }
@@ -74,6 +71,30 @@ async fn provider(config: &Config) -> Result<Provider> {
         tracing::info!(count = restored, "restored functions deployed through the API");
     }
     Ok(Provider::Replicas(provider))
+}
+
+/// The small `switchboard-watchdog` beside this executable when it runs
+/// the same watchdog code as this one (a build of both leaves them so; a
+/// `cargo run` rebuilds only this one and may leave an older one beside
+/// it), else this executable's `watchdog` subcommand.
+async fn default_watchdog() -> Result<Vec<String>> {
+    let exe = std::env::current_exe().context("cannot find the switchboard executable")?;
+    let small = exe.with_file_name("switchboard-watchdog");
+    if small.is_file() {
+        let asked = tokio::process::Command::new(&small).arg("--source-id").kill_on_drop(true).output();
+        match tokio::time::timeout(std::time::Duration::from_secs(5), asked).await {
+            Ok(Ok(out))
+                if out.status.success() && out.stdout.trim_ascii() == switchboard_watchdog::SOURCE_ID.as_bytes() =>
+            {
+                return Ok(vec![small.display().to_string()]);
+            }
+            _ => tracing::info!(
+                watchdog = %small.display(),
+                "the switchboard-watchdog beside this binary is from another build; replicas run `switchboard watchdog`"
+            ),
+        }
+    }
+    Ok(vec![exe.display().to_string(), "watchdog".into()])
 }
 
 /// The API's credentials: read from `secret_mount_path`, or generated there

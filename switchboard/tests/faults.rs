@@ -400,6 +400,54 @@ async fn the_small_watchdog_serves_and_stops_with_its_parent() {
     assert!(gone, "small watchdogs outlived their platform: {watchdogs:?}");
 }
 
+/// With no `provider.watchdog`, replicas run the small watchdog beside the
+/// binary when it is of the same build (as the tests' target directory
+/// has it), and `switchboard watchdog` when the one beside it is another
+/// build's.
+#[tokio::test]
+async fn the_small_watchdog_beside_the_binary_is_used_only_when_it_pairs() {
+    let stack = "functions:\n  echo:\n    fprocess: cat\n";
+    let p = Platform::start(&config(""), stack).await;
+    p.wait_ready(&["echo"]).await;
+    let watchdogs = watchdogs_of(p.proc.pid().as_raw());
+    assert_eq!(watchdogs.len(), 1, "{watchdogs:?}");
+    let exe = std::fs::read_link(format!("/proc/{}/exe", watchdogs[0])).unwrap();
+    assert!(exe.ends_with("switchboard-watchdog"), "a paired small watchdog runs: {}", exe.display());
+
+    // A copy of the binary beside a switchboard-watchdog of another build.
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::copy(BIN, bin.join("switchboard")).unwrap();
+    let other = bin.join("switchboard-watchdog");
+    std::fs::write(&other, "#!/bin/sh\necho 0.0.1-0000000000000000\n").unwrap();
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (port, hub, ce) = (free_port(), free_port(), free_port());
+    std::fs::write(dir.path().join("stack.yml"), stack).unwrap();
+    let cfg = config("")
+        .replace("STACK", "stack.yml")
+        .replace("HUB_PORT", &hub.to_string())
+        .replace("CE_PORT", &ce.to_string());
+    std::fs::write(dir.path().join("switchboard.yml"), cfg).unwrap();
+    let copy = bin.join("switchboard").display().to_string();
+    let proc = Proc::spawn_program(
+        &copy,
+        &["up", "--config", "switchboard.yml", "--port", &port.to_string()],
+        dir.path(),
+        &[],
+    );
+    let url = format!("http://127.0.0.1:{port}/function/echo");
+    let served = eventually(Duration::from_secs(30), || async {
+        try_call("POST", &url, &[], "x").await.is_ok_and(|r| r.status == 200)
+    });
+    assert!(served.await, "{}", proc.output());
+    let watchdogs = watchdogs_of(proc.pid().as_raw());
+    assert_eq!(watchdogs.len(), 1, "{watchdogs:?}");
+    let exe = std::fs::read_link(format!("/proc/{}/exe", watchdogs[0])).unwrap();
+    assert_eq!(exe, bin.join("switchboard"), "another build's small watchdog is not used");
+    assert!(proc.output().contains("from another build"), "{}", proc.output());
+}
+
 /// A deployment that cannot be recorded (a full disk under
 /// `provider.state`) is refused, not made: it would be gone at the next
 /// start.

@@ -1,10 +1,12 @@
 //! An OpenFaaS-compatible gateway: `/function`, `/async-function`,
-//! `/system/*`, `/healthz` and `/metrics`, over a static, process or container provider.
+//! `/system/*`, the portal at `/ui/`, `/healthz` and `/metrics`, over a
+//! static, process or container provider.
 
 pub mod config;
 mod invoke;
 mod logs;
 pub mod metrics;
+mod portal;
 pub mod provider;
 pub mod stack;
 mod system;
@@ -75,6 +77,9 @@ pub fn router(gw: Shared) -> Router {
         .route("/system/logs", get(system::logs))
         .route("/system/async/dead-letters", get(system::dead_letters))
         .route("/system/async-report", post(system::async_report))
+        .route("/ui/", get(portal::page))
+        .route("/ui/portal.js", get(portal::script))
+        .route("/ui/portal.css", get(portal::style))
         .route_layer(axum::middleware::from_fn_with_state(gw.clone(), system::require_auth))
         .route_layer(axum::middleware::from_fn(system::refuse_browsers));
     Router::new()
@@ -84,6 +89,8 @@ pub fn router(gw: Shared) -> Router {
         .route("/async-function/{name}", any(invoke::async_function))
         .route("/async-function/{name}/", any(invoke::async_function))
         .route("/async-function/{name}/{*path}", any(invoke::async_function))
+        .route("/", get(portal::root))
+        .route("/ui", get(portal::root))
         .route("/healthz", get(health))
         .route("/metrics", get(render_metrics))
         .merge(system)

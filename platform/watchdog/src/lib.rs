@@ -8,6 +8,10 @@ mod proxy;
 
 pub use config::{Config, Mode};
 
+/// The identity of this crate's sources (build.rs): two binaries with the
+/// same id run the same watchdog.
+pub const SOURCE_ID: &str = env!("WATCHDOG_SOURCE_ID");
+
 /// `--help` for the watchdog: its settings, all from the environment.
 pub const ENV_HELP: &str = "\
 Environment (of-watchdog names):

@@ -5,6 +5,7 @@
 //! (docs/benchmarks.md has its memory beside `switchboard watchdog`).
 //!
 //!   switchboard-watchdog [--parent PID]     configured by environment, as of-watchdog
+//!   switchboard-watchdog --source-id        which watchdog code this is (the provider's pairing check)
 
 use std::process::ExitCode;
 
@@ -14,6 +15,10 @@ fn main() -> ExitCode {
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
             ("--parent", Some(pid)) if pid.parse::<i32>().is_ok() => parent = pid.parse().ok(),
+            ("--source-id", None) => {
+                println!("{}", switchboard_watchdog::SOURCE_ID);
+                return ExitCode::SUCCESS;
+            }
             ("-h" | "--help", _) => {
                 println!(
                     "switchboard-watchdog: the process in front of one function\n\n{}",

@@ -1,0 +1,78 @@
+//! The portal at `/ui/`: OpenFaaS's `/` redirect, behind the API's
+//! credentials, with a policy that keeps it to its own origin, and its page
+//! rendering the function list in a real browser (headless Chromium).
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+const STACK: &str = "functions:\n  echo:\n    fprocess: cat\n  shout:\n    fprocess: tr a-z A-Z\n    annotations:\n      topic: orders\n";
+
+#[tokio::test]
+async fn the_portal_is_behind_the_credentials_and_keeps_to_its_origin() {
+    let p = Platform::start(&config(""), STACK).await;
+    let root = get(&format!("{}/", p.url)).await;
+    assert_eq!(root.status, 301);
+    assert_eq!(root.header("location").as_deref(), Some("/ui/"));
+
+    let open = get(&format!("{}/ui/", p.url)).await;
+    assert_eq!(open.status, 401, "the portal asks for the API's credentials");
+    assert!(open.header("www-authenticate").is_some_and(|h| h.starts_with("Basic")));
+
+    let auth = p.auth.clone().unwrap();
+    let page = call("GET", &format!("{}/ui/", p.url), &[("Authorization", &auth)], "").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type").as_deref(), Some("text/html; charset=utf-8"));
+    let policy = page.header("content-security-policy").unwrap();
+    assert!(policy.contains("default-src 'self'") && policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(page.text().contains(r#"<script src="portal.js""#));
+    for (file, kind) in [("portal.js", "text/javascript"), ("portal.css", "text/css")] {
+        let r = call("GET", &format!("{}/ui/{file}", p.url), &[("Authorization", &auth)], "").await;
+        assert_eq!(r.status, 200, "{file}");
+        assert!(r.header("content-type").unwrap().starts_with(kind), "{file}");
+    }
+    let cross_site = [("Authorization", auth.as_str()), ("Sec-Fetch-Site", "cross-site")];
+    let cross = call("GET", &format!("{}/ui/", p.url), &cross_site, "").await;
+    assert_eq!(cross.status, 403, "another site cannot frame or fetch it");
+}
+
+#[tokio::test]
+async fn the_portal_lists_the_functions_in_a_browser() {
+    let p = Platform::start(&config(""), STACK).await;
+    p.wait_ready(&["echo", "shout"]).await;
+    assert_eq!(post(&format!("{}/function/shout", p.url), "a").await.text(), "A");
+    let password = std::fs::read_to_string(p.dir.path().join("data/secrets/basic-auth-password")).unwrap();
+    let url = format!("http://admin:{}@127.0.0.1:{}/ui/", password.trim(), p.port);
+    let profile = tempfile::tempdir().unwrap();
+    // The flags this machine needs: no sandbox as root, and no background
+    // connections to a network that is closed.
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            &url,
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("chromium is not installed ({e}); scripts/test installs it (apt-get install chromium)")
+        });
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for row in [
+        r#"<tr data-name="echo"><td>echo</td><td>cat</td><td>1/1</td><td>0</td><td></td></tr>"#,
+        r#"<tr data-name="shout"><td>shout</td><td>tr a-z A-Z</td><td>1/1</td><td>1</td><td>orders</td></tr>"#,
+    ] {
+        assert!(dom.contains(row), "the page's script rendered {row}:\n{dom}");
+    }
+    assert!(dom.contains(r#"<span id="info">switchboard-process"#), "{dom}");
+}
