@@ -165,7 +165,8 @@ impl Platform {
 
     pub async fn start_in(dir: tempfile::TempDir, config: &str, stack: &str, env: &[(&str, &str)]) -> Self {
         let (port, hub, ce) = (free_port(), free_port(), free_port());
-        std::fs::write(dir.path().join("stack.yml"), stack).unwrap();
+        // A function may be told where the CloudEvents receiver is.
+        std::fs::write(dir.path().join("stack.yml"), stack.replace("CE_PORT", &ce.to_string())).unwrap();
         let config = config
             .replace("STACK", &dir.path().join("stack.yml").display().to_string())
             .replace("HUB_PORT", &hub.to_string())
