@@ -203,3 +203,74 @@ async fn functions_run_as_containers_of_their_images() {
     proc.stop();
     assert!(engine.running("").is_empty(), "a stopped gateway stops its containers");
 }
+
+/// The repository's Dockerfile, built as CI builds it (the binaries this
+/// test run built, `BINARIES=prebuilt`): the platform runs as a non-root
+/// user, healthy, with credentials generated in its data volume, and runs a
+/// deployed function behind the small watchdog of the same build.
+#[tokio::test]
+async fn the_switchboard_image_runs_the_platform_as_a_non_root_user() {
+    engine_ready();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path();
+    std::fs::create_dir_all(context.join("config")).unwrap();
+    std::fs::create_dir_all(context.join("target/debug")).unwrap();
+    std::fs::copy(repo.join("Dockerfile"), context.join("Dockerfile")).unwrap();
+    std::fs::copy(repo.join("config/container.yml"), context.join("config/container.yml")).unwrap();
+    // Stripped, so the context is 0.1 GB rather than 0.5.
+    for (bin, name) in [(common::BIN, "switchboard"), (WATCHDOG, "switchboard-watchdog")] {
+        let target = context.join("target/debug").join(name);
+        let stripped = Command::new("strip").arg("-o").arg(&target).arg(bin).status();
+        assert!(stripped.is_ok_and(|s| s.success()), "strip {bin}");
+    }
+    let tag = format!("localhost/{}:1", unique("sbtest-image-"));
+    let args = ["--build-arg", "BINARIES=prebuilt", "--build-arg", "PROFILE=debug"];
+    let context_arg = context.display().to_string();
+    let mut build = vec!["build", "--network", "host", "--format", "docker", "-q", "-t", &tag];
+    build.extend(args);
+    build.push(&context_arg);
+    podman(&build);
+    let image = Image(podman(&["image", "inspect", "--format", "{{.Id}}", &tag]));
+
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let id = Running(podman(&["run", "-d", "-p", &publish, &image.0]));
+    let url = format!("http://127.0.0.1:{port}");
+    let healthy = eventually(Duration::from_secs(30), || async { get(&format!("{url}/healthz")).await.status == 200 });
+    assert!(healthy.await, "{}", podman(&["logs", &id.0]));
+    assert_eq!(podman(&["exec", &id.0, "id", "-u"]), "10001");
+    assert_eq!(podman(&["healthcheck", "run", &id.0]), "", "the image's health check passes");
+
+    let password = podman(&["exec", &id.0, "cat", "data/secrets/basic-auth-password"]);
+    use base64::Engine;
+    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("admin:{password}")));
+    let deploy = r#"{"service":"shout","image":"local","envProcess":"tr a-z A-Z"}"#;
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let r = call("POST", &format!("{url}/system/functions"), &headers, deploy).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let shouted = eventually(Duration::from_secs(20), || async {
+        post(&format!("{url}/function/shout"), "quiet").await.text() == "QUIET"
+    });
+    assert!(shouted.await, "{}", podman(&["logs", &id.0]));
+    let processes = podman(&["exec", &id.0, "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"]);
+    assert!(processes.contains("/usr/local/bin/switchboard-watchdog"), "{processes}");
+}
+
+/// A container removed by id when the test ends.
+struct Running(String);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("podman").args(["rm", "-f", "-t", "2", &self.0]).output();
+    }
+}
+
+/// An image removed by id when the test ends.
+struct Image(String);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = Command::new("podman").args(["rmi", "-f", &self.0]).output();
+    }
+}
