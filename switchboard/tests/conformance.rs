@@ -29,16 +29,8 @@ trait Adapter: Sized {
     }
     /// The dead letters, where this source writes them (the hub's file by default).
     async fn dead_letters(&self, p: &Platform) -> Vec<Value> {
-        dead_letters(p)
+        p.dead_letters()
     }
-}
-
-fn dead_letters(p: &Platform) -> Vec<Value> {
-    std::fs::read_to_string(p.dir.path().join("data/dead-letters.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 /// The platform with one source and `functions` (stack.yml entries).

@@ -44,14 +44,6 @@ async fn wait_calls(file: &Path, n: usize) -> Vec<Call> {
     got
 }
 
-fn dead_letters(p: &Platform) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(p.dir.path().join("data/dead-letters.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 async fn ce(p: &Platform, ty: &str, id: &str, body: &str) -> Resp {
     call(
         "POST",
@@ -240,13 +232,13 @@ async fn deployed_functions_subscribe_live_and_fan_out() {
         let p = &p;
         async move {
             ce(p, "payments", &id, "late").await;
-            dead_letters(p).iter().any(|l| {
+            p.dead_letters().iter().any(|l| {
                 l["event"]["id"] == id.as_str() && l["error"].as_str().unwrap_or("").contains("no function subscribes")
             })
         }
     })
     .await;
-    assert!(unrouted, "events for a topic nobody subscribes to must be dead-lettered: {:?}", dead_letters(&p));
+    assert!(unrouted, "events for a topic nobody subscribes to must be dead-lettered: {:?}", p.dead_letters());
 }
 
 #[tokio::test]
@@ -272,7 +264,7 @@ async fn retries_then_success_and_dead_letters_after_the_last_attempt() {
 
     let r = ce(&p, "doomed", "d-1", "never").await;
     assert_eq!((r.status, r.json()["dead_lettered"].as_u64()), (200, Some(1)), "{}", r.text());
-    let letters = dead_letters(&p);
+    let letters = p.dead_letters();
     let l = &letters[0];
     assert_eq!(l["function"], "doomed.openfaas-fn");
     assert_eq!(l["status"], 500);

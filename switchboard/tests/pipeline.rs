@@ -39,14 +39,6 @@ const CASES: [(&str, ImageFormat, u32, u32, u32, u32); 4] = [
     ("photos/tall one.jpg", ImageFormat::Jpeg, 300, 1200, 32, 128),
 ];
 
-fn dead_letters(p: &Platform) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(p.dir.path().join("data/dead-letters.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn uploads_are_thumbnailed_on_one_machine() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,7 +95,7 @@ async fn uploads_are_thumbnailed_on_one_machine() {
     let r = upload("notes.txt", b"shopping: milk, eggs".to_vec()).await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json()["event"]["dead_lettered"], 1, "{}", r.text());
-    let letters = dead_letters(&p);
+    let letters = p.dead_letters();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["function"], "thumbnail.openfaas-fn");
     assert_eq!(letters[0]["status"], 422);
@@ -156,7 +148,7 @@ async fn s3_uploads_notify_sqs_and_are_thumbnailed_in_s3() {
     }
     s3.put_object().bucket(&uploads).key("notes.txt").body(b"not a picture".to_vec().into()).send().await.unwrap();
     let settled = eventually(Duration::from_secs(60), || async {
-        sqs_settled(&url).await == Some(true) && !dead_letters(&p).is_empty()
+        sqs_settled(&url).await == Some(true) && !p.dead_letters().is_empty()
     });
     assert!(settled.await, "the queue never settled:\n{}", p.proc.output());
     for (key, format, _, _, tw, th) in CASES {
@@ -165,7 +157,7 @@ async fn s3_uploads_notify_sqs_and_are_thumbnailed_in_s3() {
         let bytes = object.body.collect().await.unwrap().into_bytes();
         assert_eq!(measure(&bytes), (format, tw, th), "{key}");
     }
-    let letters = dead_letters(&p);
+    let letters = p.dead_letters();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!((letters[0]["status"].as_u64(), letters[0]["attempts"].as_u64()), (Some(422), Some(1)));
     let reason = letters[0]["error"].as_str().unwrap();

@@ -105,7 +105,9 @@ pub enum ProviderConfig {
         watchdog: Option<PathBuf>,
     },
     /// Functions run as containers of their images, through the Docker
-    /// Engine API (Docker, or podman's compatible service).
+    /// Engine API (Docker, or podman's compatible service). Its first six
+    /// keys are `process`'s: written out, since serde's `flatten` would lose
+    /// `deny_unknown_fields`, and a misspelt key would pass silently.
     Container {
         /// An OpenFaaS stack.yml whose functions are deployed at start.
         #[serde(default)]

@@ -224,6 +224,16 @@ impl Platform {
         assert!(ok, "switchboard did not become healthy; output:\n{}", self.proc.output());
     }
 
+    /// The hub's dead letters (`hub.dead_letter_file` as `config` sets it);
+    /// a line being written is not one yet.
+    pub fn dead_letters(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("data/dead-letters.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// Waits until every function is ready to serve.
     pub async fn wait_ready(&self, functions: &[&str]) {
         for f in functions {

@@ -2,7 +2,7 @@
 //! port, in front of the deployment's `envProcess`, told to stop when this
 //! process dies (even by SIGKILL).
 
-use super::replicas::{Supervised, forward_lines, mark_ready};
+use super::replicas::{Supervised, forward_lines, free_port, mark_ready};
 use openfaas::FunctionDeployment;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,7 +35,7 @@ pub(super) fn environment(
     }
     env.insert("healthcheck_interval".into(), "0s".into());
     if env.get("mode").map(String::as_str) == Some("http") && !env.contains_key("upstream_url") {
-        let upstream = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let upstream = free_port()?;
         env.insert("upstream_url".into(), format!("http://127.0.0.1:{upstream}"));
         env.insert("PORT".into(), upstream.to_string());
     }

@@ -119,7 +119,7 @@ struct Replica {
 
 pub(super) struct Endpoint {
     url: String,
-    pub ready: AtomicBool,
+    ready: AtomicBool,
 }
 
 impl Replica {
@@ -619,7 +619,7 @@ impl Function {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(super) fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
