@@ -19,6 +19,8 @@ RUN cargo build --release --locked --bin switchboard --bin switchboard-watchdog 
 
 FROM docker.io/library/debian:bookworm-slim AS prebuilt
 ARG PROFILE
+# Names the stage's leftover image, which a test's clean-up removes.
+LABEL io.switchboard.stage=prebuilt
 COPY target/${PROFILE}/switchboard target/${PROFILE}/switchboard-watchdog /out/
 
 FROM ${BINARIES} AS binaries

@@ -14,6 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 
 const WATCHDOG: &str = env!("CARGO_BIN_EXE_switchboard-watchdog");
+/// The Dockerfile's prebuilt stage, left behind as an untagged image.
+const PREBUILT: &str = "label=io.switchboard.stage=prebuilt";
 const SOURCES: [&str; 5] = ["nats", "redis", "mqtt", "kafka", "sqs"];
 const CONNECTORS: [&str; 7] = ["cron", "cloudevents", "nats", "redis", "mqtt", "kafka", "sqs"];
 /// The client's environment: moto takes any keys.
@@ -117,9 +119,22 @@ impl Drop for Deployment {
     }
 }
 
+/// The project's images this test built, removed by id when it ends (the
+/// broker and client images stay: the next run's build cache).
+struct Images(Vec<String>);
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for id in &self.0 {
+            let _ = Command::new("podman").args(["rmi", "-f", id]).output();
+        }
+        let _ = Command::new("podman").args(["image", "prune", "-f", "--filter", PREBUILT]).output();
+    }
+}
+
 /// The project's two images, from the binaries under test (stripped, so
 /// the context is 80 MB rather than 550), as CI has no Rust image.
-fn build_images(dir: &Path) {
+fn build_images(dir: &Path) -> Images {
     let repo = repo();
     let context = dir.join("context");
     std::fs::create_dir_all(context.join("target/debug")).unwrap();
@@ -131,16 +146,18 @@ fn build_images(dir: &Path) {
         let target = context.join("target/debug").join(name).display().to_string();
         run("strip", &["-o", &target, bin], &context, &[]);
     }
+    let mut built = Images(vec![]);
     for (target, tag) in [("switchboard", "switchboard:latest"), ("functions", "switchboard-functions:latest")] {
         let args = ["build", "--network", "host", "--format", "docker", "-q", "--target", target, "-t", tag];
         let mut all = args.to_vec();
         all.extend(["--build-arg", "BINARIES=prebuilt", "--build-arg", "PROFILE=debug", "."]);
-        run("podman", &all, &context, &[]);
+        built.0.push(run("podman", &all, &context, &[]).lines().last().unwrap_or_default().to_string());
     }
     let client = ["build", "--network", "host", "-q", "-t", "switchboard-ci-client:latest", "-f"];
     let mut all = client.to_vec();
     all.extend(["compose/ci/client.Dockerfile", "compose/ci"]);
     run("podman", &all, &repo, &[]);
+    built
 }
 
 fn picture(width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
@@ -161,7 +178,7 @@ async fn the_compose_deployment_delivers_from_every_source() {
     let wheels = std::fs::read_dir(repo.join("compose/ci/wheels")).map(|d| d.count()).unwrap_or(0);
     assert!(wheels > 0, "compose/ci/wheels is empty: scripts/containers start downloads the CI brokers' wheels");
     let dir = tempfile::tempdir().unwrap();
-    build_images(dir.path());
+    let _images = build_images(dir.path());
 
     let (gateway_port, ce_port) = (free_port(), free_port());
     let d = Deployment {

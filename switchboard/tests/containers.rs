@@ -12,6 +12,8 @@ use std::time::Duration;
 
 const SOCKET: &str = "/run/podman/podman.sock";
 const WATCHDOG: &str = env!("CARGO_BIN_EXE_switchboard-watchdog");
+/// The Dockerfile's prebuilt stage, left behind as an untagged image.
+const PREBUILT: &str = "label=io.switchboard.stage=prebuilt";
 
 /// A function image: the small watchdog in front of `tr a-z A-Z` by
 /// default, with two more commands a deployment's `envProcess` can name.
@@ -272,5 +274,6 @@ struct Image(String);
 impl Drop for Image {
     fn drop(&mut self) {
         let _ = Command::new("podman").args(["rmi", "-f", &self.0]).output();
+        let _ = Command::new("podman").args(["image", "prune", "-f", "--filter", PREBUILT]).output();
     }
 }
