@@ -96,7 +96,9 @@ def thumbnail(data, name):
         fmt = image.format
         image = ImageOps.exif_transpose(image)
         image.thumbnail((SIZE, SIZE))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise Refused(f"{name}: too large to decode safely ({e})")
+    except UnidentifiedImageError as e:
         raise Refused(f"{name}: not an image this function can read ({e})")
     except (OSError, SyntaxError, ValueError) as e:
         raise Refused(f"{name}: a damaged or unsupported image ({e})")

@@ -7,15 +7,13 @@
 
 mod common;
 
+use common::podman::*;
 use common::*;
 use image::ImageFormat;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const WATCHDOG: &str = env!("CARGO_BIN_EXE_switchboard-watchdog");
-/// The Dockerfile's prebuilt stage, left behind as an untagged image.
-const PREBUILT: &str = "label=io.switchboard.stage=prebuilt";
 const SOURCES: [&str; 5] = ["nats", "redis", "mqtt", "kafka", "sqs"];
 const CONNECTORS: [&str; 7] = ["cron", "cloudevents", "nats", "redis", "mqtt", "kafka", "sqs"];
 /// The client's environment: moto takes any keys.
@@ -43,10 +41,6 @@ fn run(program: &str, args: &[&str], dir: &Path, env: &[(&str, String)]) -> Stri
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn podman(args: &[&str]) -> String {
-    run("podman", args, &repo(), &[])
 }
 
 /// A running deployment under a project name of its own, taken down with
@@ -119,52 +113,13 @@ impl Drop for Deployment {
     }
 }
 
-/// The project's images this test built, removed by id when it ends (the
-/// broker and client images stay: the next run's build cache).
-struct Images(Vec<String>);
-
-impl Drop for Images {
-    fn drop(&mut self) {
-        for id in &self.0 {
-            let _ = Command::new("podman").args(["rmi", "-f", id]).output();
-        }
-        let _ = Command::new("podman").args(["image", "prune", "-f", "--filter", PREBUILT]).output();
-    }
-}
-
-/// The project's two images, from the binaries under test (stripped, so
-/// the context is 80 MB rather than 550), as CI has no Rust image.
-fn build_images(dir: &Path) -> Images {
-    let repo = repo();
-    let context = dir.join("context");
-    std::fs::create_dir_all(context.join("target/debug")).unwrap();
-    std::fs::create_dir_all(context.join("config")).unwrap();
-    std::fs::copy(repo.join("Dockerfile"), context.join("Dockerfile")).unwrap();
-    std::fs::copy(repo.join("config/container.yml"), context.join("config/container.yml")).unwrap();
-    run("cp", &["-r", &repo.join("config/functions").display().to_string(), "config/"], &context, &[]);
-    for (bin, name) in [(BIN, "switchboard"), (WATCHDOG, "switchboard-watchdog")] {
-        let target = context.join("target/debug").join(name).display().to_string();
-        run("strip", &["-o", &target, bin], &context, &[]);
-    }
-    let mut built = Images(vec![]);
-    for (target, tag) in [("switchboard", "switchboard:latest"), ("functions", "switchboard-functions:latest")] {
-        let args = ["build", "--network", "host", "--format", "docker", "-q", "--target", target, "-t", tag];
-        let mut all = args.to_vec();
-        all.extend(["--build-arg", "BINARIES=prebuilt", "--build-arg", "PROFILE=debug", "."]);
-        built.0.push(run("podman", &all, &context, &[]).lines().last().unwrap_or_default().to_string());
-    }
+/// The test's client image, from compose/ci (kept, as the broker images
+/// are: the next run's build cache).
+fn build_client() {
     let client = ["build", "--network", "host", "-q", "-t", "switchboard-ci-client:latest", "-f"];
     let mut all = client.to_vec();
     all.extend(["compose/ci/client.Dockerfile", "compose/ci"]);
-    run("podman", &all, &repo, &[]);
-    built
-}
-
-fn picture(width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
-    let mut out = std::io::Cursor::new(vec![]);
-    img.write_to(&mut out, format).unwrap();
-    out.into_inner()
+    run("podman", &all, &repo(), &[]);
 }
 
 #[tokio::test]
@@ -178,7 +133,9 @@ async fn the_compose_deployment_delivers_from_every_source() {
     let wheels = std::fs::read_dir(repo.join("compose/ci/wheels")).map(|d| d.count()).unwrap_or(0);
     assert!(wheels > 0, "compose/ci/wheels is empty: scripts/containers start downloads the CI brokers' wheels");
     let dir = tempfile::tempdir().unwrap();
-    let _images = build_images(dir.path());
+    let targets = [("switchboard", "switchboard:latest"), ("functions", "switchboard-functions:latest")];
+    let _images = build_project_images(dir.path(), &targets);
+    build_client();
 
     let (gateway_port, ce_port) = (free_port(), free_port());
     let d = Deployment {
@@ -206,8 +163,7 @@ async fn the_compose_deployment_delivers_from_every_source() {
     // The API is behind the credentials the gateway generated in its volume.
     let password = d.exec("gateway", &["cat", "data/secrets/basic-auth-password"]).expect("generated credentials");
     assert_eq!(get(&format!("{}/system/functions", d.gateway)).await.status, 401);
-    use base64::Engine;
-    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("admin:{password}")));
+    let auth = basic_auth("admin", &password);
     let listed = call("GET", &format!("{}/system/functions", d.gateway), &[("Authorization", &auth)], "").await;
     assert_eq!(listed.json().as_array().map(Vec::len), Some(8), "{}", listed.text());
 
@@ -276,12 +232,7 @@ async fn the_compose_deployment_delivers_from_every_source() {
         std::fs::read_dir(&thumbs).map(|e| e.count()).unwrap_or(0) == 52
     });
     assert!(done.await, "not every upload was thumbnailed:\n{}", d.logs());
-    let measure = |name: &str| {
-        let bytes = std::fs::read(thumbs.join(name)).unwrap();
-        let format = image::guess_format(&bytes).unwrap();
-        let img = image::load_from_memory_with_format(&bytes, format).unwrap();
-        (format, img.width(), img.height())
-    };
+    let measure = |name: &str| measure(&std::fs::read(thumbs.join(name)).unwrap());
     for (name, format, _, _, tw, th) in cases {
         assert_eq!(measure(name), (format, tw, th), "{name}");
     }

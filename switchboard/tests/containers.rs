@@ -5,15 +5,11 @@
 
 mod common;
 
+use common::podman::*;
 use common::*;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-const SOCKET: &str = "/run/podman/podman.sock";
-const WATCHDOG: &str = env!("CARGO_BIN_EXE_switchboard-watchdog");
-/// The Dockerfile's prebuilt stage, left behind as an untagged image.
-const PREBUILT: &str = "label=io.switchboard.stage=prebuilt";
 
 /// A function image: the small watchdog in front of `tr a-z A-Z` by
 /// default, with two more commands a deployment's `envProcess` can name.
@@ -25,30 +21,6 @@ CMD ["/usr/bin/fwatchdog"]
 "#;
 const HOST_FN: &str = "#!/bin/sh\necho \"served by $(hostname)\" >&2\nhostname\n";
 const SECRET_FN: &str = "#!/bin/sh\ncat /var/openfaas/secrets/api-key\n";
-
-fn podman(args: &[&str]) -> String {
-    let out = Command::new("podman")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("podman is not installed ({e}); set containers up with scripts/containers start"));
-    assert!(out.status.success(), "podman {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// The engine's API answers, or the test says how to start it.
-fn engine_ready() {
-    use std::io::{Read, Write};
-    let ping = std::os::unix::net::UnixStream::connect(SOCKET).and_then(|mut s| {
-        s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n")?;
-        let mut answer = String::new();
-        s.read_to_string(&mut answer)?;
-        Ok(answer)
-    });
-    match ping {
-        Ok(answer) if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") => {}
-        other => panic!("podman's API is not serving {SOCKET} ({other:?}); start it with scripts/containers start"),
-    }
-}
 
 /// The image and every container of one prefix, removed by id when the
 /// test ends, passed or not.
@@ -212,32 +184,13 @@ async fn functions_run_as_containers_of_their_images() {
 /// deployed function behind the small watchdog of the same build.
 #[tokio::test]
 async fn the_switchboard_image_runs_the_platform_as_a_non_root_user() {
-    engine_ready();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
-    let context = dir.path();
-    std::fs::create_dir_all(context.join("config")).unwrap();
-    std::fs::create_dir_all(context.join("target/debug")).unwrap();
-    std::fs::copy(repo.join("Dockerfile"), context.join("Dockerfile")).unwrap();
-    std::fs::copy(repo.join("config/container.yml"), context.join("config/container.yml")).unwrap();
-    // Stripped, so the context is 0.1 GB rather than 0.5.
-    for (bin, name) in [(common::BIN, "switchboard"), (WATCHDOG, "switchboard-watchdog")] {
-        let target = context.join("target/debug").join(name);
-        let stripped = Command::new("strip").arg("-o").arg(&target).arg(bin).status();
-        assert!(stripped.is_ok_and(|s| s.success()), "strip {bin}");
-    }
     let tag = format!("localhost/{}:1", unique("sbtest-image-"));
-    let args = ["--build-arg", "BINARIES=prebuilt", "--build-arg", "PROFILE=debug"];
-    let context_arg = context.display().to_string();
-    let mut build = vec!["build", "--network", "host", "--format", "docker", "-q", "-t", &tag];
-    build.extend(args);
-    build.push(&context_arg);
-    podman(&build);
-    let image = Image(podman(&["image", "inspect", "--format", "{{.Id}}", &tag]));
+    let image = build_project_images(dir.path(), &[("switchboard", &tag)]);
 
     let port = free_port();
     let publish = format!("127.0.0.1:{port}:8080");
-    let id = Running(podman(&["run", "-d", "-p", &publish, &image.0]));
+    let id = Running(podman(&["run", "-d", "-p", &publish, &image.0[0]]));
     let url = format!("http://127.0.0.1:{port}");
     let healthy = eventually(Duration::from_secs(30), || async { get(&format!("{url}/healthz")).await.status == 200 });
     assert!(healthy.await, "{}", podman(&["logs", &id.0]));
@@ -245,8 +198,7 @@ async fn the_switchboard_image_runs_the_platform_as_a_non_root_user() {
     assert_eq!(podman(&["healthcheck", "run", &id.0]), "", "the image's health check passes");
 
     let password = podman(&["exec", &id.0, "cat", "data/secrets/basic-auth-password"]);
-    use base64::Engine;
-    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("admin:{password}")));
+    let auth = basic_auth("admin", &password);
     let deploy = r#"{"service":"shout","image":"local","envProcess":"tr a-z A-Z"}"#;
     let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
     let r = call("POST", &format!("{url}/system/functions"), &headers, deploy).await;
@@ -265,15 +217,5 @@ struct Running(String);
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = Command::new("podman").args(["rm", "-f", "-t", "2", &self.0]).output();
-    }
-}
-
-/// An image removed by id when the test ends.
-struct Image(String);
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = Command::new("podman").args(["rmi", "-f", &self.0]).output();
-        let _ = Command::new("podman").args(["image", "prune", "-f", "--filter", PREBUILT]).output();
     }
 }

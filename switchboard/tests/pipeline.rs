@@ -9,26 +9,11 @@
 mod common;
 
 use common::*;
-use image::{ImageFormat, RgbImage};
+use image::ImageFormat;
 use std::time::Duration;
 
 fn function(name: &str) -> String {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/functions").join(name).display().to_string()
-}
-
-/// A gradient, so the encoder has something to encode.
-fn picture(width: u32, height: u32, format: ImageFormat) -> Vec<u8> {
-    let img = RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
-    let mut out = std::io::Cursor::new(vec![]);
-    img.write_to(&mut out, format).unwrap();
-    out.into_inner()
-}
-
-/// The format and size of an encoded image.
-fn measure(bytes: &[u8]) -> (ImageFormat, u32, u32) {
-    let format = image::guess_format(bytes).unwrap_or_else(|e| panic!("not an image ({e}): {} bytes", bytes.len()));
-    let img = image::load_from_memory_with_format(bytes, format).unwrap();
-    (format, img.width(), img.height())
 }
 
 /// Sizes in, the thumbnail's size out (a 128-pixel box, aspect kept, never enlarged).
@@ -50,7 +35,7 @@ async fn uploads_are_thumbnailed_on_one_machine() {
     environment: {{mode: http, STORE_DIR: {store}, EVENTS_URL: 'http://127.0.0.1:CE_PORT/'}}
   thumbnail:
     fprocess: python3 {thumbnail}
-    environment: {{mode: http, STORE_DIR: {store}}}
+    environment: {{mode: http, STORE_DIR: {store}, MAX_PIXELS: '1000000'}}
     annotations: {{topic: com.switchboard.object.created}}
 ",
         upload = function("upload.py"),
@@ -103,6 +88,13 @@ async fn uploads_are_thumbnailed_on_one_machine() {
     let reason = letters[0]["error"].as_str().unwrap();
     assert!(reason.contains("uploads/notes.txt: not an image"), "{reason}");
     assert_eq!(thumbnail("notes.txt").await.status, 404);
+
+    // More pixels than MAX_PIXELS (here a million) is refused before decoding.
+    let r = upload("huge.png", picture(1200, 900, ImageFormat::Png)).await;
+    assert_eq!(r.json()["event"]["dead_lettered"], 1, "{}", r.text());
+    let letters = p.dead_letters();
+    assert_eq!((letters.len(), letters[1]["status"].as_u64()), (2, Some(422)), "{letters:?}");
+    assert!(letters[1]["error"].as_str().unwrap().contains("uploads/huge.png: too large to decode safely"));
 
     // A key that would leave its bucket is refused before anything is stored.
     let r = upload("..%2Fescape.png", picture(10, 10, ImageFormat::Png)).await;

@@ -3,6 +3,8 @@
 //! group, so watchdogs started by a platform are stopped with it).
 #![allow(dead_code)]
 
+pub mod podman;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
@@ -253,10 +255,30 @@ impl Platform {
 
 /// The basic-auth header value for the secrets in `dir`, if there are any.
 pub fn credentials(dir: &Path) -> Option<String> {
-    use base64::Engine;
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok().map(|s| s.trim().to_string());
-    let (user, password) = (read("basic-auth-user")?, read("basic-auth-password")?);
-    Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))))
+    Some(basic_auth(&read("basic-auth-user")?, &read("basic-auth-password")?))
+}
+
+/// The `Authorization` value for basic auth.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// A picture for the thumbnail pipeline: a gradient, so the encoder has
+/// something to encode.
+pub fn picture(width: u32, height: u32, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+    let mut out = std::io::Cursor::new(vec![]);
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+/// The format and size of an encoded image.
+pub fn measure(bytes: &[u8]) -> (image::ImageFormat, u32, u32) {
+    let format = image::guess_format(bytes).unwrap_or_else(|e| panic!("not an image ({e}): {} bytes", bytes.len()));
+    let img = image::load_from_memory_with_format(bytes, format).unwrap();
+    (format, img.width(), img.height())
 }
 
 /// Platform config; `extra` is YAML appended to the `queue:` section (or

@@ -6,7 +6,7 @@
 //! `limits` and `readOnlyRootFilesystem` apply.
 
 use super::ProviderError;
-use super::replicas::{Supervised, forward_lines, mark_ready};
+use super::replicas::{Supervised, forward_lines};
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
@@ -131,7 +131,6 @@ impl Containers {
                 forward_lines(tokio_util::io::StreamReader::new(Box::pin(lines)), logs, template).await;
             });
         }
-        let readiness = tokio::spawn(mark_ready(s.endpoint.clone(), s.port));
         let mut wait = self.docker.wait_container(&id, None);
         let exited = tokio::select! {
             waited = wait.next() => Some(match waited {
@@ -150,7 +149,6 @@ impl Containers {
                 None
             }
         };
-        readiness.abort();
         self.remove(&id).await;
         exited
     }

@@ -2,7 +2,7 @@
 //! port, in front of the deployment's `envProcess`, told to stop when this
 //! process dies (even by SIGKILL).
 
-use super::replicas::{Supervised, forward_lines, free_port, mark_ready};
+use super::replicas::{Supervised, forward_lines, free_port};
 use openfaas::FunctionDeployment;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -68,16 +68,13 @@ pub(super) async fn run(s: &mut Supervised, watchdog: &[String]) -> Option<Strin
     {
         tokio::spawn(forward_lines(out, s.logs.clone(), s.template()));
     }
-    let readiness = tokio::spawn(mark_ready(s.endpoint.clone(), s.port));
-    let exited = tokio::select! {
+    tokio::select! {
         status = child.wait() => Some(status.map(|st| st.to_string()).unwrap_or_else(|e| e.to_string())),
         _ = &mut s.stopped => {
             terminate(&mut child, s.settings.stop_timeout).await;
             None
         }
-    };
-    readiness.abort();
-    exited
+    }
 }
 
 /// SIGTERM, then SIGKILL if the watchdog has not drained within `limit`.

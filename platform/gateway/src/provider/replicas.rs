@@ -646,10 +646,13 @@ async fn supervise(mut s: Supervised) {
     loop {
         let started = Instant::now();
         let settings = s.settings.clone();
+        // Ready once the replica's port takes connections, whichever runs it.
+        let readiness = tokio::spawn(mark_ready(s.endpoint.clone(), s.port));
         let exited = match &settings.runtime {
             Runtime::Process { watchdog } => process::run(&mut s, watchdog).await,
             Runtime::Container(engine) => engine.run(&mut s).await,
         };
+        readiness.abort();
         s.endpoint.ready.store(false, Ordering::Release);
         let Some(status) = exited else { return };
         let (function, namespace, instance) = (&s.deployment.service, &s.namespace, &s.instance);
@@ -717,7 +720,7 @@ pub(super) async fn forward_lines(out: impl AsyncRead + Unpin, logs: Arc<LogStor
     }
 }
 
-pub(super) async fn mark_ready(endpoint: Arc<Endpoint>, port: u16) {
+async fn mark_ready(endpoint: Arc<Endpoint>, port: u16) {
     loop {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             endpoint.ready.store(true, Ordering::Release);
