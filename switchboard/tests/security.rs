@@ -217,3 +217,63 @@ async fn an_answer_before_the_body_says_connection_close() {
     let answer = raw(p.port, empty.as_bytes(), Duration::from_secs(2)).to_ascii_lowercase();
     assert!(answer.starts_with("http/1.1 404") && !answer.contains("connection: close"), "{answer}");
 }
+
+/// What an attacker's probe found: `?namespace=../secrets` listed the
+/// gateway's credential files, and a DELETE with a climbing namespace
+/// removed any file the gateway could write. Every route that takes a name
+/// or a namespace refuses them with the same 400, before touching the disk.
+#[tokio::test]
+async fn no_route_takes_a_path_for_a_name_or_namespace() {
+    let p = Platform::start(&config(""), NO_STACK).await;
+    let credentials = p.dir.path().join("data/secrets/basic-auth-password");
+    assert!(credentials.is_file());
+    let refused = |what: String, r: Resp| {
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        assert!(r.text().contains("DNS label"), "{what}: {}", r.text());
+    };
+    // As a query value or JSON string: decoded, so `%2F` is a slash here.
+    for bad in ["..", "../secrets", "/etc", "a/b", "../../../victim", "a\0b", ".", "UPPER"] {
+        let q = bad.replace('/', "%2F").replace('\0', "%00");
+        for path in [
+            format!("/system/secrets?namespace={q}"),
+            format!("/system/functions?namespace={q}"),
+            format!("/system/function/x?namespace={q}"),
+            format!("/system/logs?name=x&namespace={q}"),
+            format!("/system/logs?name={q}"),
+        ] {
+            refused(path.clone(), p.api("GET", &path, "").await);
+        }
+        let scale = serde_json::json!({"serviceName": "x", "replicas": 1, "namespace": bad}).to_string();
+        refused(format!("scale {bad:?}"), p.api("POST", "/system/scale-function/x", &scale).await);
+        let secret = serde_json::json!({"name": "basic-auth-password", "value": "v", "namespace": bad}).to_string();
+        for method in ["POST", "PUT", "DELETE"] {
+            refused(format!("{method} secret {bad:?}"), p.api(method, "/system/secrets", &secret).await);
+        }
+        let gone = serde_json::json!({"functionName": bad}).to_string();
+        refused(format!("delete {bad:?}"), p.api("DELETE", "/system/functions", &gone).await);
+        let gone = serde_json::json!({"functionName": "x", "namespace": bad}).to_string();
+        refused(format!("delete in {bad:?}"), p.api("DELETE", "/system/functions", &gone).await);
+        for method in ["POST", "PUT"] {
+            let d = serde_json::json!({"service": "x", "envProcess": "cat", "namespace": bad}).to_string();
+            refused(format!("{method} deploy in {bad:?}"), p.api(method, "/system/functions", &d).await);
+            let d = serde_json::json!({"service": bad, "envProcess": "cat"}).to_string();
+            refused(format!("{method} deploy {bad:?}"), p.api(method, "/system/functions", &d).await);
+        }
+        let ns = serde_json::json!({"name": bad, "labels": {"openfaas": "1"}}).to_string();
+        refused(format!("namespace {bad:?}"), p.api("POST", "/system/namespace/", &ns).await);
+    }
+    // As a path segment, encoded: `..%2F..%2Fetc` is one segment, decoded by the router.
+    for seg in ["..%2F..%2Fetc", "%2e%2e", "a%00b", "%2Fetc"] {
+        for (method, path, body) in [
+            ("GET", format!("/system/function/{seg}"), ""),
+            ("GET", format!("/system/namespace/{seg}"), ""),
+            ("DELETE", format!("/system/namespace/{seg}"), ""),
+            ("PUT", format!("/system/namespace/{seg}"), r#"{"name":"x","labels":{"openfaas":"1"}}"#),
+            ("POST", format!("/system/scale-function/{seg}"), r#"{"serviceName":"x","replicas":1}"#),
+        ] {
+            refused(format!("{method} {path}"), p.api(method, &path, body).await);
+        }
+    }
+    assert!(credentials.is_file(), "the gateway's credentials are still there");
+    assert_eq!(p.api("GET", "/system/secrets", "").await.text(), "[]", "and were never listed as secrets");
+}

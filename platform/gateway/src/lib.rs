@@ -70,7 +70,7 @@ pub fn router(gw: Shared) -> Router {
         .route("/system/namespace/", post(system::create_namespace))
         .route(
             "/system/namespace/{name}",
-            get(system::namespace).put(system::update_namespace).delete(system::delete_namespace),
+            get(system::get_namespace).put(system::update_namespace).delete(system::delete_namespace),
         )
         .route("/system/info", get(system::info))
         .route("/system/scale-function/{name}", post(system::scale))

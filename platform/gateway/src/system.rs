@@ -63,9 +63,32 @@ pub struct NamespaceQuery {
 }
 
 impl NamespaceQuery {
-    fn or_default<'a>(&'a self, gw: &'a Shared) -> &'a str {
-        self.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(&gw.config.function_namespace)
+    fn or_default(&self, gw: &Shared) -> Result<String, Response> {
+        namespace(gw, self.namespace.as_deref())
     }
+}
+
+/// A name or namespace from a request, checked once here, before any
+/// provider uses it to name a file, a folder or a container: every route
+/// refuses `..`, `/etc`, `a/b` and the like with the same 400.
+fn checked(key: &str, value: &str) -> Result<String, Response> {
+    openfaas::check_name(key, value).map_err(|e| text(StatusCode::BAD_REQUEST, format!("{e}\n")))?;
+    Ok(value.to_string())
+}
+
+/// The request's namespace (the default one when it names none), checked.
+fn namespace(gw: &Shared, requested: Option<&str>) -> Result<String, Response> {
+    checked("namespace", requested.filter(|n| !n.is_empty()).unwrap_or(&gw.config.function_namespace))
+}
+
+/// Answers `Err`'s response, or runs on with the value.
+macro_rules! or_answer {
+    ($checked:expr) => {
+        match $checked {
+            Ok(v) => v,
+            Err(res) => return res,
+        }
+    };
 }
 
 /// A function as the API lists it: with its invocation count, and with
@@ -91,12 +114,14 @@ fn looks_secret(key: &str) -> bool {
         || k.ends_with("_key")
 }
 
-pub async fn list(State(gw): State<Shared>, Query(q): Query<NamespaceQuery>) -> Json<Vec<FunctionStatus>> {
-    Json(gw.provider.list(q.or_default(&gw)).into_iter().map(|f| listed(&gw, f)).collect())
+pub async fn list(State(gw): State<Shared>, Query(q): Query<NamespaceQuery>) -> Response {
+    let ns = or_answer!(q.or_default(&gw));
+    Json(gw.provider.list(&ns).into_iter().map(|f| listed(&gw, f)).collect::<Vec<_>>()).into_response()
 }
 
 pub async fn get_one(State(gw): State<Shared>, Path(name): Path<String>, Query(q): Query<NamespaceQuery>) -> Response {
-    match gw.provider.get(&name, q.or_default(&gw)) {
+    let (name, ns) = (or_answer!(checked("name", &name)), or_answer!(q.or_default(&gw)));
+    match gw.provider.get(&name, &ns) {
         Some(f) => Json(listed(&gw, f)).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
@@ -132,17 +157,26 @@ fn accepted(result: Result<(), ProviderError>) -> Response {
     result.map_or_else(IntoResponse::into_response, |()| StatusCode::ACCEPTED.into_response())
 }
 
+/// A deployment's service and namespace, checked.
+fn checked_deployment(gw: &Shared, d: &FunctionDeployment) -> Result<(), Response> {
+    checked("service", &d.service)?;
+    namespace(gw, d.namespace.as_deref()).map(drop)
+}
+
 pub async fn deploy(State(gw): State<Shared>, JsonBody(d): JsonBody<FunctionDeployment>) -> Response {
+    or_answer!(checked_deployment(&gw, &d));
     accepted(gw.provider.deploy(d).await)
 }
 
 pub async fn update(State(gw): State<Shared>, JsonBody(d): JsonBody<FunctionDeployment>) -> Response {
+    or_answer!(checked_deployment(&gw, &d));
     accepted(gw.provider.update(d).await)
 }
 
 pub async fn delete(State(gw): State<Shared>, JsonBody(d): JsonBody<DeleteFunctionRequest>) -> Response {
-    let ns = d.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(&gw.config.function_namespace);
-    accepted(gw.provider.delete(&d.function_name, ns).await)
+    let (name, ns) =
+        (or_answer!(checked("functionName", &d.function_name)), or_answer!(namespace(&gw, d.namespace.as_deref())));
+    accepted(gw.provider.delete(&name, &ns).await)
 }
 
 pub async fn scale(
@@ -151,7 +185,11 @@ pub async fn scale(
     Query(q): Query<NamespaceQuery>,
     JsonBody(req): JsonBody<ScaleServiceRequest>,
 ) -> Response {
-    let ns = req.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| q.or_default(&gw).to_string());
+    let name = or_answer!(checked("name", &name));
+    let ns = or_answer!(match req.namespace.as_deref().filter(|n| !n.is_empty()) {
+        Some(ns) => checked("namespace", ns),
+        None => q.or_default(&gw),
+    });
     accepted(gw.provider.scale(&name, &ns, req.replicas).await)
 }
 
@@ -160,7 +198,8 @@ pub async fn namespaces(State(gw): State<Shared>) -> Json<Vec<String>> {
 }
 
 /// `GET /system/namespace/NAME`.
-pub async fn namespace(State(gw): State<Shared>, Path(name): Path<String>) -> Response {
+pub async fn get_namespace(State(gw): State<Shared>, Path(name): Path<String>) -> Response {
+    let name = or_answer!(checked("namespace", &name));
     match gw.provider.namespace(&name, &gw.config.function_namespace).await {
         Some(ns) => Json(ns).into_response(),
         None => ProviderError::Missing(format!("namespace {name} not found")).into_response(),
@@ -169,6 +208,7 @@ pub async fn namespace(State(gw): State<Shared>, Path(name): Path<String>) -> Re
 
 /// `POST /system/namespace/` creates; `PUT /system/namespace/NAME` replaces.
 pub async fn create_namespace(State(gw): State<Shared>, JsonBody(ns): JsonBody<FunctionNamespace>) -> Response {
+    or_answer!(checked("name", &ns.name));
     accepted(gw.provider.put_namespace(ns, false).await)
 }
 
@@ -177,33 +217,40 @@ pub async fn update_namespace(
     Path(name): Path<String>,
     JsonBody(mut ns): JsonBody<FunctionNamespace>,
 ) -> Response {
-    ns.name = name;
+    ns.name = or_answer!(checked("namespace", &name));
     accepted(gw.provider.put_namespace(ns, true).await)
 }
 
 pub async fn delete_namespace(State(gw): State<Shared>, Path(name): Path<String>) -> Response {
+    let name = or_answer!(checked("namespace", &name));
     accepted(gw.provider.delete_namespace(&name).await)
 }
 
 /// `GET /system/secrets?namespace=`: names, never values.
 pub async fn secrets(State(gw): State<Shared>, Query(q): Query<NamespaceQuery>) -> Response {
-    gw.provider.secrets(q.or_default(&gw)).map_or_else(IntoResponse::into_response, |s| Json(s).into_response())
+    let ns = or_answer!(q.or_default(&gw));
+    gw.provider.secrets(&ns).map_or_else(IntoResponse::into_response, |s| Json(s).into_response())
 }
 
-fn secret_namespace(gw: &Shared, s: &Secret) -> String {
-    s.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| gw.config.function_namespace.clone())
+/// A secret's namespace, checked; its name is checked by the store, which
+/// takes DNS subdomains (`db.password`) as Kubernetes does.
+fn secret_namespace(gw: &Shared, s: &Secret) -> Result<String, Response> {
+    namespace(gw, s.namespace.as_deref())
 }
 
 pub async fn create_secret(State(gw): State<Shared>, JsonBody(s): JsonBody<Secret>) -> Response {
-    accepted(gw.provider.put_secret(&secret_namespace(&gw, &s), s, false).await)
+    let ns = or_answer!(secret_namespace(&gw, &s));
+    accepted(gw.provider.put_secret(&ns, s, false).await)
 }
 
 pub async fn update_secret(State(gw): State<Shared>, JsonBody(s): JsonBody<Secret>) -> Response {
-    accepted(gw.provider.put_secret(&secret_namespace(&gw, &s), s, true).await)
+    let ns = or_answer!(secret_namespace(&gw, &s));
+    accepted(gw.provider.put_secret(&ns, s, true).await)
 }
 
 pub async fn delete_secret(State(gw): State<Shared>, JsonBody(s): JsonBody<Secret>) -> Response {
-    accepted(gw.provider.delete_secret(&secret_namespace(&gw, &s), &s.name).await)
+    let ns = or_answer!(secret_namespace(&gw, &s));
+    accepted(gw.provider.delete_secret(&ns, &s.name).await)
 }
 
 /// `POST /system/async-report`: an asynchronous invocation that OpenFaaS's
@@ -256,11 +303,11 @@ pub async fn logs(State(gw): State<Shared>, Query(q): Query<HashMap<String, Stri
     let bad = |key: &str, expected: &str| {
         text(StatusCode::UNPROCESSABLE_ENTITY, format!("invalid query parameter `{key}`: expected {expected}\n"))
     };
-    let Some(name) = q.get("name").filter(|n| !n.is_empty()).cloned() else {
+    let Some(name) = q.get("name").filter(|n| !n.is_empty()) else {
         return bad("name", "the function's name");
     };
-    let namespace =
-        q.get("namespace").filter(|n| !n.is_empty()).cloned().unwrap_or_else(|| gw.config.function_namespace.clone());
+    let name = or_answer!(checked("name", name));
+    let namespace = or_answer!(namespace(&gw, q.get("namespace").map(String::as_str)));
     let tail: Option<usize> = match q.get("tail") {
         None => None,
         Some(t) => match t.parse::<i64>() {

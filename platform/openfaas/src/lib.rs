@@ -52,6 +52,22 @@ pub fn is_dns_label(name: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
+/// Checks a function or namespace name taken from a request before it
+/// names a file, a folder or a container: a DNS label, so `..`, `/`, NUL
+/// and every encoding of them are refused, whatever route carries them.
+pub fn check_name(key: &str, value: &str) -> Result<(), InvalidSetting> {
+    if is_dns_label(value) {
+        Ok(())
+    } else {
+        Err(InvalidSetting::new(
+            key,
+            value,
+            "a DNS label: lower-case letters, digits and '-', starting and ending with a letter or digit, \
+             at most 63 characters",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

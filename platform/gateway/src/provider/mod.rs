@@ -139,7 +139,7 @@ impl Provider {
 
     pub fn secrets(&self, namespace: &str) -> Result<Vec<Secret>, ProviderError> {
         match self {
-            Provider::Replicas(p) => Ok(p.secrets(namespace)),
+            Provider::Replicas(p) => p.secrets(namespace),
             Provider::Static(_) => {
                 Err(ProviderError::Unsupported("static", "keep secrets; mount them into your containers"))
             }

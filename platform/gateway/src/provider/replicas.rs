@@ -274,7 +274,7 @@ impl ReplicaProvider {
     }
 
     /// `GET /system/secrets`: names, never values.
-    pub fn secrets(&self, namespace: &str) -> Vec<Secret> {
+    pub fn secrets(&self, namespace: &str) -> Result<Vec<Secret>, ProviderError> {
         self.secrets.list(namespace)
     }
 

@@ -21,6 +21,14 @@ impl SecretStore {
         Self { dir }
     }
 
+    /// A namespace's folder. The API checks namespaces before they get
+    /// here; the check is repeated so that no path is ever built from an
+    /// unchecked name, whoever calls.
+    fn folder(&self, namespace: &str) -> Result<PathBuf, ProviderError> {
+        openfaas::check_name("namespace", namespace).map_err(|e| ProviderError::Invalid(e.to_string()))?;
+        Ok(self.dir.join(namespace))
+    }
+
     fn path(&self, namespace: &str, name: &str) -> Result<PathBuf, ProviderError> {
         // Kubernetes secret names: DNS subdomains. Nothing that climbs out.
         if name.len() > 253 || !name.split('.').all(is_dns_label) {
@@ -28,7 +36,15 @@ impl SecretStore {
                 "secret name {name:?}: expected lower-case letters, digits, '-' and '.'"
             )));
         }
-        Ok(self.dir.join(namespace).join(name))
+        Ok(self.folder(namespace)?.join(name))
+    }
+
+    /// A function's folder of links.
+    fn mounts(&self, namespace: &str, function: &str) -> Result<PathBuf, ProviderError> {
+        for (key, value) in [("namespace", namespace), ("function", function)] {
+            openfaas::check_name(key, value).map_err(|e| ProviderError::Invalid(e.to_string()))?;
+        }
+        Ok(self.dir.join(MOUNTS).join(namespace).join(function))
     }
 
     fn storage(e: std::io::Error, path: &Path) -> ProviderError {
@@ -36,8 +52,8 @@ impl SecretStore {
     }
 
     /// The names of the secrets in `namespace`.
-    pub fn list(&self, namespace: &str) -> Vec<Secret> {
-        let mut names: Vec<String> = std::fs::read_dir(self.dir.join(namespace))
+    pub fn list(&self, namespace: &str) -> Result<Vec<Secret>, ProviderError> {
+        let mut names: Vec<String> = std::fs::read_dir(self.folder(namespace)?)
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -45,7 +61,10 @@ impl SecretStore {
             .filter(|name| !name.starts_with('.'))
             .collect();
         names.sort();
-        names.into_iter().map(|name| Secret { name, namespace: Some(namespace.into()), ..Default::default() }).collect()
+        Ok(names
+            .into_iter()
+            .map(|name| Secret { name, namespace: Some(namespace.into()), ..Default::default() })
+            .collect())
     }
 
     /// Creates (`update: false`) or replaces a secret's value.
@@ -79,13 +98,15 @@ impl SecretStore {
 
     /// Removes a function's folder of links.
     pub fn unmount(&self, namespace: &str, function: &str) {
-        let _ = std::fs::remove_dir_all(self.dir.join(MOUNTS).join(namespace).join(function));
+        if let Ok(dir) = self.mounts(namespace, function) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     /// A folder of links to the named secrets, for one function: its
     /// `secret_mount_path`.
     pub fn mount(&self, namespace: &str, function: &str, names: &[String]) -> Result<PathBuf, ProviderError> {
-        let dir = self.dir.join(MOUNTS).join(namespace).join(function);
+        let dir = self.mounts(namespace, function)?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| Self::storage(e, &dir))?;
         for name in names {
