@@ -184,6 +184,21 @@ impl Dispatcher {
         ticket.spawn(event, handle);
     }
 
+    /// Dead-letters `event` without invoking anything and settles its
+    /// message: for a message the source cannot hand on as it is (over a
+    /// size bound). `reason` names the bound. A letter that cannot be
+    /// written leaves the message with its broker, as for any dead letter.
+    pub async fn refuse(&self, event: Event, handle: impl Settle, reason: String) {
+        let routed = !self.shared.map.borrow().subscribers(self.source, &event.topic).is_empty();
+        let label = if routed { event.topic.as_str() } else { UNROUTED };
+        self.shared.metrics.received.with_label_values(&[self.source, label]).inc();
+        let outcome = match self.dead_letter(&event, label, None, None, 0, reason).await {
+            Ok(()) => Outcome::DeadLettered,
+            Err(reason) => Outcome::Redeliver { after: REDELIVER_AFTER, reason },
+        };
+        handle.settle(outcome).await;
+    }
+
     /// How many more events could be admitted now: a source that pulls in
     /// batches asks for no more than this, so nothing it pulls waits
     /// unprotected for a place (JetStream).

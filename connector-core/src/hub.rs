@@ -163,10 +163,10 @@ async fn ready(State(h): State<Ops>) -> (StatusCode, String) {
     if !h.discovery.ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first function discovery".into());
     }
-    let down: Vec<&str> = h.brokers.iter().filter_map(BrokerState::down_source).collect();
-    if down.is_empty() {
+    let unready: Vec<String> = h.brokers.iter().filter_map(BrokerState::unready).collect();
+    if unready.is_empty() {
         (StatusCode::OK, "OK".into())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not connected to the broker: {}", down.join(", ")))
+        (StatusCode::SERVICE_UNAVAILABLE, unready.join("; "))
     }
 }

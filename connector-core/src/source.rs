@@ -6,8 +6,8 @@ use crate::topics::TopicMap;
 use futures_util::future::BoxFuture;
 use prometheus::GaugeVec;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +54,9 @@ impl SourceContext {
 pub struct BrokerState {
     source: &'static str,
     state: Arc<AtomicU8>,
+    /// Why messages the broker holds for the hub are not moving, while
+    /// connected: a stall is as unready as a lost connection.
+    stall: Arc<Mutex<Option<String>>>,
     gauge: GaugeVec,
 }
 
@@ -63,7 +66,7 @@ const UP: u8 = 2;
 
 impl BrokerState {
     pub(crate) fn new(source: &'static str, gauge: GaugeVec) -> Self {
-        Self { source, state: Arc::new(AtomicU8::new(SILENT)), gauge }
+        Self { source, state: Arc::new(AtomicU8::new(SILENT)), stall: Default::default(), gauge }
     }
 
     pub fn connected(&self) {
@@ -83,9 +86,21 @@ impl BrokerState {
         self.gauge.with_label_values(&[self.source]).set(f64::from(u8::from(state == UP)));
     }
 
-    /// The source's name while it reports being disconnected.
-    pub fn down_source(&self) -> Option<&'static str> {
-        (self.state.load(Ordering::Acquire) == DOWN).then_some(self.source)
+    /// Connected, but its messages are not moving (`why` says how): `/readyz` fails until [`BrokerState::flowing`].
+    pub fn stalled(&self, why: String) {
+        *self.stall.lock().expect("stall lock") = Some(why);
+    }
+
+    pub fn flowing(&self) {
+        *self.stall.lock().expect("stall lock") = None;
+    }
+
+    /// What `/readyz` says of this source while it is not ready: disconnected, or stalled.
+    pub fn unready(&self) -> Option<String> {
+        if self.state.load(Ordering::Acquire) == DOWN {
+            return Some(format!("not connected to the broker: {}", self.source));
+        }
+        self.stall.lock().expect("stall lock").as_ref().map(|why| format!("{} stalled: {why}", self.source))
     }
 }
 

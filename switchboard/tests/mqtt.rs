@@ -318,3 +318,220 @@ async fn replicas_in_a_share_group_split_the_messages() {
     assert_eq!(split.iter().sum::<f64>(), 20.0, "{split:?}");
     assert!(split.iter().all(|&n| n > 0.0), "one replica took every message: {split:?}");
 }
+
+/// A Mosquitto of the test's own that queues up to 100,000 messages per
+/// client, so its queue is never what loses a burst.
+fn private_mosquitto() -> (Broker, tempfile::NamedTempFile) {
+    let port = free_port();
+    let conf = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        conf.path(),
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nmax_queued_messages 100000\n"
+        ),
+    )
+    .unwrap();
+    (Broker::start("mosquitto", vec!["-c".into(), conf.path().display().to_string()], port), conf)
+}
+
+/// The distinct `m<N>` bodies a record.sh function recorded, and all its calls.
+fn burst_bodies(record: &std::path::Path) -> (std::collections::BTreeSet<String>, usize) {
+    let text = std::fs::read_to_string(record).unwrap_or_default();
+    let bodies: Vec<String> = text.lines().filter_map(|l| l.rsplit('|').next()).map(String::from).collect();
+    let calls = bodies.iter().filter(|b| b.starts_with('m')).count();
+    (bodies.into_iter().filter(|b| b.starts_with('m')).collect(), calls)
+}
+
+/// Publishes `probe` until the hub's function records it: the hub has subscribed.
+async fn wait_subscribed(c: &AsyncClient, topic: &str, record: &std::path::Path, p: &Platform) {
+    let ready = eventually(Duration::from_secs(20), || async {
+        let seen = std::fs::read_to_string(record).unwrap_or_default().contains("|probe");
+        if !seen {
+            let _ = c.publish(topic, QoS::AtLeastOnce, false, "probe").await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        seen
+    })
+    .await;
+    assert!(ready, "the hub never subscribed:\n{}", p.proc.output());
+}
+
+const BURST: usize = 5000;
+
+fn burst_setup(port: u16, version: u8, client_id: &str, record: &std::path::Path) -> (String, String, String) {
+    let topic = unique("sbtest/burst/");
+    // A window of 100 (MQTT 5) or Mosquitto's 20 (3.1.1), the hub's 1,024
+    // events in flight, and a function slower than the publisher: the burst
+    // is several times each bound.
+    let cfg = config_with(
+        "",
+        &format!(
+            "mqtt:\n  enabled: true\n  url: mqtt://127.0.0.1:{port}\n  version: {version}\n  qos: 1\n  client_id: {client_id}\n  clean_session: false\n"
+        ),
+    );
+    let stack = format!(
+        "functions:\n{}",
+        recorder_fn(
+            "burst",
+            record.parent().unwrap(),
+            "      SLEEP: \"0.002\"\n",
+            &format!("      topic: \"{topic}\"\n")
+        )
+    );
+    (topic, cfg, stack)
+}
+
+async fn publish_burst(c: &AsyncClient, topic: &str, range: std::ops::Range<usize>) {
+    for i in range {
+        c.publish(topic, QoS::AtLeastOnce, false, format!("m{i}")).await.unwrap();
+    }
+}
+
+/// Issue 28: 5,000 QoS 1 messages at once, and nearly half never reached
+/// the function. A full hub stopped the loop that polled the MQTT client
+/// while the acks it needed waited in that client's channel.
+#[tokio::test]
+async fn a_burst_far_past_the_window_and_the_hub_is_delivered_whole() {
+    let (broker, _conf) = private_mosquitto();
+    for version in [5u8, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("burst.log");
+        let (topic, cfg, stack) = burst_setup(broker.port, version, &unique("sbtest-burst-"), &record);
+        let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+        let (c, _) = client(broker.port).await;
+        wait_subscribed(&c, &topic, &record, &p).await;
+        publish_burst(&c, &topic, 0..BURST).await;
+        let all = eventually(Duration::from_secs(90), || async { burst_bodies(&record).0.len() == BURST }).await;
+        let (bodies, calls) = burst_bodies(&record);
+        println!("MQTT {version}: {} of {BURST} delivered, {} duplicates", bodies.len(), calls - bodies.len());
+        assert!(all, "v{version}: lost {} of {BURST}:\n{}", BURST - bodies.len(), p.proc.output());
+        let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+        assert!(metrics.contains("switchboard_mqtt_unacked_messages 0"), "{metrics}");
+    }
+}
+
+/// The same burst with the hub killed in the middle of it: every message
+/// arrives at least once, from the persistent session.
+#[tokio::test]
+async fn a_burst_survives_a_hub_killed_in_the_middle() {
+    let (broker, _conf) = private_mosquitto();
+    for version in [5u8, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("burst.log");
+        let (topic, cfg, stack) = burst_setup(broker.port, version, &unique("sbtest-burst-"), &record);
+        let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+        let (c, _) = client(broker.port).await;
+        wait_subscribed(&c, &topic, &record, &p).await;
+        publish_burst(&c, &topic, 0..BURST / 2).await;
+        assert!(eventually(Duration::from_secs(30), || async { burst_bodies(&record).0.len() >= 100 }).await);
+        let Platform { mut proc, dir, .. } = p;
+        proc.crash();
+        let before = burst_bodies(&record).0.len();
+        publish_burst(&c, &topic, BURST / 2..BURST).await;
+        let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+        let all = eventually(Duration::from_secs(90), || async { burst_bodies(&record).0.len() == BURST }).await;
+        let (bodies, calls) = burst_bodies(&record);
+        println!(
+            "MQTT {version}: {before} delivered before the kill; lost = {}, duplicates = {}",
+            BURST - bodies.len(),
+            calls - bodies.len()
+        );
+        assert!(all, "v{version}: lost {} of {BURST}:\n{}", BURST - bodies.len(), p.proc.output());
+    }
+}
+
+/// Issue 22: one 11,000-byte message put the client into an endless
+/// reconnect loop (its packet limit was 10,240 bytes) and nothing after it
+/// arrived. Large messages are delivered; one over `mqtt.max_payload` is
+/// dead-lettered with its reason and acked, and the next one flows.
+#[tokio::test]
+async fn large_messages_flow_and_one_over_the_bound_is_dead_lettered() {
+    let topic = unique("sbtest/large/");
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("large.log");
+    let cfg = config(&format!(
+        "mqtt:\n  enabled: true\n  url: mqtt://127.0.0.1:1883\n  qos: 1\n  client_id: {}\n  max_payload: 1500000\n",
+        unique("sbtest-hub-")
+    ));
+    let stack = format!("functions:\n{}", conform_fn("large", &topic, &record, ""));
+    let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+    p.wait_ready(&["large"]).await;
+    let files = tempfile::tempdir().unwrap();
+    let publish = |name: &str, size: usize| {
+        let path = files.path().join(name);
+        // The body starts with its name, so the record tells them apart.
+        let mut body = name.as_bytes().to_vec();
+        body.resize(size, b'x');
+        std::fs::write(&path, body).unwrap();
+        let out = std::process::Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", "1883", "-q", "1", "-t", &topic, "-f"])
+            .arg(&path)
+            .output()
+            .expect("mosquitto_pub (Debian's mosquitto-clients; scripts/services installs it)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let seen = |name: &'static str| {
+        let record = record.clone();
+        move || {
+            let record = record.clone();
+            async move { calls(&record).iter().any(|c| c["body"].as_str().is_some_and(|b| b.starts_with(name))) }
+        }
+    };
+    let ready = eventually(Duration::from_secs(20), || async {
+        publish("probe", 5);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        seen("probe")().await
+    });
+    assert!(ready.await, "the hub never subscribed:\n{}", p.proc.output());
+    for (name, size) in [("eleven", 11_000), ("onemb", 1_000_000), ("toolarge", 2_000_000), ("after", 10)] {
+        publish(name, size);
+    }
+    assert!(eventually(Duration::from_secs(20), seen("after")).await, "{}", p.proc.output());
+    for name in ["eleven", "onemb"] {
+        let call = calls(&record).into_iter().find(|c| c["body"].as_str().is_some_and(|b| b.starts_with(name)));
+        assert_eq!(
+            call.map(|c| c["body"].as_str().unwrap().len()),
+            Some(if name == "eleven" { 11_000 } else { 1_000_000 })
+        );
+    }
+    assert!(!seen("toolarge")().await, "the message over the bound was not invoked");
+    let letters = p.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let error = letters[0]["error"].as_str().unwrap();
+    assert!(error.contains("2000000 bytes") && error.contains("mqtt.max_payload (1500000 bytes)"), "{error}");
+    let ready = get(&format!("{}/readyz", p.hub_url)).await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+}
+
+/// A stall is never silent: messages held unacked with none settling make
+/// `/readyz` fail and say why. Here every message can be neither delivered
+/// (the function fails, one attempt) nor dead-lettered (the dead-letter
+/// file cannot be written), so each waits unacked for a reconnect.
+#[tokio::test]
+async fn messages_held_and_not_moving_make_the_hub_unready() {
+    let topic = unique("sbtest/stall/");
+    let cfg = config_with(
+        "  upstream_timeout: 1s\n",
+        &format!(
+            "mqtt:\n  enabled: true\n  url: mqtt://127.0.0.1:1883\n  qos: 1\n  client_id: {}\n",
+            unique("sbtest-hub-")
+        ),
+    )
+    .replace("data/dead-letters.jsonl", "/proc/no-such-dir/dead-letters.jsonl");
+    let stack = format!(
+        "functions:\n  failing:\n    fprocess: \"false\"\n    annotations:\n      topic: \"{topic}\"\n      com.openfaas.retry.attempts: \"1\"\n"
+    );
+    let p = Platform::start_in(tempfile::tempdir().unwrap(), &cfg, &stack, &[]).await;
+    p.wait_ready(&["failing"]).await;
+    assert!(link_reported(&p, "mqtt", true).await, "{}", p.proc.output());
+    let (c, _) = client(1883).await;
+    let stalled = eventually(Duration::from_secs(30), || async {
+        let _ = c.publish(&topic, QoS::AtLeastOnce, false, "stuck").await;
+        let r = get(&format!("{}/readyz", p.hub_url)).await;
+        r.status == 503 && r.text().contains("mqtt stalled") && r.text().contains("held unacked")
+    });
+    assert!(stalled.await, "{}", p.proc.output());
+    let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+    let held = metrics.lines().find_map(|l| l.strip_prefix("switchboard_mqtt_unacked_messages ")).unwrap_or("0");
+    assert!(held.parse::<u64>().unwrap() >= 1, "{metrics}");
+}

@@ -2,7 +2,10 @@
 //! consume rate measured with a plain client in the same run:
 //!  Redis: N entries in a stream; a raw XREADGROUP+XACK loop, then
 //!         `switchboard connect redis` (group from 0) → gateway → watchdog → upstream.
-//!  MQTT:  N QoS 1 messages; a raw subscriber, then `switchboard connect mqtt`.
+//!  MQTT:  a burst of N QoS 1 messages into a Mosquitto of the bench's own
+//!         (queueing 1,000,000 per client); a raw subscriber, then
+//!         `switchboard connect mqtt` over MQTT 5 and 3.1.1, with what never
+//!         arrived counted as lost.
 //!  Kafka: N keyed records on 4 partitions; a raw rdkafka consumer (its own
 //!         group, from the start, committing at the end), then the hub in
 //!         a group of its own each time: as a sidecar (`switchboard connect
@@ -11,7 +14,7 @@
 //!  SQS:   N messages in a queue, refilled before each reader; a raw
 //!         receive (10) + DeleteMessageBatch loop, then `switchboard connect
 //!         sqs`, with one receiver and with four (the raw client as many loops).
-//! Needs Redis on 127.0.0.1:6379, Mosquitto on 127.0.0.1:1883, a Kafka
+//! Needs Redis on 127.0.0.1:6379, the `mosquitto` binary, a Kafka
 //! broker on 127.0.0.1:9092 and moto on 127.0.0.1:4566 (scripts/services
 //! starts them).
 //! Run with `bench/run brokers`.
@@ -29,10 +32,8 @@ struct Args {
     /// Redis stream entries.
     #[arg(long, default_value_t = 20_000)]
     redis: usize,
-    /// MQTT messages. Mosquitto queues at most 1000 QoS 1 messages per
-    /// client by default (max_queued_messages) and drops the rest, so more
-    /// than that can never all arrive when publishing outruns consuming.
-    #[arg(long, default_value_t = 1_000)]
+    /// MQTT messages in one burst.
+    #[arg(long, default_value_t = 20_000)]
     mqtt: usize,
     /// Kafka records.
     #[arg(long, default_value_t = 20_000)]
@@ -62,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let chain = function_chain(&a.bin.switchboard, &a.bin.upstream, &dir, &annotations).await?;
     let gateway = chain.gateway.clone();
     println!(
-        "| source | events | raw client events/s | through the hub events/s | hub / raw |\n|---|---:|---:|---:|---:|"
+        "| source | events | raw client events/s | through the hub events/s | hub / raw | lost |\n|---|---:|---:|---:|---:|---:|"
     );
 
     // Redis: fill the stream once; each reader has its own group from 0.
@@ -104,39 +105,49 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let hub_url = format!("http://127.0.0.1:{hub_port}");
     wait_ok(&format!("{hub_url}/healthz")).await?;
-    wait_delivered(&hub_url, a.redis, started).await?;
+    let lost = wait_delivered(&hub_url, a.redis, started).await?.lost;
     let through = a.redis as f64 / started.elapsed().as_secs_f64();
-    println!("| Redis stream (XREADGROUP, XACK) | {} | {raw:.0} | {through:.0} | {:.2} |", a.redis, through / raw);
+    println!(
+        "| Redis stream (XREADGROUP, XACK) | {} | {raw:.0} | {through:.0} | {:.2} | {lost} |",
+        a.redis,
+        through / raw
+    );
     drop(hub);
     let _: () = con.del(&stream).await?;
 
-    // MQTT: QoS 1 both ways; the raw subscriber acks automatically.
-    let raw = mqtt_raw(&topic, a.mqtt).await?;
-    let hub_port = free_port()?;
-    let cfg = dir.join("mqtt.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nmqtt:\n  client_id: bench-hub-{id}\n  clean_session: true\n  version: 3\n",
-            dir.display()
-        ),
-    )?;
-    let _hub = Proc::start(
-        &a.bin.switchboard,
-        &["connect", "mqtt", "--gateway", &gateway, "--config", &cfg.display().to_string()],
-        &[],
-    )?;
-    let hub_url = format!("http://127.0.0.1:{hub_port}");
-    wait_ok(&format!("{hub_url}/readyz")).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await; // the subscription
-    let started = Instant::now();
-    let publisher = publish(&topic, a.mqtt, "bench-pub-hub");
-    let (published, delivered) = tokio::join!(publisher, wait_delivered(&hub_url, a.mqtt, started));
-    published?;
-    delivered?;
-    let through = a.mqtt as f64 / started.elapsed().as_secs_f64();
-    println!("| MQTT QoS 1 (3.1.1) | {} | {raw:.0} | {through:.0} | {:.2} |", a.mqtt, through / raw);
-    drop(_hub);
+    // MQTT: one burst, QoS 1 both ways; the raw subscriber acks automatically.
+    let broker = mosquitto(&dir)?;
+    let raw = mqtt_raw(broker.port, &topic, a.mqtt).await?;
+    for version in [5, 3] {
+        let hub_port = free_port()?;
+        let cfg = dir.join("mqtt.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nmqtt:\n  url: mqtt://127.0.0.1:{}\n  client_id: bench-hub-{id}-{version}\n  clean_session: true\n  version: {version}\n",
+                dir.display(),
+                broker.port
+            ),
+        )?;
+        let hub = Proc::start(
+            &a.bin.switchboard,
+            &["connect", "mqtt", "--gateway", &gateway, "--config", &cfg.display().to_string()],
+            &[],
+        )?;
+        let hub_url = format!("http://127.0.0.1:{hub_port}");
+        wait_ok(&format!("{hub_url}/readyz")).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await; // the subscription
+        let started = Instant::now();
+        let publisher = publish(broker.port, &topic, a.mqtt, "bench-pub-hub");
+        let (published, delivered) = tokio::join!(publisher, wait_delivered(&hub_url, a.mqtt, started));
+        published?;
+        let lost = delivered?.lost;
+        let through = a.mqtt as f64 / started.elapsed().as_secs_f64();
+        let name = if version == 5 { "5" } else { "3.1.1" };
+        println!("| MQTT QoS 1 ({name}) | {} | {raw:.0} | {through:.0} | {:.2} | {lost} |", a.mqtt, through / raw);
+        drop(hub);
+    }
+    drop(broker);
 
     if a.kafka > 0 {
         kafka_runs(&a, &chain, &dir, &kafka, &static_function(&chain.watchdog, &annotations)).await?;
@@ -148,21 +159,60 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until the hub has delivered `n` events; returns the rate from its
-/// first delivery (start-up and the group join left out).
-async fn wait_delivered(hub: &str, n: usize, started: Instant) -> anyhow::Result<f64> {
+/// What a hub delivered of `n` events: the rate from its first delivery
+/// (start-up and the group join left out), and how many never arrived.
+struct Delivered {
+    rate: f64,
+    lost: usize,
+}
+
+/// Waits until the hub has delivered `n` events, or until nothing more
+/// arrives for 15 s (what is missing then is lost).
+async fn wait_delivered(hub: &str, n: usize, started: Instant) -> anyhow::Result<Delivered> {
     let mut first: Option<(Instant, f64)> = None;
+    let mut last = (Instant::now(), 0.0);
     loop {
         let done = metric(hub, "switchboard_events_delivered_total").await;
         if first.is_none() && done > 0.0 {
             first = Some((Instant::now(), done));
         }
-        if done >= n as f64 {
-            return Ok(first.map_or(0.0, |(t, d)| (n as f64 - d) / t.elapsed().as_secs_f64()));
+        if done > last.1 {
+            last = (Instant::now(), done);
+        }
+        if done >= n as f64 || (done > 0.0 && last.0.elapsed() > Duration::from_secs(15)) {
+            let rate = first.map_or(0.0, |(t, d)| (done - d) / t.elapsed().as_secs_f64());
+            return Ok(Delivered { rate, lost: n.saturating_sub(done as usize) });
         }
         anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "not all {n} events delivered in 5 minutes");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A Mosquitto of the bench's own, on a free port, queueing far more than
+/// any burst: the broker's default of 1,000 queued messages per client
+/// would drop a burst's tail before the hub could ask for it.
+struct Mosquitto {
+    _proc: Proc,
+    port: u16,
+}
+
+fn mosquitto(dir: &std::path::Path) -> anyhow::Result<Mosquitto> {
+    let port = free_port()?;
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nmax_queued_messages 1000000\nlog_dest none\n"
+        ),
+    )?;
+    let proc = Proc::start("mosquitto", &["-c", &conf.display().to_string()], &[])?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(Mosquitto { _proc: proc, port });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    anyhow::bail!("mosquitto did not listen on {port} (install Debian's mosquitto)")
 }
 
 /// Kafka: the topic filled once; each reader is a group of its own from the start.
@@ -232,7 +282,7 @@ async fn kafka_runs(a: &Args, chain: &Chain, dir: &std::path::Path, topic: &str,
                 Proc::start(&a.bin.switchboard, &["up", "--config", &cfg.display().to_string()], &[])?
             }
         };
-        let through = wait_delivered(&format!("http://127.0.0.1:{hub_port}"), a.kafka, started).await?;
+        let through = wait_delivered(&format!("http://127.0.0.1:{hub_port}"), a.kafka, started).await?.rate;
         println!("| {topology}, ordering: {ordering} | {} | {through:.0} | {:.2} |", a.kafka, through / raw);
         drop(hub);
     }
@@ -342,7 +392,7 @@ async fn sqs_runs(a: &Args, chain: &Chain, dir: &std::path::Path, queue: &str) -
             [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_EC2_METADATA_DISABLED", "true")];
         let args = ["connect", "sqs", "--gateway", &chain.gateway, "--config", &cfg.display().to_string()];
         let hub = Proc::start(&a.bin.switchboard, &args, &env)?;
-        let through = wait_delivered(&format!("http://127.0.0.1:{hub_port}"), a.sqs, started).await?;
+        let through = wait_delivered(&format!("http://127.0.0.1:{hub_port}"), a.sqs, started).await?.rate;
         println!("| {receivers} receiver(s) | {} | {raw:.0} | {through:.0} | {:.2} |", a.sqs, through / raw);
         drop(hub);
     }
@@ -350,8 +400,8 @@ async fn sqs_runs(a: &Args, chain: &Chain, dir: &std::path::Path, queue: &str) -
     Ok(())
 }
 
-async fn publish(topic: &str, n: usize, id: &str) -> anyhow::Result<()> {
-    let mut o = MqttOptions::new(id, "127.0.0.1", 1883);
+async fn publish(port: u16, topic: &str, n: usize, id: &str) -> anyhow::Result<()> {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_inflight(1000);
     let (client, mut events) = AsyncClient::new(o, 1000);
     let topic = topic.to_string();
@@ -371,8 +421,8 @@ async fn publish(topic: &str, n: usize, id: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn mqtt_raw(topic: &str, n: usize) -> anyhow::Result<f64> {
-    let (sub, mut events) = AsyncClient::new(MqttOptions::new("bench-raw-sub", "127.0.0.1", 1883), 1000);
+async fn mqtt_raw(port: u16, topic: &str, n: usize) -> anyhow::Result<f64> {
+    let (sub, mut events) = AsyncClient::new(MqttOptions::new("bench-raw-sub", "127.0.0.1", port), 1000);
     sub.subscribe(topic, QoS::AtLeastOnce).await?;
     loop {
         if let Event::Incoming(Incoming::SubAck(_)) = events.poll().await? {
@@ -381,7 +431,7 @@ async fn mqtt_raw(topic: &str, n: usize) -> anyhow::Result<f64> {
     }
     let started = Instant::now();
     let owned = topic.to_string();
-    let publisher = tokio::spawn(async move { publish(&owned, n, "bench-pub-raw").await });
+    let publisher = tokio::spawn(async move { publish(port, &owned, n, "bench-pub-raw").await });
     let mut got = 0;
     while got < n {
         anyhow::ensure!(

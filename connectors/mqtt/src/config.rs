@@ -28,8 +28,13 @@ pub struct MqttConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub tls: Option<TlsFiles>,
-    /// Messages the broker may have in flight to the hub.
+    /// MQTT 5's receive window: unacked QoS 1 and 2 messages the broker
+    /// may send the hub at once. Under MQTT 3.1.1 the broker's own
+    /// setting decides (Mosquitto's `max_inflight_messages`).
     pub inflight: u16,
+    /// The largest payload delivered, in bytes; a larger message is
+    /// dead-lettered (without its payload) and acked, so the next flows.
+    pub max_payload: usize,
 }
 
 impl Default for MqttConfig {
@@ -48,9 +53,15 @@ impl Default for MqttConfig {
             password: None,
             tls: None,
             inflight: 100,
+            max_payload: DEFAULT_MAX_PAYLOAD,
         }
     }
 }
+
+/// 16 MiB: above what most brokers take by default (EMQX 1 MiB, AWS IoT
+/// 128 KiB), below Mosquitto's and HiveMQ's 256 MiB and the gateway's
+/// 64 MiB body limit; with the receive window it bounds what the source holds.
+pub const DEFAULT_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid mqtt config: {0}")]
@@ -89,6 +100,12 @@ impl MqttConfig {
             && (g.is_empty() || g.contains(['/', '+', '#']))
         {
             return bad(format!("mqtt.share_group {g:?}: expected a name without '/', '+' or '#'"));
+        }
+        if self.inflight == 0 {
+            return bad("mqtt.inflight 0: expected 1 to 65535 unacked messages".into());
+        }
+        if self.max_payload == 0 {
+            return bad("mqtt.max_payload 0: expected a size in bytes above 0".into());
         }
         if self.client_id.is_empty() {
             return bad("mqtt.client_id must not be empty".into());
@@ -139,6 +156,8 @@ mod tests {
             (MqttConfig { qos: 3, ..Default::default() }, "mqtt.qos"),
             (MqttConfig { share_group: Some("a/b".into()), ..Default::default() }, "mqtt.share_group"),
             (MqttConfig { version: 4, ..Default::default() }, "mqtt.version"),
+            (MqttConfig { inflight: 0, ..Default::default() }, "mqtt.inflight"),
+            (MqttConfig { max_payload: 0, ..Default::default() }, "mqtt.max_payload"),
             (MqttConfig { url: "mqtts://x".into(), ..Default::default() }, "mqtt.tls.ca"),
             (
                 MqttConfig {

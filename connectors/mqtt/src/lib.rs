@@ -18,7 +18,12 @@ use connector_core::{
     Subscribed,
 };
 use futures_util::future::BoxFuture;
+use prometheus::IntGauge;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 pub struct MqttSource {
     config: MqttConfig,
@@ -99,6 +104,72 @@ fn base_event(topic: &str, payload: bytes::Bytes, qos: u8, retain: bool) -> Even
     }
 }
 
+/// The largest MQTT packet (a remaining length of 268,435,455 bytes). The
+/// client reads any packet a broker may send: a packet over the client's
+/// own limit broke the connection, the broker sent it again after the
+/// reconnect, and nothing after it was ever read. A payload over
+/// `mqtt.max_payload` is dead-lettered instead.
+const MQTT_MAX_PACKET: u32 = 268_435_455;
+
+/// What the session's event loop hands the hub.
+enum Received<P> {
+    Publish(P),
+    /// Connected; whether the broker kept the session (and its subscriptions).
+    Connected {
+        session_present: bool,
+    },
+}
+
+/// The broker's QoS 1 and 2 messages the hub holds: read and not yet
+/// acked. At the receive window the broker sends nothing more until one
+/// is acked, so a count that stays up while nothing settles is a stall,
+/// and `/readyz` says so.
+struct Held {
+    count: AtomicI64,
+    /// When a message last arrived or was settled.
+    moved: Mutex<Instant>,
+    gauge: IntGauge,
+}
+
+impl Held {
+    fn new(registry: &prometheus::Registry) -> Result<Arc<Self>, SourceError> {
+        let gauge = IntGauge::new(
+            "switchboard_mqtt_unacked_messages",
+            "QoS 1 and 2 messages read from the broker and not yet acked; at mqtt.inflight the broker sends no more",
+        )?;
+        registry.register(Box::new(gauge.clone()))?;
+        Ok(Arc::new(Self { count: AtomicI64::new(0), moved: Mutex::new(Instant::now()), gauge }))
+    }
+
+    fn add(&self, n: i64) {
+        self.gauge.set(self.count.fetch_add(n, Ordering::AcqRel) + n);
+        *self.moved.lock().expect("held lock") = Instant::now();
+    }
+
+    /// A new connection: the broker sends the unacked messages again.
+    fn reset(&self) {
+        self.count.store(0, Ordering::Release);
+        self.gauge.set(0);
+    }
+
+    /// Reports a stall: messages held and none moving for `limit`.
+    fn check(&self, broker: &connector_core::BrokerState, limit: Duration) {
+        let (held, still) = (self.count.load(Ordering::Acquire), self.moved.lock().expect("held lock").elapsed());
+        if held > 0 && still > limit {
+            broker.stalled(format!(
+                "{held} messages held unacked and none settled for {}s; the broker sends no more past the \
+                 receive window (mqtt.inflight)",
+                still.as_secs()
+            ));
+        } else {
+            broker.flowing();
+        }
+    }
+}
+
+/// How often the session looks for a stall.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
 /// The session loop, the same for both protocol versions: `$parts` holds
 /// what differs (options, how a PUBLISH becomes an event, response routing).
 macro_rules! session {
@@ -113,6 +184,7 @@ macro_rules! session {
             struct Message {
                 client: m::AsyncClient,
                 publish: Publish,
+                held: Option<Arc<Held>>,
             }
 
             impl Settle for Message {
@@ -123,8 +195,54 @@ macro_rules! session {
                 async fn settle(self, outcome: Outcome) {
                     if let Outcome::Redeliver { reason, .. } = outcome {
                         tracing::warn!(%reason, "not acked; the broker redelivers it after a reconnect");
-                    } else if let Err(e) = self.client.ack(&self.publish).await {
+                        return;
+                    }
+                    if let Err(e) = self.client.ack(&self.publish).await {
                         tracing::warn!(error = %e, "cannot ack an MQTT message; the broker will redeliver it");
+                    } else if let Some(held) = &self.held {
+                        held.add(-1);
+                    }
+                }
+            }
+
+            /// Polls the event loop all the time, in a task of its own:
+            /// acks go out through it, so it must never wait for the hub.
+            /// (It did: a full hub stopped the loop that polled it, while
+            /// 1,024 acks waited in its channel for that loop, and the
+            /// broker's window of unacked messages stayed full for ever.)
+            /// What it reads is bounded by the receive window.
+            async fn pump(
+                mut events: m::EventLoop,
+                to_hub: tokio::sync::mpsc::UnboundedSender<Received<Publish>>,
+                ctx: (connector_core::BrokerState, String, CancellationToken),
+            ) {
+                let (broker, url, shutdown) = ctx;
+                let mut backoff = Backoff::default();
+                loop {
+                    let polled = tokio::select! {
+                        polled = events.poll() => polled,
+                        () = shutdown.cancelled() => return,
+                    };
+                    let received = match polled {
+                        Ok(m::Event::Incoming(m::Incoming::Publish(p))) => Received::Publish(p),
+                        Ok(m::Event::Incoming(m::Incoming::ConnAck(ack))) => {
+                            broker.connected();
+                            backoff.reset();
+                            tracing::info!(session_present = ack.session_present, "connected to MQTT");
+                            Received::Connected { session_present: ack.session_present }
+                        }
+                        Ok(_) => continue,
+                        Err(e) => {
+                            broker.disconnected();
+                            tracing::warn!(%url, error = %e, "MQTT connection lost; reconnecting");
+                            if !backoff.sleep(&shutdown).await {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    if to_hub.send(received).is_err() {
+                        return;
                     }
                 }
             }
@@ -141,10 +259,15 @@ macro_rules! session {
                     options.set_transport(rumqttc::Transport::Tls(tls));
                 }
                 let qos = qos(c.qos);
-                let (client, mut events) = m::AsyncClient::new(options, 1024);
+                let (client, events) = m::AsyncClient::new(options, 1024);
+                let held = Held::new(&ctx.registry)?;
+                let stall_after = 2 * ctx.dispatcher.upstream_timeout();
+                let mut stall_check = tokio::time::interval(STALL_CHECK);
+                let (to_hub, mut received) = tokio::sync::mpsc::unbounded_channel();
+                let session = (ctx.broker.clone(), c.url.clone(), ctx.shutdown.clone());
+                let _pump = AbortOnDrop(tokio::spawn(pump(events, to_hub, session)));
                 let mut topics = ctx.topics.clone();
                 let mut subscribed: Subscribed<String, ()> = Subscribed::default();
-                let mut backoff = Backoff::default();
                 tracing::info!(url = %c.url, client_id = %c.client_id, version = c.version, qos = c.qos, clean_session = c.clean_session, "connecting to MQTT");
                 ctx.broker.disconnected();
                 loop {
@@ -159,39 +282,51 @@ macro_rules! session {
                         subscribed.insert(f, ());
                     }
                     tokio::select! {
-                        polled = events.poll() => match polled {
-                            Ok(m::Event::Incoming(m::Incoming::Publish(p))) => {
-                                let event = event(&p);
-                                ctx.dispatcher.submit(event, Message { client: client.clone(), publish: p }).await;
+                        next = received.recv() => match next {
+                            Some(Received::Publish(p)) => {
+                                let acked = p.qos as u8 > 0;
+                                let held = acked.then(|| held.clone());
+                                if let Some(held) = &held {
+                                    held.add(1);
+                                }
+                                let mut event = event(&p);
+                                let size = event.payload.len();
+                                let message = Message { client: client.clone(), publish: p, held };
+                                if size > c.max_payload {
+                                    event.payload = bytes::Bytes::new();
+                                    event.headers.push(("X-Mqtt-Payload-Size".into(), size.to_string()));
+                                    let why = format!("payload of {size} bytes is over mqtt.max_payload ({} bytes)", c.max_payload);
+                                    ctx.dispatcher.refuse(event, message, why).await;
+                                } else {
+                                    ctx.dispatcher.submit(event, message).await;
+                                }
                             }
-                            Ok(m::Event::Incoming(m::Incoming::ConnAck(ack))) => {
-                                ctx.broker.connected();
-                                backoff.reset();
-                                tracing::info!(session_present = ack.session_present, "connected to MQTT");
+                            Some(Received::Connected { session_present }) => {
+                                held.reset();
                                 // A new session has no subscriptions: make them again.
-                                if !ack.session_present {
+                                if !session_present {
                                     subscribed.clear();
                                 }
                             }
-                            Ok(_) => {}
-                            Err(e) => {
-                                ctx.broker.disconnected();
-                                tracing::warn!(url = %c.url, error = %e, "MQTT connection lost; reconnecting");
-                                if !backoff.sleep(&ctx.shutdown).await {
-                                    return Ok(());
-                                }
-                            }
+                            None => return Ok(()),
                         },
+                        _ = stall_check.tick() => held.check(&ctx.broker, stall_after),
                         changed = topics.changed() => if changed.is_err() { return Ok(()) },
-                        () = ctx.shutdown.cancelled() => {
-                            let _ = client.disconnect().await;
-                            return Ok(());
-                        }
+                        () = ctx.shutdown.cancelled() => return Ok(()),
                     }
                 }
             }
         }
     };
+}
+
+/// Ends the session's event loop with the session.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 session!(v4, rumqttc, v4_parts, set_clean_session);
@@ -201,8 +336,11 @@ mod v4_parts {
     use super::*;
     pub use rumqttc::Publish;
 
-    pub fn configure(o: &mut rumqttc::MqttOptions, c: &MqttConfig) {
-        o.set_inflight(c.inflight);
+    /// MQTT 3.1.1 has no receive window of the client's: the broker's own
+    /// setting bounds the unacked messages it sends (Mosquitto's
+    /// `max_inflight_messages`, 20 by default).
+    pub fn configure(o: &mut rumqttc::MqttOptions, _: &MqttConfig) {
+        o.set_max_packet_size(MQTT_MAX_PACKET as usize, MQTT_MAX_PACKET as usize);
     }
 
     pub fn qos(n: u8) -> rumqttc::QoS {
@@ -222,6 +360,9 @@ mod v5_parts {
     use rumqttc::v5::mqttbytes::v5::PublishProperties;
 
     pub fn configure(o: &mut rumqttc::v5::MqttOptions, c: &MqttConfig) {
+        // The receive window: unacked messages the broker may send at once.
+        o.set_receive_maximum(Some(c.inflight));
+        o.set_max_packet_size(Some(MQTT_MAX_PACKET));
         if !c.clean_session {
             // Without an expiry an MQTT 5 session ends with the connection.
             o.set_session_expiry_interval(Some(c.session_expiry.as_secs().min(u32::MAX as u64) as u32));

@@ -63,7 +63,7 @@ pub struct NamespaceQuery {
 }
 
 impl NamespaceQuery {
-    fn or_default(&self, gw: &Shared) -> Result<String, Response> {
+    fn or_default(&self, gw: &Shared) -> Result<String, BadName> {
         namespace(gw, self.namespace.as_deref())
     }
 }
@@ -71,22 +71,31 @@ impl NamespaceQuery {
 /// A name or namespace from a request, checked once here, before any
 /// provider uses it to name a file, a folder or a container: every route
 /// refuses `..`, `/etc`, `a/b` and the like with the same 400.
-fn checked(key: &str, value: &str) -> Result<String, Response> {
-    openfaas::check_name(key, value).map_err(|e| text(StatusCode::BAD_REQUEST, format!("{e}\n")))?;
+fn checked(key: &str, value: &str) -> Result<String, BadName> {
+    openfaas::check_name(key, value).map_err(BadName)?;
     Ok(value.to_string())
 }
 
+/// A name or namespace refused: 400, naming the field and what was expected.
+struct BadName(openfaas::InvalidSetting);
+
+impl IntoResponse for BadName {
+    fn into_response(self) -> Response {
+        text(StatusCode::BAD_REQUEST, format!("{}\n", self.0))
+    }
+}
+
 /// The request's namespace (the default one when it names none), checked.
-fn namespace(gw: &Shared, requested: Option<&str>) -> Result<String, Response> {
+fn namespace(gw: &Shared, requested: Option<&str>) -> Result<String, BadName> {
     checked("namespace", requested.filter(|n| !n.is_empty()).unwrap_or(&gw.config.function_namespace))
 }
 
-/// Answers `Err`'s response, or runs on with the value.
+/// Answers a refused name, or runs on with the checked one.
 macro_rules! or_answer {
     ($checked:expr) => {
         match $checked {
             Ok(v) => v,
-            Err(res) => return res,
+            Err(bad) => return bad.into_response(),
         }
     };
 }
@@ -158,7 +167,7 @@ fn accepted(result: Result<(), ProviderError>) -> Response {
 }
 
 /// A deployment's service and namespace, checked.
-fn checked_deployment(gw: &Shared, d: &FunctionDeployment) -> Result<(), Response> {
+fn checked_deployment(gw: &Shared, d: &FunctionDeployment) -> Result<(), BadName> {
     checked("service", &d.service)?;
     namespace(gw, d.namespace.as_deref()).map(drop)
 }
@@ -234,7 +243,7 @@ pub async fn secrets(State(gw): State<Shared>, Query(q): Query<NamespaceQuery>) 
 
 /// A secret's namespace, checked; its name is checked by the store, which
 /// takes DNS subdomains (`db.password`) as Kubernetes does.
-fn secret_namespace(gw: &Shared, s: &Secret) -> Result<String, Response> {
+fn secret_namespace(gw: &Shared, s: &Secret) -> Result<String, BadName> {
     namespace(gw, s.namespace.as_deref())
 }
 
