@@ -79,7 +79,14 @@ impl DeadLetterSink for FileSink {
                 tokio::fs::create_dir_all(dir).await.map_err(|e| format!("{}: {e}", dir.display()))?;
             }
             let err = |e: std::io::Error| format!("{}: {e}", self.path.display());
-            let mut f = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.path).await.map_err(err)?;
+            // Letters carry payloads and headers: readable by their owner only.
+            let mut f = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&self.path)
+                .await
+                .map_err(err)?;
             f.write_all(&line).await.map_err(err)?;
             // tokio's File buffers: a write error (ENOSPC) surfaces at flush,
             // and sync_data alone would report success for a line never written.

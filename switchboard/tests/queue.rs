@@ -178,3 +178,37 @@ async fn a_separate_queue_worker_takes_the_gateways_requests() {
     assert!(dir.path().join("data/queue.redb").exists(), "the worker owns the store");
     assert_eq!(p.api("GET", "/system/async/dead-letters", "").await.json(), serde_json::json!([]));
 }
+
+/// Issue 22: an answer over the 64 MiB the queue keeps was retried, so the
+/// function ran (and repeated its side effects) ten times. It can never
+/// succeed: it is dead-lettered at once, and the callback says why.
+#[tokio::test]
+async fn an_answer_too_large_to_keep_is_dead_lettered_without_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("big.log");
+    let stack = format!(
+        "functions:\n  big:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      BIG_BYTES: \"{}\"\n      RECORD_FILE: {}\n",
+        fixture("big.py"),
+        65 * 1024 * 1024,
+        record.display()
+    );
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    p.wait_ready(&["big"]).await;
+    let (cb, mut rx) = recorder().await;
+    let r = call("POST", &format!("{}/async-function/big", p.url), &[("X-Callback-Url", &cb)], "go").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let got = receive(&mut rx, 1, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), 1, "no callback:\n{}", p.proc.output());
+    assert_eq!(got[0].headers["x-function-status"], "502");
+    assert!(
+        got[0].body.contains("answer over 67108864 bytes") && got[0].body.contains("without a retry"),
+        "{}",
+        got[0].body
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = std::fs::read_to_string(&record).unwrap_or_default().lines().count();
+    assert_eq!(calls, 1, "the function ran again");
+    let letters = p.api("GET", "/system/async/dead-letters", "").await.json();
+    assert_eq!(letters.as_array().map(Vec::len), Some(1), "{letters}");
+    assert!(letters[0]["last_error"].as_str().unwrap_or_default().contains("67108864"), "{letters}");
+}

@@ -98,13 +98,18 @@ async fn secret_looking_environment_values_are_masked_in_listings() {
     let p = Platform::start(&config(""), NO_STACK).await;
     let deploy = serde_json::json!({
         "service": "env", "image": "x", "envProcess": "cat",
-        "envVars": {"DB_PASSWORD": "hunter2", "API_KEY": "k-123", "MODE": "fast"}
+        "envVars": {"DB_PASSWORD": "hunter2", "API_KEY": "k-123", "MODE": "fast",
+                    "DATABASE_URL": "postgres://app:pg-pw@db:5432/app", "MYSQL_PWD": "my-pw",
+                    "SMTP_PASS": "smtp-pw", "PASSPHRASE": "phrase-pw", "api-key": "k-456"}
     });
     assert_eq!(p.api("POST", "/system/functions", &deploy.to_string()).await.status, 202);
     let listed = p.api("GET", "/system/functions", "").await;
-    assert!(!listed.text().contains("hunter2") && !listed.text().contains("k-123"), "{}", listed.text());
+    for value in ["hunter2", "k-123", "pg-pw", "my-pw", "smtp-pw", "phrase-pw", "k-456"] {
+        assert!(!listed.text().contains(value), "{value} shown: {}", listed.text());
+    }
     let env = &listed.json()[0]["envVars"];
     assert_eq!((env["MODE"].as_str(), env["DB_PASSWORD"].as_str()), (Some("fast"), Some("********")));
+    assert_eq!(env["DATABASE_URL"], "postgres://app:********@db:5432/app", "the URL stays readable");
     let one = p.api("GET", "/system/function/env", "").await.text();
     assert!(!one.contains("hunter2"), "{one}");
 }
@@ -276,4 +281,22 @@ async fn no_route_takes_a_path_for_a_name_or_namespace() {
     }
     assert!(credentials.is_file(), "the gateway's credentials are still there");
     assert_eq!(p.api("GET", "/system/secrets", "").await.text(), "[]", "and were never listed as secrets");
+}
+
+/// Every file the platform writes is readable by its owner only: the queue
+/// (request bodies and headers) and the dead letters (payloads) were 0644.
+#[tokio::test]
+async fn the_queue_and_the_dead_letters_are_private_files() {
+    let stack = "functions:\n  failing:\n    fprocess: \"false\"\n    annotations:\n      topic: t\n      com.openfaas.retry.attempts: \"1\"\n";
+    let p = Platform::start(&config(""), stack).await;
+    p.wait_ready(&["failing"]).await;
+    p.receiving().await;
+    let ce = [("ce-id", "1"), ("ce-source", "/t"), ("ce-type", "t"), ("ce-specversion", "1.0")];
+    let r = call("POST", &p.ce_url, &ce, "x").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(p.dead_letters().len(), 1);
+    let mode = |f: &str| std::fs::metadata(p.dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("data/queue.redb"), 0o600);
+    assert_eq!(mode("data/dead-letters.jsonl"), 0o600);
+    assert_eq!(mode("data"), 0o700);
 }

@@ -108,6 +108,8 @@ fn listed(gw: &Shared, mut f: FunctionStatus) -> FunctionStatus {
     for (key, value) in &mut f.env_vars {
         if looks_secret(key) {
             *value = MASK.into();
+        } else if let Some(masked) = without_url_password(value) {
+            *value = masked;
         }
     }
     f
@@ -115,12 +117,26 @@ fn listed(gw: &Shared, mut f: FunctionStatus) -> FunctionStatus {
 
 const MASK: &str = "********";
 
-/// Names of variables that usually hold credentials.
+/// Names of variables that usually hold credentials, in any case and
+/// position (`DB_PASSWORD`, `MYSQL_PWD`, `SMTP_PASS`, `api-key`). A name
+/// masked for nothing costs less than a password shown.
 fn looks_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["secret", "passw", "token", "credential", "private", "apikey", "api_key", "auth"].iter().any(|w| k.contains(w))
-        || k == "key"
-        || k.ends_with("_key")
+    ["pass", "pwd", "key", "secret", "token", "credential", "private", "auth"].iter().any(|w| k.contains(w))
+}
+
+/// A URL's value with the password of its user info masked
+/// (`postgres://u:********@db/app`), or all of the user info when it has
+/// no password part (a token as the user name); `None` when there is none.
+fn without_url_password(value: &str) -> Option<String> {
+    let (scheme, rest) = value.split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let masked = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:{MASK}"),
+        None => MASK.to_string(),
+    };
+    Some(format!("{scheme}://{masked}{}", &rest[userinfo.len()..]))
 }
 
 pub async fn list(State(gw): State<Shared>, Query(q): Query<NamespaceQuery>) -> Response {
@@ -367,11 +383,34 @@ pub async fn logs(State(gw): State<Shared>, Query(q): Query<HashMap<String, Stri
 mod tests {
     #[test]
     fn secret_looking_names() {
-        for k in ["DB_PASSWORD", "api_key", "GITHUB_TOKEN", "aws_secret_access_key", "Authorization", "KEY"] {
+        for k in [
+            "DB_PASSWORD",
+            "api_key",
+            "GITHUB_TOKEN",
+            "aws_secret_access_key",
+            "Authorization",
+            "KEY",
+            "MYSQL_PWD",
+            "SMTP_PASS",
+            "PASSPHRASE",
+            "api-key",
+            "Client_Credentials",
+        ] {
             assert!(super::looks_secret(k), "{k}");
         }
-        for k in ["PATH", "mode", "RECORD_FILE", "keyboard", "monkey_count"] {
+        for k in ["PATH", "mode", "RECORD_FILE", "DATABASE_URL", "fprocess"] {
             assert!(!super::looks_secret(k), "{k}");
         }
+    }
+
+    #[test]
+    fn url_passwords() {
+        let masked = |v: &str| super::without_url_password(v);
+        assert_eq!(masked("postgres://u:pw@db:5432/app?x=1").as_deref(), Some("postgres://u:********@db:5432/app?x=1"));
+        assert_eq!(masked("redis://:pw@cache:6379").as_deref(), Some("redis://:********@cache:6379"));
+        assert_eq!(masked("https://ghp_token@github.com/x").as_deref(), Some("https://********@github.com/x"));
+        assert_eq!(masked("amqp://u:p@ss@host/").as_deref(), Some("amqp://u:********@host/"));
+        assert_eq!(masked("http://host/a@b"), None, "an @ in the path is no user info");
+        assert_eq!(masked("plain value"), None);
     }
 }

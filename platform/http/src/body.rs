@@ -83,8 +83,18 @@ impl Body for RequestBody {
 /// error, never a buffer the size of whatever the function wrote.
 pub const MAX_ANSWER: usize = 64 * 1024 * 1024;
 
+/// Why a body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Over the limit: reading it again would end the same way.
+    #[error("answer over {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Reads all of `body`, or fails once it passes `limit` bytes.
-pub async fn read_whole<B>(body: B, limit: usize) -> Result<Bytes, String>
+pub async fn read_whole<B>(body: B, limit: usize) -> Result<Bytes, ReadError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -92,7 +102,7 @@ where
     use http_body_util::BodyExt;
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(format!("answer over {limit} bytes")),
-        Err(e) => Err(e.to_string()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge(limit)),
+        Err(e) => Err(ReadError::Failed(e.to_string())),
     }
 }

@@ -13,7 +13,7 @@ mod body;
 mod guard;
 mod server;
 
-pub use body::{BodyTimeout, MAX_ANSWER, RequestBody, read_whole};
+pub use body::{BodyTimeout, MAX_ANSWER, ReadError, RequestBody, read_whole};
 pub use guard::{from_other_site, loopback_host};
 pub use server::{Handler, Hosts, Limits, Routes, serve};
 

@@ -24,6 +24,14 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Creates `path` readable by its owner only (queued calls carry request
+/// bodies and headers, credentials among them), or makes it so.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+}
+
 pub struct Store {
     path: PathBuf,
     /// None after a failed write, until it is reopened.
@@ -43,6 +51,8 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| QueueError::Open(path.display().to_string(), e.to_string()))?;
         }
+        let open = |e: std::io::Error| QueueError::Open(path.display().to_string(), e.to_string());
+        private_file(path).map_err(open)?;
         let db = Database::create(path).map_err(|e| QueueError::Open(path.display().to_string(), e.to_string()))?;
         let store = Self { path: path.to_path_buf(), db: RwLock::new(Some(db)), broken: Mutex::new(None) };
         store.write(recover)?;

@@ -114,13 +114,14 @@ impl Worker {
                 let mut answer = self.invoke(&req).await;
                 envelope.attempts += 1;
                 let n = envelope.attempts;
-                let retryable = gone(&answer) || answer.status.is_none_or(|s| policy.is_retryable(s));
+                // An answer already dead can never succeed.
+                let retryable = !answer.dead && (gone(&answer) || answer.status.is_none_or(|s| policy.is_retryable(s)));
                 if retryable && policy.has_attempts_after(n) {
                     let wait = policy.backoff(n, answer.retry_after);
                     tracing::info!(function = %req.function, %call_id, attempt = n, status = ?answer.status, error = %answer.error, ?wait, "retrying");
                     return self.reschedule(seq, &envelope, wait).await;
                 }
-                answer.dead = retryable;
+                answer.dead |= retryable;
                 envelope.answer = Some(answer.clone());
                 answer
             }
@@ -224,6 +225,15 @@ impl Worker {
         let (parts, body) = response.into_parts();
         let body = match switchboard_http::read_whole(body, switchboard_http::MAX_ANSWER).await {
             Ok(b) => b,
+            // The function ran and would answer as much again: not retried,
+            // since a function with side effects would repeat them for nothing.
+            Err(e @ switchboard_http::ReadError::TooLarge(_)) => {
+                let error = format!(
+                    "the function answered {} with an {e}, more than the queue keeps; dead-lettered without a retry",
+                    parts.status
+                );
+                return Answer { status: Some(502), body: error.clone().into_bytes(), dead: true, ..failed(error) };
+            }
             Err(e) => return failed(format!("cannot read the answer from {uri}: {e}")),
         };
         let status = parts.status.as_u16();
