@@ -186,6 +186,7 @@ pub async fn up(args: PlatformArgs, with_hub: bool) -> Result<()> {
         }
     };
     tracing::info!("stopping");
+    gateway.provider.close();
     stop.cancel();
     if let Some(w) = worker {
         let _ = w.await;

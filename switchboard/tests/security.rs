@@ -300,3 +300,83 @@ async fn the_queue_and_the_dead_letters_are_private_files() {
     assert_eq!(mode("data/dead-letters.jsonl"), 0o600);
     assert_eq!(mode("data"), 0o700);
 }
+
+/// The processes whose environment carries `marker`, with the ports they
+/// were given (`port` for a watchdog, `PORT` for an HTTP function).
+fn marked_processes(marker: &str) -> Vec<(u32, Vec<u16>)> {
+    let mut found = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else { continue };
+        let vars: Vec<String> = env.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        if vars.iter().any(|v| v == marker) {
+            let ports = vars
+                .iter()
+                .filter_map(|v| v.strip_prefix("port=").or_else(|| v.strip_prefix("PORT=")))
+                .filter_map(|p| p.parse().ok())
+                .collect();
+            found.push((pid, ports));
+        }
+    }
+    found
+}
+
+/// Whether `pid` has exited (gone, or a zombie waiting for its parent).
+fn exited(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |s| s.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+}
+
+/// Issue 22: after SIGTERM, HTTP-mode functions were sometimes left
+/// running under pid 1 with their ports held, respawned during shutdown.
+/// Twenty stop/start cycles leave no process and no port behind: every
+/// other cycle SIGTERM reaches `up` alone, the others every process at
+/// once, as `systemctl stop` does to a service's control group (and Ctrl-C
+/// to a terminal's process group).
+#[tokio::test]
+async fn a_stopped_platform_leaves_no_function_running() {
+    let marker = format!("SB_STOP_MARKER={}", unique("m"));
+    let (key, value) = marker.split_once('=').unwrap();
+    let stack = format!(
+        "functions:\n  web:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      RECORD_FILE: /dev/null\n      {key}: {value}\n  forked:\n    fprocess: cat\n    environment:\n      {key}: {value}\n  slow:\n    fprocess: sleep 1\n",
+        fixture("conform.py")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config("");
+    let mut p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+    for cycle in 0..20 {
+        p.wait_ready(&["web", "forked", "slow"]).await;
+        assert_eq!(post(&format!("{}/function/web", p.url), "hi").await.status, 200);
+        assert_eq!(post(&format!("{}/function/forked", p.url), "hi").await.status, 200);
+        let running = marked_processes(&marker);
+        assert!(running.len() >= 3, "cycle {cycle}: expected two watchdogs and a function: {running:?}");
+        let ports: Vec<u16> = running.iter().flat_map(|(_, ports)| ports.clone()).collect();
+        let pid = p.proc.pid().as_raw();
+        // A call in flight holds the gateway's drain open: replicas that
+        // exit meanwhile were restarted, and the restarts outlived `up`.
+        let slow_url = format!("{}/function/slow", p.url);
+        let slow = tokio::spawn(async move { post(&slow_url, "").await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        p.proc.signal(nix::sys::signal::Signal::SIGTERM);
+        if cycle % 2 == 1 {
+            for (pid, _) in &running {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        let stopped = eventually(Duration::from_secs(30), || async { exited(pid) }).await;
+        assert!(stopped, "cycle {cycle}: up did not exit after SIGTERM:\n{}", p.proc.output());
+        let _ = slow.await;
+        let out = p.proc.output();
+        let stopping = &out[out.rfind("stopping").unwrap_or(0)..];
+        assert!(!stopping.contains("restarting"), "cycle {cycle}: restarted while stopping:\n{stopping}");
+        let left = marked_processes(&marker);
+        assert!(left.is_empty(), "cycle {cycle}: left running after up exited: {left:?}\n{}", p.proc.output());
+        for port in ports {
+            assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "cycle {cycle}: port {port} held");
+        }
+        assert_eq!(p.proc.wait_exit(Duration::from_secs(5)), Some(0), "{}", p.proc.output());
+        let Platform { dir, .. } = p;
+        p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+    }
+}

@@ -178,9 +178,18 @@ pub async fn run_from_env(parent: Option<i32>) -> Result<(), BoxError> {
 /// In `http` mode the port opens only once the upstream accepts connections,
 /// so a connectable watchdog is a ready one.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    tokio::pin!(shutdown);
     let (handler, upstream_exit) = match config.mode {
         Mode::Http => {
-            let (upstream, exit) = proxy::Upstream::start(&config).await?;
+            // Told to stop while the function starts: the function is
+            // dropped with the start, and killed (kill_on_drop).
+            let (upstream, exit) = tokio::select! {
+                started = proxy::Upstream::start(&config) => started?,
+                () = &mut shutdown => {
+                    tracing::info!("stopped while the function was starting");
+                    return Ok(());
+                }
+            };
             (Handler::Http(upstream), Some(exit))
         }
         Mode::Serializing | Mode::Streaming => (Handler::Fork(fork::Runner::new(&config)), None),

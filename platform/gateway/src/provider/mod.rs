@@ -205,6 +205,13 @@ impl Provider {
         }
     }
 
+    /// The platform is stopping: nothing starts or restarts from now on.
+    pub fn close(&self) {
+        if let Provider::Replicas(p) = self {
+            p.close();
+        }
+    }
+
     pub async fn shutdown(&self) {
         if let Provider::Replicas(p) = self {
             p.shutdown().await;

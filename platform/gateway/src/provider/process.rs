@@ -3,6 +3,8 @@
 //! process dies (even by SIGKILL).
 
 use super::replicas::{Supervised, forward_lines, free_port};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use openfaas::FunctionDeployment;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -54,6 +56,10 @@ pub(super) async fn run(s: &mut Supervised, watchdog: &[String]) -> Option<Strin
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // A group of its own: the terminal's Ctrl-C reaches `up` alone (the
+        // replicas stop when it says, not all at once with it), and the
+        // group is swept when the replica ends, so no function outlives it.
+        .process_group(0)
         .spawn();
     let mut child = match spawned {
         Ok(child) => child,
@@ -68,19 +74,27 @@ pub(super) async fn run(s: &mut Supervised, watchdog: &[String]) -> Option<Strin
     {
         tokio::spawn(forward_lines(out, s.logs.clone(), s.template()));
     }
-    tokio::select! {
+    let group = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let ended = tokio::select! {
         status = child.wait() => Some(status.map(|st| st.to_string()).unwrap_or_else(|e| e.to_string())),
         _ = &mut s.stopped => {
             terminate(&mut child, s.settings.stop_timeout).await;
             None
         }
+    };
+    // Whatever the watchdog left behind (its function, after a SIGKILL or a
+    // crash) would hold the replica's ports: the group goes with it.
+    if let Some(group) = group {
+        let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
     }
+    ended
 }
 
-/// SIGTERM, then SIGKILL if the watchdog has not drained within `limit`.
+/// SIGTERM to the watchdog (which drains, then stops its function), then
+/// SIGKILL if it has not stopped within `limit`.
 async fn terminate(child: &mut tokio::process::Child, limit: Duration) {
     if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
     }
     if tokio::time::timeout(limit, child.wait()).await.is_err() {
         tracing::warn!(?limit, "replica did not stop after SIGTERM; killing it");

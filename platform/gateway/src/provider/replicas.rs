@@ -67,6 +67,8 @@ type Key = (String, String);
 
 pub struct ReplicaProvider {
     settings: Arc<ReplicaSettings>,
+    /// Set once shutdown begins: from then on no replica starts or restarts.
+    closing: Arc<AtomicBool>,
     functions: RwLock<BTreeMap<Key, Arc<Function>>>,
     logs: Arc<LogStore>,
     /// What the API changed, as written to `settings.state`; held while a
@@ -135,7 +137,8 @@ impl ReplicaProvider {
         let logs = Arc::new(LogStore::new(settings.log_lines));
         let (functions, records, api_namespaces) = Default::default();
         let secrets = SecretStore::new(settings.secrets.clone());
-        Self { settings: Arc::new(settings), functions, logs, records, api_namespaces, secrets }
+        let closing = Arc::new(AtomicBool::new(false));
+        Self { settings: Arc::new(settings), closing, functions, logs, records, api_namespaces, secrets }
     }
 
     /// Deploys a function of the stack file: not recorded, since the stack
@@ -446,7 +449,7 @@ impl ReplicaProvider {
             f
         };
         let initial = initial_replicas(&f.deployment);
-        f.scale(initial, &self.settings, &self.logs).await;
+        f.scale(initial, &self.starter()).await;
         tracing::info!(function = %f.qualified(), replicas = initial, "deployed");
         Ok(())
     }
@@ -473,10 +476,10 @@ impl ReplicaProvider {
         let replicas = replicas.min(self.max_replicas(&d)?);
         let mounted = self.mount_secrets(&d, &namespace)?;
         let new = Arc::new(Function::new(d, namespace, mounted));
-        new.scale(replicas, &self.settings, &self.logs).await;
+        new.scale(replicas, &self.starter()).await;
         new.wait_ready(Duration::from_secs(10)).await;
         self.functions.write().expect("functions lock").insert(key, new.clone());
-        old.scale(0, &self.settings, &self.logs).await;
+        old.scale(0, &self.starter()).await;
         tracing::info!(function = %new.qualified(), "updated");
         Ok(())
     }
@@ -490,7 +493,7 @@ impl ReplicaProvider {
         self.record(&mut state, |s| s.functions.remove(&key))?;
         let removed = self.functions.write().expect("functions lock").remove(&key);
         let f = removed.ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
-        f.scale(0, &self.settings, &self.logs).await;
+        f.scale(0, &self.starter()).await;
         self.secrets.unmount(namespace, name);
         tracing::info!(function = %f.qualified(), "deleted");
         Ok(())
@@ -513,15 +516,35 @@ impl ReplicaProvider {
 
     async fn scale_function(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), ProviderError> {
         let f = self.find(name, namespace).ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
-        f.scale(replicas.min(self.max_replicas(&f.deployment)?), &self.settings, &self.logs).await;
+        f.scale(replicas.min(self.max_replicas(&f.deployment)?), &self.starter()).await;
         tracing::info!(function = %f.qualified(), replicas, "scaled");
         Ok(())
     }
 
-    pub async fn shutdown(&self) {
-        let all: Vec<_> = std::mem::take(&mut *self.functions.write().expect("functions lock")).into_values().collect();
-        futures_util::future::join_all(all.iter().map(|f| f.scale(0, &self.settings, &self.logs))).await;
+    fn starter(&self) -> Starter {
+        Starter { settings: self.settings.clone(), logs: self.logs.clone(), closing: self.closing.clone() }
     }
+
+    /// Shutdown has begun: replicas that exit from now on stay down, and
+    /// none starts. Called as soon as the stop is asked for, since a
+    /// replica restarted during the drain would outlive the platform.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    pub async fn shutdown(&self) {
+        self.close();
+        let all: Vec<_> = std::mem::take(&mut *self.functions.write().expect("functions lock")).into_values().collect();
+        let starter = self.starter();
+        futures_util::future::join_all(all.iter().map(|f| f.scale(0, &starter))).await;
+    }
+}
+
+/// What a function's replicas start with.
+struct Starter {
+    settings: Arc<ReplicaSettings>,
+    logs: Arc<LogStore>,
+    closing: Arc<AtomicBool>,
 }
 
 fn initial_replicas(d: &FunctionDeployment) -> u64 {
@@ -562,11 +585,11 @@ impl Function {
         }
     }
 
-    async fn scale(&self, target: u64, settings: &Arc<ReplicaSettings>, logs: &Arc<LogStore>) {
+    async fn scale(&self, target: u64, starter: &Starter) {
         let surplus: Vec<Replica> = {
             let mut replicas = self.replicas.write().expect("replicas lock");
-            while (replicas.len() as u64) < target {
-                match self.start_replica(settings, logs) {
+            while (replicas.len() as u64) < target && !starter.closing.load(Ordering::Acquire) {
+                match self.start_replica(starter) {
                     Ok(r) => replicas.push(r),
                     Err(e) => {
                         tracing::error!(function = %self.qualified(), error = %e, "cannot start a replica");
@@ -592,7 +615,8 @@ impl Function {
         }
     }
 
-    fn start_replica(&self, settings: &Arc<ReplicaSettings>, logs: &Arc<LogStore>) -> std::io::Result<Replica> {
+    fn start_replica(&self, starter: &Starter) -> std::io::Result<Replica> {
+        let Starter { settings, logs, closing } = starter;
         let d = &self.deployment;
         // The port the gateway reaches the replica on: the watchdog's own,
         // or the one a container's 8080 is published on.
@@ -606,6 +630,7 @@ impl Function {
         let supervisor = tokio::spawn(supervise(Supervised {
             settings: settings.clone(),
             logs: logs.clone(),
+            closing: closing.clone(),
             deployment: d.clone(),
             namespace: self.namespace.clone(),
             secrets: self.secrets.clone(),
@@ -627,6 +652,8 @@ pub(super) fn free_port() -> std::io::Result<u16> {
 pub(super) struct Supervised {
     pub settings: Arc<ReplicaSettings>,
     pub logs: Arc<LogStore>,
+    /// Set once the platform stops: an exited replica is not restarted.
+    pub closing: Arc<AtomicBool>,
     pub deployment: FunctionDeployment,
     pub namespace: String,
     /// The function's folder of links to its secrets, when it names any.
@@ -656,6 +683,10 @@ async fn supervise(mut s: Supervised) {
         s.endpoint.ready.store(false, Ordering::Release);
         let Some(status) = exited else { return };
         let (function, namespace, instance) = (&s.deployment.service, &s.namespace, &s.instance);
+        if s.closing.load(Ordering::Acquire) {
+            tracing::info!(%function, %namespace, %instance, %status, "replica exited while stopping; not restarted");
+            return;
+        }
         tracing::warn!(%function, %namespace, %instance, %status, ?backoff, "replica exited; restarting");
         s.log(format!("replica exited ({status}); restarting in {}", humantime::format_duration(backoff)));
         if started.elapsed() > STABLE_RUN {
