@@ -76,3 +76,63 @@ async fn the_portal_lists_the_functions_in_a_browser() {
     }
     assert!(dom.contains(r#"<span id="info">switchboard-process"#), "{dom}");
 }
+
+/// Issue 22: `/function/*` shares the origin of `/ui/` and `/system/*`, so
+/// a function's HTML could run script as that origin, with the operator's
+/// credentials. Its answers carry `Content-Security-Policy: sandbox`: in
+/// Chromium the page's script does not run, and does with the setting off.
+#[tokio::test]
+async fn a_functions_page_cannot_run_as_the_portals_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page.html");
+    std::fs::write(
+        &page,
+        "<html><body><p id=\"out\">script did not run</p><script>\
+         document.getElementById('out').textContent = 'script ran';\
+         fetch('/system/functions').then(r => r.text())\
+           .then(t => { document.getElementById('out').textContent = 'script ran; the API answered ' + t; });\
+         </script></body></html>",
+    )
+    .unwrap();
+    let stack = format!(
+        "functions:\n  evil:\n    fprocess: cat {}\n    environment:\n      content_type: text/html\n",
+        page.display()
+    );
+    for (sandboxed, setting) in [(true, ""), (false, "gateway:\n  sandbox_functions: false\n")] {
+        let d = tempfile::tempdir().unwrap();
+        let p = Platform::start_in(d, &config(setting), &stack, &[]).await;
+        p.wait_ready(&["evil"]).await;
+        let r = get(&format!("{}/function/evil", p.url)).await;
+        assert_eq!(r.header("content-security-policy").as_deref() == Some("sandbox"), sandboxed, "{setting}");
+        let password = std::fs::read_to_string(p.dir.path().join("data/secrets/basic-auth-password")).unwrap();
+        let url = format!("http://admin:{}@127.0.0.1:{}/function/evil", password.trim(), p.port);
+        let profile = tempfile::tempdir().unwrap();
+        let out = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                &format!("--user-data-dir={}", profile.path().display()),
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                &url,
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("chromium is not installed ({e}); scripts/test installs it"));
+        let dom = String::from_utf8_lossy(&out.stdout);
+        if sandboxed {
+            assert!(dom.contains("script did not run"), "the function's script ran as the gateway's origin:\n{dom}");
+            assert!(!dom.contains("openfaas-fn"), "{dom}");
+        } else {
+            assert!(
+                dom.contains("script ran"),
+                "without the sandbox the page's script runs (the test can tell):\n{dom}"
+            );
+        }
+    }
+}

@@ -263,13 +263,14 @@ macro_rules! session {
                 let held = Held::new(&ctx.registry)?;
                 let stall_after = 2 * ctx.dispatcher.upstream_timeout();
                 let mut stall_check = tokio::time::interval(STALL_CHECK);
+                tracing::info!(url = %c.url, client_id = %c.client_id, version = c.version, qos = c.qos, clean_session = c.clean_session, "connecting to MQTT");
+                // Before the event loop runs: it reports the connection.
+                ctx.broker.disconnected();
                 let (to_hub, mut received) = tokio::sync::mpsc::unbounded_channel();
                 let session = (ctx.broker.clone(), c.url.clone(), ctx.shutdown.clone());
                 let _pump = AbortOnDrop(tokio::spawn(pump(events, to_hub, session)));
                 let mut topics = ctx.topics.clone();
                 let mut subscribed: Subscribed<String, ()> = Subscribed::default();
-                tracing::info!(url = %c.url, client_id = %c.client_id, version = c.version, qos = c.qos, clean_session = c.clean_session, "connecting to MQTT");
-                ctx.broker.disconnected();
                 loop {
                     let changes = subscribed.update(&wanted(&ctx));
                     for (f, ()) in changes.removed {

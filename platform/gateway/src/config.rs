@@ -38,6 +38,10 @@ pub struct GatewayConfig {
     pub replica_wait: Duration,
     /// Largest request body accepted by `/function` and `/async-function`, in bytes.
     pub max_body_size: u64,
+    /// Send function answers with `Content-Security-Policy: sandbox`: they
+    /// share the origin of the portal and the API, whose credentials a
+    /// browser sends, so a function's page must not run as that origin.
+    pub sandbox_functions: bool,
     /// Namespace of a function named without one.
     pub function_namespace: String,
     /// `gateway`, or `provider` when OpenFaaS's own gateway fronts this one
@@ -67,6 +71,7 @@ impl Default for GatewayConfig {
             upstream_timeout: Duration::from_secs(60),
             replica_wait: Duration::from_secs(20),
             max_body_size: 64 * 1024 * 1024,
+            sandbox_functions: true,
             function_namespace: "openfaas-fn".into(),
             role: Role::Gateway,
         }

@@ -172,6 +172,10 @@ pub async fn function(State(gw): State<Shared>, ConnectInfo(peer): ConnectInfo<S
         res.headers_mut().insert(h::CALL_ID, call_id);
     }
     res.headers_mut().insert(h::START_TIME, start);
+    if gw.config.sandbox_functions {
+        // Appended, not set: a function's own policy still holds beside it.
+        res.headers_mut().append(http::header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
+    }
     res
 }
 
