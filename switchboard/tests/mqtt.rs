@@ -358,27 +358,38 @@ async fn wait_subscribed(c: &AsyncClient, topic: &str, record: &std::path::Path,
 
 const BURST: usize = 5000;
 
-fn burst_setup(port: u16, version: u8, client_id: &str, record: &std::path::Path) -> (String, String, String) {
-    let topic = unique("sbtest/burst/");
-    // A window of 100 (MQTT 5) or Mosquitto's 20 (3.1.1), the hub's 1,024
-    // events in flight, and a function slower than the publisher: the burst
-    // is several times each bound.
-    let cfg = config_with(
-        "",
-        &format!(
-            "mqtt:\n  enabled: true\n  url: mqtt://127.0.0.1:{port}\n  version: {version}\n  qos: 1\n  client_id: {client_id}\n  clean_session: false\n"
-        ),
-    );
-    let stack = format!(
-        "functions:\n{}",
-        recorder_fn(
-            "burst",
-            record.parent().unwrap(),
-            "      SLEEP: \"0.002\"\n",
-            &format!("      topic: \"{topic}\"\n")
-        )
-    );
-    (topic, cfg, stack)
+/// A platform whose `burst` function (slower than the publisher) records
+/// what reaches it, subscribed through the Mosquitto on `port`.
+struct Burst {
+    p: Platform,
+    c: AsyncClient,
+    topic: String,
+    record: std::path::PathBuf,
+    cfg: String,
+    stack: String,
+}
+
+impl Burst {
+    async fn start(port: u16, version: u8) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("burst.log");
+        let topic = unique("sbtest/burst/");
+        // A window of 100 (MQTT 5) or Mosquitto's 20 (3.1.1), the hub's 1,024
+        // events in flight, and a function slower than the publisher: the burst
+        // is several times each bound.
+        let cfg = config(&format!(
+            "mqtt:\n  enabled: true\n  url: mqtt://127.0.0.1:{port}\n  version: {version}\n  qos: 1\n  client_id: {}\n  clean_session: false\n",
+            unique("sbtest-burst-")
+        ));
+        let stack = format!(
+            "functions:\n{}",
+            recorder_fn("burst", dir.path(), "      SLEEP: \"0.002\"\n", &format!("      topic: \"{topic}\"\n"))
+        );
+        let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
+        let (c, _) = client(port).await;
+        wait_subscribed(&c, &topic, &record, &p).await;
+        Self { p, c, topic, record, cfg, stack }
+    }
 }
 
 async fn publish_burst(c: &AsyncClient, topic: &str, range: std::ops::Range<usize>) {
@@ -394,12 +405,7 @@ async fn publish_burst(c: &AsyncClient, topic: &str, range: std::ops::Range<usiz
 async fn a_burst_far_past_the_window_and_the_hub_is_delivered_whole() {
     let (broker, _conf) = private_mosquitto();
     for version in [5u8, 3] {
-        let dir = tempfile::tempdir().unwrap();
-        let record = dir.path().join("burst.log");
-        let (topic, cfg, stack) = burst_setup(broker.port, version, &unique("sbtest-burst-"), &record);
-        let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
-        let (c, _) = client(broker.port).await;
-        wait_subscribed(&c, &topic, &record, &p).await;
+        let Burst { p, c, topic, record, .. } = Burst::start(broker.port, version).await;
         publish_burst(&c, &topic, 0..BURST).await;
         let all = eventually(Duration::from_secs(90), || async { burst_bodies(&record).0.len() == BURST }).await;
         let (bodies, calls) = burst_bodies(&record);
@@ -416,12 +422,7 @@ async fn a_burst_far_past_the_window_and_the_hub_is_delivered_whole() {
 async fn a_burst_survives_a_hub_killed_in_the_middle() {
     let (broker, _conf) = private_mosquitto();
     for version in [5u8, 3] {
-        let dir = tempfile::tempdir().unwrap();
-        let record = dir.path().join("burst.log");
-        let (topic, cfg, stack) = burst_setup(broker.port, version, &unique("sbtest-burst-"), &record);
-        let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
-        let (c, _) = client(broker.port).await;
-        wait_subscribed(&c, &topic, &record, &p).await;
+        let Burst { p, c, topic, record, cfg, stack } = Burst::start(broker.port, version).await;
         publish_burst(&c, &topic, 0..BURST / 2).await;
         assert!(eventually(Duration::from_secs(30), || async { burst_bodies(&record).0.len() >= 100 }).await);
         let Platform { mut proc, dir, .. } = p;

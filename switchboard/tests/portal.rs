@@ -9,6 +9,35 @@ use std::process::Command;
 
 const STACK: &str = "functions:\n  echo:\n    fprocess: cat\n  shout:\n    fprocess: tr a-z A-Z\n    annotations:\n      topic: orders\n";
 
+/// The page at `url` as headless Chromium leaves it once its scripts have
+/// run (10 s of virtual time).
+fn rendered(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    // The flags this machine needs: no sandbox as root, and no background
+    // connections to a network that is closed.
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            url,
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("chromium is not installed ({e}); scripts/test installs it (apt-get install chromium)")
+        });
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[tokio::test]
 async fn the_portal_is_behind_the_credentials_and_keeps_to_its_origin() {
     let p = Platform::start(&config(""), STACK).await;
@@ -44,30 +73,7 @@ async fn the_portal_lists_the_functions_in_a_browser() {
     assert_eq!(post(&format!("{}/function/shout", p.url), "a").await.text(), "A");
     let password = std::fs::read_to_string(p.dir.path().join("data/secrets/basic-auth-password")).unwrap();
     let url = format!("http://admin:{}@127.0.0.1:{}/ui/", password.trim(), p.port);
-    let profile = tempfile::tempdir().unwrap();
-    // The flags this machine needs: no sandbox as root, and no background
-    // connections to a network that is closed.
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-data-dir={}", profile.path().display()),
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            &url,
-        ])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("chromium is not installed ({e}); scripts/test installs it (apt-get install chromium)")
-        });
-    let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dom = rendered(&url);
     for row in [
         r#"<tr data-name="echo"><td>echo</td><td>cat</td><td>1/1</td><td>0</td><td></td></tr>"#,
         r#"<tr data-name="shout"><td>shout</td><td>tr a-z A-Z</td><td>1/1</td><td>1</td><td>orders</td></tr>"#,
@@ -106,25 +112,7 @@ async fn a_functions_page_cannot_run_as_the_portals_origin() {
         assert_eq!(r.header("content-security-policy").as_deref() == Some("sandbox"), sandboxed, "{setting}");
         let password = std::fs::read_to_string(p.dir.path().join("data/secrets/basic-auth-password")).unwrap();
         let url = format!("http://admin:{}@127.0.0.1:{}/function/evil", password.trim(), p.port);
-        let profile = tempfile::tempdir().unwrap();
-        let out = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                &format!("--user-data-dir={}", profile.path().display()),
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-                &url,
-            ])
-            .output()
-            .unwrap_or_else(|e| panic!("chromium is not installed ({e}); scripts/test installs it"));
-        let dom = String::from_utf8_lossy(&out.stdout);
+        let dom = rendered(&url);
         if sandboxed {
             assert!(dom.contains("script did not run"), "the function's script ran as the gateway's origin:\n{dom}");
             assert!(!dom.contains("openfaas-fn"), "{dom}");

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 pub struct MqttSource {
     config: MqttConfig,
@@ -268,7 +269,8 @@ macro_rules! session {
                 ctx.broker.disconnected();
                 let (to_hub, mut received) = tokio::sync::mpsc::unbounded_channel();
                 let session = (ctx.broker.clone(), c.url.clone(), ctx.shutdown.clone());
-                let _pump = AbortOnDrop(tokio::spawn(pump(events, to_hub, session)));
+                // The event loop ends with the session.
+                let _pump = AbortOnDropHandle::new(tokio::spawn(pump(events, to_hub, session)));
                 let mut topics = ctx.topics.clone();
                 let mut subscribed: Subscribed<String, ()> = Subscribed::default();
                 loop {
@@ -319,15 +321,6 @@ macro_rules! session {
             }
         }
     };
-}
-
-/// Ends the session's event loop with the session.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 session!(v4, rumqttc, v4_parts, set_clean_session);

@@ -182,19 +182,13 @@ fn accepted(result: Result<(), ProviderError>) -> Response {
     result.map_or_else(IntoResponse::into_response, |()| StatusCode::ACCEPTED.into_response())
 }
 
-/// A deployment's service and namespace, checked.
-fn checked_deployment(gw: &Shared, d: &FunctionDeployment) -> Result<(), BadName> {
-    checked("service", &d.service)?;
-    namespace(gw, d.namespace.as_deref()).map(drop)
-}
-
+/// The provider checks a deployment's names (`ReplicaProvider::validate`)
+/// before anything else; the static provider deploys nothing.
 pub async fn deploy(State(gw): State<Shared>, JsonBody(d): JsonBody<FunctionDeployment>) -> Response {
-    or_answer!(checked_deployment(&gw, &d));
     accepted(gw.provider.deploy(d).await)
 }
 
 pub async fn update(State(gw): State<Shared>, JsonBody(d): JsonBody<FunctionDeployment>) -> Response {
-    or_answer!(checked_deployment(&gw, &d));
     accepted(gw.provider.update(d).await)
 }
 
@@ -233,7 +227,6 @@ pub async fn get_namespace(State(gw): State<Shared>, Path(name): Path<String>) -
 
 /// `POST /system/namespace/` creates; `PUT /system/namespace/NAME` replaces.
 pub async fn create_namespace(State(gw): State<Shared>, JsonBody(ns): JsonBody<FunctionNamespace>) -> Response {
-    or_answer!(checked("name", &ns.name));
     accepted(gw.provider.put_namespace(ns, false).await)
 }
 

@@ -10,9 +10,7 @@ use super::process;
 use super::secrets::SecretStore;
 use super::{ProviderError, Route};
 use crate::logs::LogStore;
-use openfaas::{
-    FunctionDeployment, FunctionNamespace, FunctionStatus, LogMessage, NAMESPACE_LABEL, Secret, is_dns_label,
-};
+use openfaas::{FunctionDeployment, FunctionNamespace, FunctionStatus, LogMessage, NAMESPACE_LABEL, Secret};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -66,11 +64,9 @@ pub struct ReplicaSettings {
 type Key = (String, String);
 
 pub struct ReplicaProvider {
-    settings: Arc<ReplicaSettings>,
-    /// Set once shutdown begins: from then on no replica starts or restarts.
-    closing: Arc<AtomicBool>,
+    /// The settings, the log store and the closing flag every replica starts with.
+    starter: Starter,
     functions: RwLock<BTreeMap<Key, Arc<Function>>>,
-    logs: Arc<LogStore>,
     /// What the API changed, as written to `settings.state`; held while a
     /// change is recorded and applied, so changes apply in the recorded order.
     records: tokio::sync::Mutex<State>,
@@ -137,8 +133,8 @@ impl ReplicaProvider {
         let logs = Arc::new(LogStore::new(settings.log_lines));
         let (functions, records, api_namespaces) = Default::default();
         let secrets = SecretStore::new(settings.secrets.clone());
-        let closing = Arc::new(AtomicBool::new(false));
-        Self { settings: Arc::new(settings), closing, functions, logs, records, api_namespaces, secrets }
+        let starter = Starter { settings: Arc::new(settings), logs, closing: Arc::new(AtomicBool::new(false)) };
+        Self { starter, functions, records, api_namespaces, secrets }
     }
 
     /// Deploys a function of the stack file: not recorded, since the stack
@@ -152,7 +148,7 @@ impl ReplicaProvider {
     /// Applies the API changes recorded by an earlier run, over the stack's
     /// functions. A state file that cannot be read stops the start.
     pub async fn restore(&self) -> Result<usize, ProviderError> {
-        let Some(path) = &self.settings.state else {
+        let Some(path) = &self.starter.settings.state else {
             return Ok(0);
         };
         let text = match std::fs::read_to_string(path) {
@@ -194,7 +190,7 @@ impl ReplicaProvider {
     /// one, so a crash leaves one or the other). A change that cannot be
     /// recorded is refused, since it would be lost at the next restart.
     fn save(&self, state: &State) -> Result<(), ProviderError> {
-        let Some(path) = &self.settings.state else {
+        let Some(path) = &self.starter.settings.state else {
             return Ok(());
         };
         let err = |e: std::io::Error| {
@@ -214,19 +210,19 @@ impl ReplicaProvider {
 
     /// The runtime's name: `process` or `container`.
     pub fn runtime(&self) -> &'static str {
-        self.settings.runtime.name()
+        self.starter.settings.runtime.name()
     }
 
     /// A container's image is at hand before its deployment is taken.
     async fn image_ready(&self, d: &FunctionDeployment) -> Result<(), ProviderError> {
-        match &self.settings.runtime {
+        match &self.starter.settings.runtime {
             Runtime::Container(engine) => engine.ensure_image(&d.image).await,
             Runtime::Process { .. } => Ok(()),
         }
     }
 
     pub fn logs(&self) -> Arc<LogStore> {
-        self.logs.clone()
+        self.starter.logs.clone()
     }
 
     fn find(&self, name: &str, namespace: &str) -> Option<Arc<Function>> {
@@ -264,7 +260,7 @@ impl ReplicaProvider {
     }
 
     fn namespace_known(&self, state: &State, namespace: &str) -> bool {
-        namespace == self.settings.default_namespace
+        namespace == self.starter.settings.default_namespace
             || state.namespaces.contains_key(namespace)
             || self.functions.read().expect("functions lock").keys().any(|(_, ns)| ns == namespace)
     }
@@ -322,9 +318,7 @@ impl ReplicaProvider {
 
     /// Creates (`update: false`) or replaces a namespace for functions.
     pub async fn put_namespace(&self, ns: FunctionNamespace, update: bool) -> Result<(), ProviderError> {
-        if !is_dns_label(&ns.name) {
-            return Err(ProviderError::Invalid(format!("namespace {:?}: expected a DNS label", ns.name)));
-        }
+        openfaas::check_name("namespace", &ns.name).map_err(|e| ProviderError::Invalid(e.to_string()))?;
         let (key, value) = NAMESPACE_LABEL;
         if ns.labels.get(key).map(String::as_str) != Some(value) {
             return Err(ProviderError::Invalid(format!(
@@ -359,25 +353,18 @@ impl ReplicaProvider {
     }
 
     fn validate(&self, mut d: FunctionDeployment) -> Result<(FunctionDeployment, String), ProviderError> {
-        if !is_dns_label(&d.service) {
-            return Err(ProviderError::Invalid(format!(
-                "service {:?}: expected a DNS label, as OpenFaaS requires: lower-case letters, digits and '-', \
-                 starting and ending with a letter or digit, at most 63 characters",
-                d.service
-            )));
-        }
-        let namespace = d.namespace.clone().unwrap_or_else(|| self.settings.default_namespace.clone());
-        if !is_dns_label(&namespace) {
-            return Err(ProviderError::Invalid(format!(
-                "namespace {namespace:?}: expected a DNS label (lower-case letters, digits and '-', at most 63 characters)"
-            )));
+        // Names become folders, container names and Kubernetes objects:
+        // DNS labels, as OpenFaaS requires, checked as the API checks them.
+        let namespace = d.namespace.clone().unwrap_or_else(|| self.starter.settings.default_namespace.clone());
+        for (key, name) in [("service", &d.service), ("namespace", &namespace)] {
+            openfaas::check_name(key, name).map_err(|e| ProviderError::Invalid(e.to_string()))?;
         }
         // of-watchdog reads its command from the environment, so stack files
         // written for it set `environment: {fprocess: …}` instead.
         if d.env_process.as_deref().is_none_or(|p| p.trim().is_empty()) {
             d.env_process = d.env_vars.get("fprocess").cloned();
         }
-        match &self.settings.runtime {
+        match &self.starter.settings.runtime {
             Runtime::Process { .. } if d.env_process.as_deref().is_none_or(|p| p.trim().is_empty()) => {
                 return Err(ProviderError::Invalid(
                     "envProcess (or envVars.fprocess): required by the process provider, which runs a command \
@@ -407,7 +394,7 @@ impl ReplicaProvider {
     /// The most replicas `d` may have: its `com.openfaas.scale.max` label,
     /// within the provider's `max_replicas`.
     fn max_replicas(&self, d: &FunctionDeployment) -> Result<u64, ProviderError> {
-        let cap = self.settings.max_replicas;
+        let cap = self.starter.settings.max_replicas;
         match d.labels.get(SCALE_MAX) {
             None => Ok(cap),
             Some(v) => match v.parse::<u64>() {
@@ -449,7 +436,7 @@ impl ReplicaProvider {
             f
         };
         let initial = initial_replicas(&f.deployment);
-        f.scale(initial, &self.starter()).await;
+        f.scale(initial, &self.starter).await;
         tracing::info!(function = %f.qualified(), replicas = initial, "deployed");
         Ok(())
     }
@@ -476,10 +463,10 @@ impl ReplicaProvider {
         let replicas = replicas.min(self.max_replicas(&d)?);
         let mounted = self.mount_secrets(&d, &namespace)?;
         let new = Arc::new(Function::new(d, namespace, mounted));
-        new.scale(replicas, &self.starter()).await;
+        new.scale(replicas, &self.starter).await;
         new.wait_ready(Duration::from_secs(10)).await;
         self.functions.write().expect("functions lock").insert(key, new.clone());
-        old.scale(0, &self.starter()).await;
+        old.scale(0, &self.starter).await;
         tracing::info!(function = %new.qualified(), "updated");
         Ok(())
     }
@@ -493,7 +480,7 @@ impl ReplicaProvider {
         self.record(&mut state, |s| s.functions.remove(&key))?;
         let removed = self.functions.write().expect("functions lock").remove(&key);
         let f = removed.ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
-        f.scale(0, &self.starter()).await;
+        f.scale(0, &self.starter).await;
         self.secrets.unmount(namespace, name);
         tracing::info!(function = %f.qualified(), "deleted");
         Ok(())
@@ -516,27 +503,22 @@ impl ReplicaProvider {
 
     async fn scale_function(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), ProviderError> {
         let f = self.find(name, namespace).ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
-        f.scale(replicas.min(self.max_replicas(&f.deployment)?), &self.starter()).await;
+        f.scale(replicas.min(self.max_replicas(&f.deployment)?), &self.starter).await;
         tracing::info!(function = %f.qualified(), replicas, "scaled");
         Ok(())
-    }
-
-    fn starter(&self) -> Starter {
-        Starter { settings: self.settings.clone(), logs: self.logs.clone(), closing: self.closing.clone() }
     }
 
     /// Shutdown has begun: replicas that exit from now on stay down, and
     /// none starts. Called as soon as the stop is asked for, since a
     /// replica restarted during the drain would outlive the platform.
     pub fn close(&self) {
-        self.closing.store(true, Ordering::Release);
+        self.starter.closing.store(true, Ordering::Release);
     }
 
     pub async fn shutdown(&self) {
         self.close();
         let all: Vec<_> = std::mem::take(&mut *self.functions.write().expect("functions lock")).into_values().collect();
-        let starter = self.starter();
-        futures_util::future::join_all(all.iter().map(|f| f.scale(0, &starter))).await;
+        futures_util::future::join_all(all.iter().map(|f| f.scale(0, &self.starter))).await;
     }
 }
 
@@ -544,6 +526,7 @@ impl ReplicaProvider {
 struct Starter {
     settings: Arc<ReplicaSettings>,
     logs: Arc<LogStore>,
+    /// Set once shutdown begins: from then on no replica starts or restarts.
     closing: Arc<AtomicBool>,
 }
 
