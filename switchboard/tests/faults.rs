@@ -94,6 +94,51 @@ async fn api_deployments_survive_a_restart() {
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&state.permissions()) & 0o777, 0o600, "it holds env values");
 }
 
+/// Restarts `p` on the stack `stack`, as an operator who edited stack.yml.
+async fn restart_with_stack(p: &mut Platform, stack: &str) {
+    p.proc.stop();
+    std::fs::write(p.dir.path().join("stack.yml"), stack).unwrap();
+    p.proc = Proc::spawn(&["up", "--config", "switchboard.yml", "--port", &p.port.to_string()], p.dir.path(), &[]);
+    p.wait_ready(&["sink"]).await;
+}
+
+/// A scale through the API records a replica count, not the definition:
+/// stack.yml edited afterwards applies at the next start, with the count.
+#[tokio::test]
+async fn a_stack_edit_after_an_api_scale_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = Platform::start_in(dir, &config(""), "functions:\n  sink:\n    fprocess: cat\n", &[]).await;
+    p.wait_ready(&["sink"]).await;
+    assert_eq!(p.api("POST", "/system/scale-function/sink", r#"{"replicas":2}"#).await.status, 202);
+
+    restart_with_stack(&mut p, "functions:\n  sink:\n    fprocess: tr a-z A-Z\n").await;
+    assert_eq!(post(&format!("{}/function/sink", p.url), "edited").await.text(), "EDITED", "the stack's edit runs");
+    assert_eq!(p.api("GET", "/system/function/sink", "").await.json()["replicas"], 2, "the API's count is kept");
+}
+
+/// An update through the API outlives restarts while stack.yml is as it
+/// was; an edit of stack.yml made after it wins, and the log says so.
+#[tokio::test]
+async fn a_stack_edit_after_an_api_update_wins_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = "functions:\n  sink:\n    fprocess: cat\n";
+    let mut p = Platform::start_in(dir, &config(""), stack, &[]).await;
+    p.wait_ready(&["sink"]).await;
+    let d = r#"{"service":"sink","image":"x","envProcess":"tr a-z A-Z"}"#;
+    assert_eq!(p.api("PUT", "/system/functions", d).await.status, 202);
+
+    restart_with_stack(&mut p, stack).await;
+    assert_eq!(post(&format!("{}/function/sink", p.url), "api").await.text(), "API", "the API's update is kept");
+
+    restart_with_stack(&mut p, "functions:\n  sink:\n    fprocess: rev\n").await;
+    assert_eq!(post(&format!("{}/function/sink", p.url), "stack").await.text(), "kcats", "the later stack edit runs");
+    assert!(p.proc.output().contains("superseding the API's recorded one"), "{}", p.proc.output());
+
+    // Superseded for good: the next start runs the stack's, quietly.
+    restart_with_stack(&mut p, "functions:\n  sink:\n    fprocess: rev\n").await;
+    assert_eq!(post(&format!("{}/function/sink", p.url), "again").await.text(), "niaga");
+}
+
 /// kill -9 of `switchboard up` takes its watchdogs with it: none is left
 /// holding a port.
 #[tokio::test]

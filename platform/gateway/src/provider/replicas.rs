@@ -72,6 +72,9 @@ pub struct ReplicaProvider {
     records: tokio::sync::Mutex<State>,
     /// The names in `records.namespaces`, for readers that do not wait.
     api_namespaces: RwLock<Vec<String>>,
+    /// The stack file's functions as this start deployed them: what an API
+    /// change is compared with at the next start.
+    stack: RwLock<BTreeMap<Key, FunctionDeployment>>,
     secrets: SecretStore,
 }
 
@@ -95,8 +98,31 @@ struct Saved {
 /// A function as the API last left it.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Record {
-    deployment: FunctionDeployment,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    /// The definition the API deployed or updated; none when the API only
+    /// scaled a function of the stack file, whose definition stays the stack's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deployment: Option<FunctionDeployment>,
+    /// The stack file's definition when the API changed the function: one
+    /// that differs at a later start means stack.yml was edited since, and
+    /// the edit wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stack: Option<FunctionDeployment>,
     replicas: u64,
+}
+
+impl Record {
+    /// The function it is of: records written before names were kept have
+    /// only their deployment's.
+    fn key(&self) -> Key {
+        match &self.deployment {
+            Some(d) if self.name.is_empty() => (d.service.clone(), d.namespace.clone().unwrap_or_default()),
+            _ => (self.name.clone(), self.namespace.clone()),
+        }
+    }
 }
 
 struct Function {
@@ -131,10 +157,10 @@ impl Replica {
 impl ReplicaProvider {
     pub fn new(settings: ReplicaSettings) -> Self {
         let logs = Arc::new(LogStore::new(settings.log_lines));
-        let (functions, records, api_namespaces) = Default::default();
+        let (functions, records, api_namespaces, stack) = Default::default();
         let secrets = SecretStore::new(settings.secrets.clone());
         let starter = Starter { settings: Arc::new(settings), logs, closing: Arc::new(AtomicBool::new(false)) };
-        Self { starter, functions, records, api_namespaces, secrets }
+        Self { starter, functions, records, api_namespaces, stack, secrets }
     }
 
     /// Deploys a function of the stack file: not recorded, since the stack
@@ -142,6 +168,8 @@ impl ReplicaProvider {
     pub async fn deploy_from_stack(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
         let (d, namespace) = self.validate(d)?;
         self.image_ready(&d).await?;
+        let key = (d.service.clone(), namespace.clone());
+        self.stack.write().expect("stack lock").insert(key, d.clone());
         self.start_function((d, namespace)).await
     }
 
@@ -161,16 +189,50 @@ impl ReplicaProvider {
         let mut state = self.records.lock().await;
         state.namespaces = saved.namespaces.into_iter().map(|n| (n.name.clone(), n)).collect();
         *self.api_namespaces.write().expect("namespaces lock") = state.namespaces.keys().cloned().collect();
-        for r in saved.functions {
-            let (d, namespace) = self.validate(r.deployment.clone())?;
-            let key = (d.service.clone(), namespace.clone());
-            if self.find(&key.0, &key.1).is_some() {
-                self.replace(d, namespace, r.replicas).await?;
-            } else {
-                self.start_function((d, namespace)).await?;
-                self.scale_function(&key.0, &key.1, r.replicas).await?;
+        let mut superseded = false;
+        for mut r in saved.functions {
+            let key = match &r.deployment {
+                Some(d) => {
+                    let (_, namespace) = self.validate(d.clone())?;
+                    (d.service.clone(), namespace)
+                }
+                None => r.key(),
+            };
+            let in_stack = self.stack.read().expect("stack lock").get(&key).cloned();
+            let qualified = format!("{}.{}", key.0, key.1);
+            match (r.deployment.take(), in_stack) {
+                (Some(_), Some(stack)) if r.stack.as_ref() != Some(&stack) => {
+                    tracing::warn!(
+                        function = %qualified, state = %path.display(),
+                        "stack.yml changed this function after the API last deployed it: the stack's definition \
+                         applies, superseding the API's recorded one (its replica count is kept)"
+                    );
+                    r.stack = None;
+                    superseded = true;
+                    self.scale_function(&key.0, &key.1, r.replicas).await?;
+                }
+                (Some(api), _) => {
+                    let (d, namespace) = self.validate(api)?;
+                    if self.find(&key.0, &key.1).is_some() {
+                        self.replace(d.clone(), namespace, r.replicas).await?;
+                    } else {
+                        self.start_function((d.clone(), namespace)).await?;
+                        self.scale_function(&key.0, &key.1, r.replicas).await?;
+                    }
+                    r.deployment = Some(d);
+                }
+                (None, Some(_)) => self.scale_function(&key.0, &key.1, r.replicas).await?,
+                (None, None) => {
+                    tracing::warn!(function = %qualified, "scaled through the API but no longer in stack.yml: its replica count is dropped");
+                    superseded = true;
+                    continue;
+                }
             }
+            (r.name, r.namespace) = key.clone();
             state.functions.insert(key, r);
+        }
+        if superseded {
+            self.save(&state)?;
         }
         Ok(state.functions.len())
     }
@@ -418,7 +480,7 @@ impl ReplicaProvider {
                  and the label openfaas: \"1\" (faas-cli namespace create {namespace})"
             )));
         }
-        let record = Record { replicas: initial_replicas(&d), deployment: d.clone() };
+        let record = self.api_record(&key, Some(d.clone()), initial_replicas(&d));
         self.record(&mut state, |s| s.functions.insert(key, record))?;
         self.start_function((d, namespace)).await
     }
@@ -451,7 +513,8 @@ impl ReplicaProvider {
         let old =
             self.find(&key.0, &key.1).ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
         let replicas = (old.replicas.read().expect("replicas lock").len() as u64).min(self.max_replicas(&d)?);
-        self.record(&mut state, |s| s.functions.insert(key, Record { replicas, deployment: d.clone() }))?;
+        let record = self.api_record(&key, Some(d.clone()), replicas);
+        self.record(&mut state, |s| s.functions.insert(key, record))?;
         self.replace(d, namespace, replicas).await
     }
 
@@ -497,8 +560,21 @@ impl ReplicaProvider {
         }
         let mut state = self.records.lock().await;
         let key = (name.to_string(), namespace.to_string());
-        self.record(&mut state, |s| s.functions.insert(key, Record { deployment: f.deployment.clone(), replicas }))?;
+        // A scale is a replica count only: the definition recorded stays
+        // the API's when the API made it, and the stack file's otherwise.
+        let record = match state.functions.get(&key) {
+            Some(r) => Record { replicas, ..r.clone() },
+            None => self.api_record(&key, None, replicas),
+        };
+        self.record(&mut state, |s| s.functions.insert(key, record))?;
         self.scale_function(name, namespace, replicas).await
+    }
+
+    /// What the API leaves of a function, with the stack file's definition
+    /// of it as this start knows it.
+    fn api_record(&self, key: &Key, deployment: Option<FunctionDeployment>, replicas: u64) -> Record {
+        let stack = self.stack.read().expect("stack lock").get(key).cloned();
+        Record { name: key.0.clone(), namespace: key.1.clone(), deployment, stack, replicas }
     }
 
     async fn scale_function(&self, name: &str, namespace: &str, replicas: u64) -> Result<(), ProviderError> {
