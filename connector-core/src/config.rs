@@ -52,6 +52,9 @@ pub struct HubConfig {
     pub limits: LimitSettings,
     /// JSON-lines file of events that could not be delivered.
     pub dead_letter_file: PathBuf,
+    /// The most bytes `dead_letter_file` may hold; past it letters are
+    /// refused and their events left with their sources.
+    pub dead_letter_max_size: u64,
 }
 
 impl HubConfig {
@@ -68,6 +71,9 @@ impl HubConfig {
         }
         if self.max_pending == 0 {
             return Err(openfaas::InvalidSetting::new("hub.max_pending", "0", "at least 1 event in flight"));
+        }
+        if self.dead_letter_max_size == 0 {
+            return Err(openfaas::InvalidSetting::new("hub.dead_letter_max_size", "0", "a size in bytes above 0"));
         }
         Ok(())
     }
@@ -100,6 +106,7 @@ impl Default for HubConfig {
             },
             limits: LimitSettings { rate_limit: 0.0, burst: 0, max_inflight: 256 },
             dead_letter_file: PathBuf::from("data/dead-letters.jsonl"),
+            dead_letter_max_size: 1 << 30,
         }
     }
 }

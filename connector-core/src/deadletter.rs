@@ -55,17 +55,41 @@ pub trait DeadLetterSink: Send + Sync {
     /// Stores a letter durably; an error means the event must be redelivered.
     fn send(&self, letter: DeadLetter) -> BoxFuture<'_, Result<(), String>>;
     fn describe(&self) -> String;
+    /// Why letters are refused now (the store is full), while they are.
+    fn refusing(&self) -> Option<String> {
+        None
+    }
 }
 
-/// A JSON-lines file, appended and synced per letter.
+/// A JSON-lines file, appended and synced per letter, up to a size: anyone
+/// who can send events can make dead letters, so the file must not be able
+/// to fill the disk. A letter that would pass the size is refused, and its
+/// event is left with its source (redelivered), not lost.
 pub struct FileSink {
     path: PathBuf,
+    max_size: u64,
     lock: tokio::sync::Mutex<()>,
+    /// The size of the last letter refused for want of room, until one is
+    /// written: the file is full for as long as that letter would not fit.
+    refused: std::sync::Mutex<Option<u64>>,
 }
 
 impl FileSink {
-    pub fn new(path: &Path) -> Self {
-        Self { path: path.to_path_buf(), lock: tokio::sync::Mutex::new(()) }
+    pub fn new(path: &Path, max_size: u64) -> Self {
+        Self { path: path.to_path_buf(), max_size, lock: tokio::sync::Mutex::new(()), refused: Default::default() }
+    }
+
+    fn size(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn full(&self, size: u64, letter: u64) -> String {
+        format!(
+            "{} is full: {size} bytes, and a letter of {letter} would pass hub.dead_letter_max_size ({} bytes); \
+             move the file away or raise the limit",
+            self.path.display(),
+            self.max_size
+        )
     }
 }
 
@@ -87,15 +111,35 @@ impl DeadLetterSink for FileSink {
                 .open(&self.path)
                 .await
                 .map_err(err)?;
+            let size = f.metadata().await.map_err(err)?.len();
+            let n = line.len() as u64;
+            if size + n > self.max_size {
+                *self.refused.lock().expect("refused lock") = Some(n);
+                return Err(self.full(size, n));
+            }
             f.write_all(&line).await.map_err(err)?;
             // tokio's File buffers: a write error (ENOSPC) surfaces at flush,
             // and sync_data alone would report success for a line never written.
             f.flush().await.map_err(err)?;
-            f.sync_data().await.map_err(err)
+            f.sync_data().await.map_err(err)?;
+            *self.refused.lock().expect("refused lock") = None;
+            Ok(())
         })
     }
 
     fn describe(&self) -> String {
         format!("file {}", self.path.display())
+    }
+
+    fn refusing(&self) -> Option<String> {
+        let mut refused = self.refused.lock().expect("refused lock");
+        let letter = (*refused)?;
+        let size = self.size();
+        // Room made by hand (the file moved away or cut) ends it.
+        if size + letter <= self.max_size {
+            *refused = None;
+            return None;
+        }
+        Some(self.full(size, letter))
     }
 }

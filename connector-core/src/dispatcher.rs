@@ -189,14 +189,34 @@ impl Dispatcher {
     /// size bound). `reason` names the bound. A letter that cannot be
     /// written leaves the message with its broker, as for any dead letter.
     pub async fn refuse(&self, event: Event, handle: impl Settle, reason: String) {
-        let routed = !self.shared.map.borrow().subscribers(self.source, &event.topic).is_empty();
-        let label = if routed { event.topic.as_str() } else { UNROUTED };
+        let label = if self.routed(&event) { event.topic.as_str() } else { UNROUTED };
         self.shared.metrics.received.with_label_values(&[self.source, label]).inc();
         let outcome = match self.dead_letter(&event, label, None, None, 0, reason).await {
             Ok(()) => Outcome::DeadLettered,
             Err(reason) => Outcome::Redeliver { after: REDELIVER_AFTER, reason },
         };
         handle.settle(outcome).await;
+    }
+
+    /// Whether any function subscribes to `event`'s topic (or it names its function).
+    fn routed(&self, event: &Event) -> bool {
+        let map = self.shared.map.borrow();
+        match &event.function {
+            Some(f) => map.functions.contains_key(f),
+            None => !map.subscribers(self.source, &event.topic).is_empty(),
+        }
+    }
+
+    /// The topics of `events` that no function subscribes to, each event
+    /// counted as received under the one unrouted series: for a source
+    /// that answers its sender (HTTP), which then refuses them rather than
+    /// dead-lettering what nobody asked for.
+    pub fn unrouted<'a>(&self, events: &'a [Event]) -> Vec<&'a str> {
+        let unrouted: Vec<&str> = events.iter().filter(|e| !self.routed(e)).map(|e| e.topic.as_str()).collect();
+        if !unrouted.is_empty() {
+            self.shared.metrics.received.with_label_values(&[self.source, UNROUTED]).inc_by(unrouted.len() as f64);
+        }
+        unrouted
     }
 
     /// How many more events could be admitted now: a source that pulls in
@@ -348,7 +368,7 @@ impl Dispatcher {
             }
             // Like Knative: a status that is not worth retrying is final, and
             // the event goes to the dead letters rather than being acked as done.
-            let retryable = a.status.is_none_or(|s| sub.retry.is_retryable(s));
+            let retryable = !a.last && a.status.is_none_or(|s| sub.retry.is_retryable(s));
             if broker.dead_letters || (retryable && sub.retry.has_attempts_after(attempt)) {
                 m.retried.with_label_values(&labels).inc();
                 let wait = sub.retry.backoff(attempt, a.retry_after);

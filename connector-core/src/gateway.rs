@@ -15,16 +15,17 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchboard_http::ReadError;
 
 /// A gateway in this process: serves a request and returns the whole response.
 pub type InProcess =
-    Arc<dyn Fn(Request<Full<Bytes>>) -> BoxFuture<'static, Result<Response<Bytes>, String>> + Send + Sync>;
+    Arc<dyn Fn(Request<Full<Bytes>>) -> BoxFuture<'static, Result<Response<Bytes>, ReadError>> + Send + Sync>;
 
 /// An [`InProcess`] gateway from an async function.
 pub fn in_process<F, Fut>(call: F) -> InProcess
 where
     F: Fn(Request<Full<Bytes>>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response<Bytes>, String>> + Send + 'static,
+    Fut: Future<Output = Result<Response<Bytes>, ReadError>> + Send + 'static,
 {
     Arc::new(move |req| Box::pin(call(req)))
 }
@@ -51,8 +52,26 @@ pub struct Attempt {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub error: String,
+    /// No attempt could end otherwise (an answer too large to read), so
+    /// none is made: the event is dead-lettered at once.
+    pub last: bool,
     pub retry_after: Option<Duration>,
     pub elapsed: Duration,
+}
+
+/// The size of a request's head, for a server that refuses it (431).
+struct Head {
+    fields: usize,
+    bytes: usize,
+}
+
+impl Head {
+    fn of<B>(req: &Request<B>) -> Self {
+        // The request line, each `name: value` line, and the blank line.
+        let line = req.method().as_str().len() + req.uri().to_string().len() + " HTTP/1.1\r\n ".len();
+        let fields: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        Self { fields: req.headers().len(), bytes: line + fields + 2 }
+    }
 }
 
 impl Attempt {
@@ -125,14 +144,19 @@ impl Gateway {
     }
 
     /// Sends `req` and reads the whole response.
-    async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Bytes>, String> {
+    async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Bytes>, ReadError> {
         match &self.transport {
             Transport::Http(client) => {
-                let res = client.request(req).await.map_err(|e| format!("unreachable: {}", with_causes(&e)))?;
-                let (parts, body) = res.into_parts();
-                let body = switchboard_http::read_whole(body, switchboard_http::MAX_ANSWER)
+                let res = client
+                    .request(req)
                     .await
-                    .map_err(|e| format!("response body: {e}"))?;
+                    .map_err(|e| ReadError::Failed(format!("unreachable: {}", with_causes(&e))))?;
+                let (parts, body) = res.into_parts();
+                let body =
+                    switchboard_http::read_whole(body, switchboard_http::MAX_ANSWER).await.map_err(|e| match e {
+                        ReadError::Failed(e) => ReadError::Failed(format!("response body: {e}")),
+                        too_large => too_large,
+                    })?;
                 Ok(Response::from_parts(parts, body))
             }
             Transport::InProcess(call) => call(req).await,
@@ -150,7 +174,7 @@ impl Gateway {
         let res = tokio::time::timeout(self.timeout, self.send(req))
             .await
             .map_err(|_| err("timed out".into()))?
-            .map_err(err)?;
+            .map_err(|e| err(e.to_string()))?;
         let (status, body) = (res.status(), res.into_body());
         if !status.is_success() {
             return Err(err(format!("answered {status}: {}", String::from_utf8_lossy(&body).trim())));
@@ -175,6 +199,7 @@ impl Gateway {
             headers: HeaderMap::new(),
             body: Bytes::new(),
             error,
+            last: false,
             retry_after: None,
             elapsed: started.elapsed(),
         };
@@ -210,22 +235,39 @@ impl Gateway {
             Ok(r) => r,
             Err(e) => return failed(format!("cannot build the request to {url}: {e}")),
         };
+        let head = Head::of(&req);
         let res = match tokio::time::timeout(self.timeout, self.send(req)).await {
             Err(_) => {
                 return failed(format!("{url} did not answer within {}", humantime::format_duration(self.timeout)));
+            }
+            Ok(Err(ReadError::TooLarge(limit))) => {
+                // Reading it again would end the same way: not worth a retry.
+                let error = format!("{url}: the answer is over {limit} bytes, the most the hub reads; not retried");
+                return Attempt { last: true, ..failed(error) };
             }
             Ok(Err(e)) => return failed(format!("{url}: {e}")),
             Ok(Ok(r)) => r,
         };
         let (parts, body) = res.into_parts();
         let status = parts.status.as_u16();
+        let answer = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string();
         Attempt {
             status: Some(status),
-            error: if parts.status.is_success() {
-                String::new()
-            } else {
-                format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(200)]).trim())
+            error: match parts.status {
+                s if s.is_success() => String::new(),
+                // hyper's servers (the gateway's, the watchdog's) answer it bare.
+                http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => format!(
+                    "HTTP 431: the request's head, {} header fields in {} bytes, is over a server's limit \
+                     (Switchboard's gateway and watchdog take gateway.max_headers, {} by default, and \
+                     gateway.max_header_size, {} bytes by default); the event's headers come from its broker. {answer}",
+                    head.fields,
+                    head.bytes,
+                    switchboard_http::MAX_HEADERS,
+                    switchboard_http::MAX_HEADER_SIZE,
+                ),
+                _ => format!("HTTP {status}: {answer}"),
             },
+            last: false,
             retry_after: parts.headers.get(http::header::RETRY_AFTER).and_then(openfaas::retry::parse_retry_after),
             headers: parts.headers,
             body,

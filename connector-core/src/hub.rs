@@ -23,6 +23,7 @@ pub struct Hub {
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
+    dead_letters: Arc<dyn DeadLetterSink>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,10 +59,17 @@ impl Hub {
         let access = Arc::new(Access::new(&config.auth, &config.secret_mount_path, config.token_file.as_ref())?);
         let metrics = Arc::new(Metrics::default());
         let discovery = Arc::new(Discovery::new(&config, gateway.clone(), metrics.clone()));
-        let sink: Arc<dyn DeadLetterSink> = Arc::new(FileSink::new(&config.dead_letter_file));
-        let dispatcher =
-            Dispatcher::new(&config, gateway, discovery.subscribe(), sink, metrics.clone(), shutdown.clone());
-        Ok(Self { config, access, discovery, dispatcher, metrics, shutdown })
+        let dead_letters: Arc<dyn DeadLetterSink> =
+            Arc::new(FileSink::new(&config.dead_letter_file, config.dead_letter_max_size));
+        let dispatcher = Dispatcher::new(
+            &config,
+            gateway,
+            discovery.subscribe(),
+            dead_letters.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        );
+        Ok(Self { config, access, discovery, dispatcher, metrics, shutdown, dead_letters })
     }
 
     /// Runs until shutdown, or until a source fails for good.
@@ -77,9 +85,16 @@ impl Hub {
             metrics: self.metrics.clone(),
             brokers: brokers.clone(),
             access: self.access.clone(),
+            dead_letters: self.dead_letters.clone(),
         };
         let guarded = Router::new()
-            .route("/metrics", get(|State(h): State<Ops>| async move { h.metrics.render() }))
+            .route(
+                "/metrics",
+                get(|State(h): State<Ops>| async move {
+                    h.dead_letters_refused();
+                    h.metrics.render()
+                }),
+            )
             .route(
                 "/refresh",
                 post(|State(h): State<Ops>| async move {
@@ -147,6 +162,16 @@ struct Ops {
     metrics: Arc<Metrics>,
     brokers: Vec<BrokerState>,
     access: Arc<Access>,
+    dead_letters: Arc<dyn DeadLetterSink>,
+}
+
+impl Ops {
+    /// Why the dead-letter store refuses letters, if it does, kept in its metric.
+    fn dead_letters_refused(&self) -> Option<String> {
+        let refusing = self.dead_letters.refusing();
+        self.metrics.dead_letters_refused.set(refusing.is_some() as i64);
+        refusing
+    }
 }
 
 async fn require_access(State(h): State<Ops>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
@@ -163,7 +188,14 @@ async fn ready(State(h): State<Ops>) -> (StatusCode, String) {
     if !h.discovery.ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "waiting for the first function discovery".into());
     }
-    let unready: Vec<String> = h.brokers.iter().filter_map(BrokerState::unready).collect();
+    // A full dead-letter store leaves every undeliverable event unsettled:
+    // nothing is lost, but nothing moves either.
+    let unready: Vec<String> = h
+        .brokers
+        .iter()
+        .filter_map(BrokerState::unready)
+        .chain(h.dead_letters_refused().map(|why| format!("dead letters refused: {why}")))
+        .collect();
     if unready.is_empty() {
         (StatusCode::OK, "OK".into())
     } else {

@@ -1,7 +1,8 @@
 //! The hub's Prometheus metrics.
 
 use prometheus::{
-    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -17,6 +18,7 @@ pub struct Metrics {
     pub functions: Gauge,
     pub discovery_errors: IntCounter,
     pub source_connected: GaugeVec,
+    pub dead_letters_refused: IntGauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
@@ -53,6 +55,12 @@ impl Default for Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(source_connected.clone())).expect("registered once");
+        let dead_letters_refused = IntGauge::new(
+            "switchboard_dead_letters_refused",
+            "1 while the dead-letter store is full and refuses letters (their events stay with their sources)",
+        )
+        .expect("valid metric");
+        r.register(Box::new(dead_letters_refused.clone())).expect("registered once");
         Self {
             received: counter(&r, "switchboard_events_received_total", "Events received", &["source", "topic"]),
             delivered: counter(&r, "switchboard_events_delivered_total", "Events delivered", by_fn),
@@ -65,6 +73,7 @@ impl Default for Metrics {
             functions,
             discovery_errors,
             source_connected,
+            dead_letters_refused,
             registry: r,
         }
     }

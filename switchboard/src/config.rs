@@ -70,6 +70,7 @@ impl Config {
         };
         config.apply_env(|k| std::env::var(k).ok())?;
         config.queue.retry.validate().map_err(|e| InvalidSetting { key: format!("queue.{}", e.key), ..e })?;
+        config.gateway.validate()?;
         config.hub.validate()?;
         Ok(config)
     }

@@ -56,6 +56,15 @@ async fn provider(config: &Config) -> Result<Provider> {
         max_replicas: *max_replicas,
         state: state.clone(),
         secrets: secrets.clone(),
+        // With room for the fields the gateway adds as it forwards a request
+        // (X-Call-Id, X-Start-Time, X-Forwarded-For…).
+        watchdog_env: [
+            ("max_header_size", config.gateway.max_header_size + 4096),
+            ("max_headers", config.gateway.max_headers + 16),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
     });
     if let Some(stack) = stack {
         for d in switchboard_gateway::stack::load(stack)? {
@@ -70,7 +79,7 @@ async fn provider(config: &Config) -> Result<Provider> {
     if restored > 0 {
         tracing::info!(count = restored, "restored functions deployed through the API");
     }
-    Ok(Provider::Replicas(provider))
+    Ok(Provider::Replicas(Box::new(provider)))
 }
 
 /// The small `switchboard-watchdog` beside this executable when it runs

@@ -277,9 +277,11 @@ async fn an_unwritable_dead_letter_is_not_acknowledged() {
     let disk = SmallDisk::mount(&dir.path().join("disk"), "1m");
     let config =
         config_with("", "").replace("dead_letter_file: data/dead-letters.jsonl", "dead_letter_file: disk/dead.jsonl");
-    let p = Platform::start_in(dir, &config, NO_STACK, &[]).await;
+    let stack = "functions:\n  broken:\n    fprocess: \"false\"\n    annotations:\n      topic: fail\n      com.openfaas.retry.attempts: \"1\"\n";
+    let p = Platform::start_in(dir, &config, stack, &[]).await;
+    p.wait_ready(&["broken"]).await;
     p.receiving().await;
-    let headers = [("ce-id", "1"), ("ce-source", "/t"), ("ce-type", "nobody.listens"), ("ce-specversion", "1.0")];
+    let headers = [("ce-id", "1"), ("ce-source", "/t"), ("ce-type", "fail"), ("ce-specversion", "1.0")];
     let filler = disk.fill();
     let r = call("POST", &p.ce_url, &headers, "x").await;
     assert_eq!(r.status, 503, "{}", r.text());
@@ -405,19 +407,29 @@ async fn running_out_of_file_descriptors_does_not_spin() {
     assert!(back.await, "not serving again after connections closed:\n{}", proc.output());
 }
 
-/// Past `gateway.max_connections`, a new connection waits for a place
-/// instead of taking memory and descriptors.
+/// Past `gateway.max_connections` a few places are kept for probes: health
+/// and metrics answer, anything else is told to retry (503), and past those
+/// a connection waits for a place instead of taking memory and descriptors.
 #[tokio::test]
 async fn connections_are_limited() {
     let p = Platform::start(&config("gateway:\n  max_connections: 2\n"), NO_STACK).await;
-    let idle: Vec<std::net::TcpStream> =
-        (0..2).map(|_| std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap()).collect();
+    let connect = |_| std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    // The start's own health checks close their connections first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle: Vec<std::net::TcpStream> = (0..2).map(connect).collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let url = format!("{}/healthz", p.url);
+    assert_eq!(get(&url).await.status, 200, "a probe is answered past max_connections");
+    let r = post(&format!("{}/function/nope", p.url), "").await;
+    assert_eq!((r.status, r.header("retry-after").as_deref()), (503, Some("1")), "{}", r.text());
+    assert!(r.text().contains("max_connections"), "{}", r.text());
+
+    let reserve: Vec<std::net::TcpStream> = (0..8).map(connect).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let waiting = tokio::spawn(async move { try_call("GET", &url, &[], "").await });
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!waiting.is_finished(), "a third connection was served past max_connections: 2");
-    drop(idle);
+    assert!(!waiting.is_finished(), "served past max_connections and the probes' reserve");
+    drop((idle, reserve));
     let r = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("served once a place was free");
     assert_eq!(r.unwrap().unwrap().status, 200);
 }

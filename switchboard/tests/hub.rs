@@ -225,20 +225,10 @@ async fn deployed_functions_subscribe_live_and_fan_out() {
     assert_eq!(p.api("DELETE", "/system/functions", r#"{"functionName":"first"}"#).await.status, 202);
     assert_eq!(p.api("DELETE", "/system/functions", r#"{"functionName":"second"}"#).await.status, 202);
     assert_eq!(post(&format!("{}/refresh", p.hub_url), "").await.status, 202);
-    let mut n = 0;
-    let unrouted = eventually(Duration::from_secs(10), || {
-        n += 1;
-        let id = format!("p-{n}");
-        let p = &p;
-        async move {
-            ce(p, "payments", &id, "late").await;
-            p.dead_letters().iter().any(|l| {
-                l["event"]["id"] == id.as_str() && l["error"].as_str().unwrap_or("").contains("no function subscribes")
-            })
-        }
-    })
-    .await;
-    assert!(unrouted, "events for a topic nobody subscribes to must be dead-lettered: {:?}", p.dead_letters());
+    let unrouted =
+        eventually(Duration::from_secs(10), || async { ce(&p, "payments", "late", "late").await.status == 404 });
+    assert!(unrouted.await, "events for a topic nobody subscribes to any more must be refused");
+    assert!(p.dead_letters().is_empty(), "refused, not written: {:?}", p.dead_letters());
 }
 
 #[tokio::test]
@@ -520,19 +510,37 @@ async fn oversized_batches_and_empty_ids_are_refused() {
     assert!(r.text().contains("id attribute is empty"), "{}", r.text());
 }
 
-/// Events nobody subscribes to share one metric series, however many
-/// types a sender makes up.
+/// Events nobody subscribes to are refused with 404 (the sender has the
+/// answer) and never written: with `hub.auth: off` anyone on the machine
+/// could otherwise fill the disk with dead letters. They share one metric
+/// series, however many types a sender makes up.
 #[tokio::test]
-async fn unrouted_topics_share_one_series() {
-    let p = Platform::start(&config(""), NO_STACK).await;
+async fn unrouted_events_are_refused_and_share_one_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = format!("functions:\n{}", recorder_fn("known", dir.path(), "", "      topic: known\n"));
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     hub_ready(&p).await;
     p.receiving().await;
     for i in 0..3 {
-        assert_eq!(ce(&p, &format!("made.up.{i}"), &format!("id-{i}"), "x").await.json()["dead_lettered"], 1);
+        let r = ce(&p, &format!("made.up.{i}"), &format!("id-{i}"), "x").await;
+        assert_eq!(r.status, 404, "{}", r.text());
+        assert!(
+            r.text().contains(&format!("made.up.{i}")) && r.text().contains("nothing was delivered"),
+            "{}",
+            r.text()
+        );
     }
+    // A batch with one unrouted event is refused whole, naming it.
+    let event = |id: &str, ty: &str| serde_json::json!({"specversion": "1.0", "id": id, "source": "/t", "type": ty});
+    let batch = serde_json::json!([event("b1", "known"), event("b2", "nobody")]).to_string();
+    let r = call("POST", &p.ce_url, &[("content-type", "application/cloudevents-batch+json")], batch).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("\"nobody\"") && !r.text().contains("\"known\""), "{}", r.text());
+    assert!(p.dead_letters().is_empty(), "{:?}", p.dead_letters());
+    assert!(p.dir.path().join("known.log").metadata().map_or(true, |m| m.len() == 0), "nothing of the batch delivered");
     let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
     assert!(
-        metrics.contains(r#"switchboard_events_received_total{source="cloudevents",topic="(unrouted)"} 3"#),
+        metrics.contains(r#"switchboard_events_received_total{source="cloudevents",topic="(unrouted)"} 4"#),
         "{metrics}"
     );
     assert!(!metrics.contains("made.up"), "{metrics}");
@@ -598,4 +606,66 @@ async fn cron_can_send_cron_connectors_empty_body() {
     let p = Platform::start_in(dir, &config("cron:\n  body: empty\n"), &stack, &[]).await;
     let calls = wait_calls(&log, 1).await;
     assert_eq!(calls[0].body, "", "{:?}\n{}", calls[0], p.proc.output());
+}
+
+/// An answer over the most the hub reads (64 MiB) would be the same at
+/// every attempt: the event is dead-lettered at once, and the function,
+/// which may have side effects, runs once.
+#[tokio::test]
+async fn an_answer_too_large_to_read_is_dead_lettered_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("big.log");
+    let stack = format!(
+        "functions:\n  big:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      BIG_BYTES: \"{}\"\n      RECORD_FILE: {}\n    annotations:\n      topic: big\n",
+        fixture("big.py"),
+        65 * 1024 * 1024,
+        record.display()
+    );
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    p.wait_ready(&["big"]).await;
+    hub_ready(&p).await;
+    p.receiving().await;
+    let r = ce(&p, "big", "b-1", "go").await;
+    assert_eq!((r.status, r.json()["dead_lettered"].as_u64()), (200, Some(1)), "{}", r.text());
+    let letters = p.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["attempts"], 1, "{letters:?}");
+    assert!(letters[0]["error"].as_str().unwrap().contains("over 67108864 bytes"), "{letters:?}");
+    let calls = std::fs::read_to_string(&record).unwrap_or_default().lines().count();
+    assert_eq!(calls, 1, "the function ran again");
+}
+
+/// The dead-letter file has a size bound: past it, letters are refused and
+/// their events left with their sender (503 here, redelivery for a broker),
+/// the hub is unready and says why, and a metric shows it; room made by
+/// hand ends it.
+#[tokio::test]
+async fn a_full_dead_letter_file_refuses_letters_and_says_so() {
+    let stack = "functions:\n  broken:\n    fprocess: \"false\"\n    annotations:\n      topic: fail\n      com.openfaas.retry.attempts: \"1\"\n";
+    let p = Platform::start(&config_with("  dead_letter_max_size: 2000\n", ""), stack).await;
+    p.wait_ready(&["broken"]).await;
+    hub_ready(&p).await;
+    p.receiving().await;
+    let payload = "p".repeat(300);
+    for id in ["d-1", "d-2"] {
+        let r = ce(&p, "fail", id, &payload).await;
+        assert_eq!((r.status, r.json()["dead_lettered"].as_u64()), (200, Some(1)), "{}", r.text());
+    }
+    let r = ce(&p, "fail", "d-3", &payload).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("is full") && r.text().contains("hub.dead_letter_max_size (2000 bytes)"), "{}", r.text());
+    assert_eq!(p.dead_letters().len(), 2);
+    let ready = get(&format!("{}/readyz", p.hub_url)).await;
+    assert_eq!(ready.status, 503);
+    assert!(ready.text().contains("dead letters refused"), "{}", ready.text());
+    let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+    assert!(metrics.contains("switchboard_dead_letters_refused 1"), "{metrics}");
+
+    // The operator moves the letters away: the hub takes letters again.
+    std::fs::rename(p.dir.path().join("data/dead-letters.jsonl"), p.dir.path().join("kept.jsonl")).unwrap();
+    hub_ready(&p).await;
+    let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+    assert!(metrics.contains("switchboard_dead_letters_refused 0"), "{metrics}");
+    let r = ce(&p, "fail", "d-3", &payload).await;
+    assert_eq!((r.status, r.json()["dead_lettered"].as_u64()), (200, Some(1)), "{}", r.text());
 }

@@ -204,8 +204,8 @@ impl Receiver {
                 }
             }
         }
-        // A batch is admitted whole or not at all, so one larger than the
-        // hub's admission limit could never be: refuse it for what it is.
+        // A batch larger than the hub's admission limit could never be
+        // admitted: refuse it for what it is.
         let max = self.dispatcher.max_pending();
         if events.len() > max {
             let message = format!(
@@ -213,6 +213,18 @@ impl Receiver {
                 events.len()
             );
             return reply(StatusCode::PAYLOAD_TOO_LARGE, message);
+        }
+        // The sender has the answer: an event nobody subscribes to is
+        // refused, not written to the dead letters (which anyone who can
+        // send could fill). A batch is admitted whole or not at all.
+        let unrouted = self.dispatcher.unrouted(&events);
+        if !unrouted.is_empty() {
+            let message = format!(
+                "no function subscribes to {unrouted:?} (the events' {:?} attribute, cloudevents.topic_attribute); \
+                 nothing was delivered\n",
+                self.topic_attribute
+            );
+            return reply(StatusCode::NOT_FOUND, message);
         }
         let mut tickets = Vec::with_capacity(events.len());
         for e in &events {

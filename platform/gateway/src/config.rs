@@ -23,11 +23,18 @@ pub struct GatewayConfig {
     /// loopback answers (a proxy in front of it); other `Host` names are
     /// refused, against DNS rebinding.
     pub allowed_hosts: Vec<String>,
-    /// Longest wait for a request's head, and for each piece of its body.
+    /// Longest wait for a request's head; and the most time, all waits
+    /// together, its body may keep the gateway waiting.
     #[serde(with = "openfaas::duration::serde_duration")]
     pub read_timeout: Duration,
     /// Client connections served at once.
     pub max_connections: usize,
+    /// Connections one client address may hold at once.
+    pub max_connections_per_client: usize,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_size: usize,
+    /// Most header fields in one request.
+    pub max_headers: usize,
     /// Longest wait for a function's response headers.
     #[serde(with = "openfaas::duration::serde_duration")]
     pub upstream_timeout: Duration,
@@ -58,6 +65,23 @@ pub enum Role {
     Provider,
 }
 
+impl GatewayConfig {
+    /// Bounds of 0 would refuse every connection or request.
+    pub fn validate(&self) -> Result<(), openfaas::InvalidSetting> {
+        for (key, value) in [
+            ("gateway.max_connections", self.max_connections),
+            ("gateway.max_connections_per_client", self.max_connections_per_client),
+            ("gateway.max_header_size", self.max_header_size),
+            ("gateway.max_headers", self.max_headers),
+        ] {
+            if value == 0 {
+                return Err(openfaas::InvalidSetting::new(key, "0", "a whole number above 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
@@ -68,6 +92,9 @@ impl Default for GatewayConfig {
             allowed_hosts: vec![],
             read_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_connections_per_client: 512,
+            max_header_size: switchboard_http::MAX_HEADER_SIZE,
+            max_headers: switchboard_http::MAX_HEADERS,
             upstream_timeout: Duration::from_secs(60),
             replica_wait: Duration::from_secs(20),
             max_body_size: 64 * 1024 * 1024,

@@ -125,9 +125,11 @@ pub async fn serve(gw: Shared, listener: TcpListener, shutdown: impl Future<Outp
         header_read_timeout: c.read_timeout,
         body_timeout: c.read_timeout,
         max_connections: c.max_connections,
+        max_connections_per_client: c.max_connections_per_client,
+        max_header_size: c.max_header_size,
+        max_headers: c.max_headers,
         drain: c.upstream_timeout,
         hosts: switchboard_http::Hosts::Loopback(c.allowed_hosts.clone().into()),
-        ..Default::default()
     };
     switchboard_http::serve(listener, App(router(gw)), limits, shutdown).await
 }
@@ -172,7 +174,7 @@ impl InProcess {
     }
 
     /// Serves `req` (its URI's path and query route it) and reads the whole response.
-    pub async fn call<B>(&self, req: http::Request<B>) -> Result<http::Response<Bytes>, String>
+    pub async fn call<B>(&self, req: http::Request<B>) -> Result<http::Response<Bytes>, switchboard_http::ReadError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
@@ -180,9 +182,7 @@ impl InProcess {
         let links = self.idle.lock().expect("idle links lock").pop().unwrap_or_default();
         let res = self.app.handle(req.map(Body::new), SocketAddr::from(([127, 0, 0, 1], 0)), links.clone()).await;
         let (parts, body) = res.into_parts();
-        let body = switchboard_http::read_whole(body, switchboard_http::MAX_ANSWER)
-            .await
-            .map_err(|e| format!("response body: {e}"))?;
+        let body = switchboard_http::read_whole(body, switchboard_http::MAX_ANSWER).await?;
         self.idle.lock().expect("idle links lock").push(links);
         Ok(http::Response::from_parts(parts, body))
     }

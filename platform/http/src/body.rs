@@ -1,5 +1,6 @@
-//! The request body every handler reads: hyper's, with a limit on the wait
-//! for each piece of it, and a record of whether it was read to the end.
+//! The request body every handler reads: hyper's, with a bound on the
+//! time its sender may keep a reader waiting, and a record of whether it was
+//! read to the end.
 
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use std::pin::Pin;
@@ -13,25 +14,30 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub struct RequestBody {
     inner: Incoming,
-    idle: Duration,
-    /// Armed while a reader waits for data; a sender that stalls longer
-    /// than `idle` fails the body. Not armed while nobody reads, so a
-    /// handler that waits before reading is not cut short.
+    /// The most time, all waits together, a reader may spend waiting for
+    /// the sender: a body dripped a byte at a time ends once it is spent.
+    /// Only waits count, so a handler that reads slowly (a function that
+    /// takes its time over an upload) is not cut short.
+    limit: Duration,
+    /// The waits so far.
+    spent: Duration,
+    /// Armed while a reader waits, for what is left of the limit.
     timer: Option<Pin<Box<Sleep>>>,
-    waiting: bool,
+    /// When the current wait began.
+    waiting: Option<Instant>,
     finished: Arc<AtomicBool>,
 }
 
-/// A sender that stopped sending its body.
+/// A sender that kept its reader waiting too long for its body.
 #[derive(Debug, thiserror::Error)]
-#[error("no part of the request body arrived within {0:?}")]
+#[error("the request body was not sent within {0:?} (read_timeout)")]
 pub struct BodyTimeout(pub Duration);
 
 impl RequestBody {
     /// The body, and a flag that turns true once it has been read to its end.
-    pub(crate) fn new(inner: Incoming, idle: Duration) -> (Self, Arc<AtomicBool>) {
+    pub(crate) fn new(inner: Incoming, limit: Duration) -> (Self, Arc<AtomicBool>) {
         let finished = Arc::new(AtomicBool::new(inner.is_end_stream()));
-        (Self { inner, idle, timer: None, waiting: false, finished: finished.clone() }, finished)
+        (Self { inner, limit, spent: Duration::ZERO, timer: None, waiting: None, finished: finished.clone() }, finished)
     }
 }
 
@@ -43,26 +49,25 @@ impl Body for RequestBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.waiting = false;
+                if let Some(began) = this.waiting.take() {
+                    this.spent += began.elapsed();
+                }
                 if frame.is_none() || this.inner.is_end_stream() {
                     this.finished.store(true, Ordering::Release);
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                let timer = match &mut this.timer {
-                    Some(timer) if this.waiting => timer,
-                    // The wait starts now: arm the timer (made on the first wait).
-                    slot => {
-                        let deadline = Instant::now() + this.idle;
-                        this.waiting = true;
-                        let timer = slot.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                        timer.as_mut().reset(deadline);
-                        timer
-                    }
-                };
+                if this.waiting.is_none() {
+                    // A wait begins: the timer gets what is left of the limit.
+                    let now = Instant::now();
+                    this.waiting = Some(now);
+                    let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(now)));
+                    timer.as_mut().reset(now + this.limit.saturating_sub(this.spent));
+                }
+                let timer = this.timer.as_mut().expect("armed when the wait began");
                 match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout(this.idle).into()))),
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout(this.limit).into()))),
                     Poll::Pending => Poll::Pending,
                 }
             }

@@ -15,7 +15,7 @@ mod server;
 
 pub use body::{BodyTimeout, MAX_ANSWER, ReadError, RequestBody, read_whole};
 pub use guard::{from_other_site, loopback_host};
-pub use server::{Handler, Hosts, Limits, Routes, serve};
+pub use server::{Handler, Hosts, Limits, MAX_HEADER_SIZE, MAX_HEADERS, Routes, serve};
 
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::SendRequest;

@@ -34,6 +34,10 @@ pub struct Config {
     /// Largest output a serializing function may write; past it the
     /// process is killed and the caller told why.
     pub max_response_size: usize,
+    /// Largest request head, in bytes (431 beyond it).
+    pub max_header_size: usize,
+    /// Most header fields in one request (431 beyond it).
+    pub max_headers: usize,
 }
 
 /// Default for both body bounds: the gateway's own request limit.
@@ -98,18 +102,18 @@ impl Config {
                 return Err(InvalidSetting::new("suppress_lock", other, "true or false"));
             }
         };
-        let size = |key: &str| match get(key) {
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| InvalidSetting::new(key, v, "a size in bytes above 0")),
-            None => Ok(MAX_BODY),
+        let count = |key: &str, default: usize, expected: &'static str| match get(key) {
+            Some(v) => {
+                v.trim().parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| InvalidSetting::new(key, v, expected))
+            }
+            None => Ok(default),
         };
+        let size = |key: &str, default: usize| count(key, default, "a size in bytes above 0");
         Ok(Self {
-            max_request_size: size("max_request_size")?,
-            max_response_size: size("max_response_size")?,
+            max_request_size: size("max_request_size", MAX_BODY)?,
+            max_response_size: size("max_response_size", MAX_BODY)?,
+            max_header_size: size("max_header_size", switchboard_http::MAX_HEADER_SIZE)?,
+            max_headers: count("max_headers", switchboard_http::MAX_HEADERS, "a whole number above 0")?,
             fprocess,
             mode,
             upstream_url,

@@ -223,6 +223,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let limits = switchboard_http::Limits {
         header_read_timeout: config.read_timeout,
         body_timeout: config.read_timeout,
+        max_header_size: config.max_header_size,
+        max_headers: config.max_headers,
         drain: config.write_timeout,
         ..Default::default()
     };

@@ -69,7 +69,8 @@ pub enum Route {
 }
 
 pub enum Provider {
-    Replicas(ReplicaProvider),
+    // Boxed: the replica provider is large and the static one small.
+    Replicas(Box<ReplicaProvider>),
     Static(StaticProvider),
 }
 

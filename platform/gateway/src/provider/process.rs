@@ -16,14 +16,17 @@ use tokio::io::AsyncRead;
 /// from its deployment, so the gateway's own settings never leak into it.
 const INHERITED_ENV: [&str; 6] = ["PATH", "HOME", "USER", "LANG", "TMPDIR", "TZ"];
 
-/// The watchdog's environment for one replica listening on `port`.
+/// The watchdog's environment for one replica listening on `port`:
+/// `defaults` under the deployment's own variables.
 pub(super) fn environment(
     d: &FunctionDeployment,
     port: u16,
     secrets: Option<&Path>,
+    defaults: &BTreeMap<String, String>,
 ) -> std::io::Result<BTreeMap<String, String>> {
     let mut env: BTreeMap<String, String> =
         INHERITED_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
+    env.extend(defaults.clone());
     env.extend(d.env_vars.clone());
     env.insert("fprocess".into(), d.env_process.clone().unwrap_or_default());
     env.entry("mode".into()).or_insert_with(|| "serializing".into());

@@ -59,6 +59,10 @@ pub struct ReplicaSettings {
     pub state: Option<PathBuf>,
     /// Where secrets are kept (`/system/secrets`).
     pub secrets: PathBuf,
+    /// Settings every process replica's watchdog gets, under its
+    /// deployment's own: the gateway's request-head bounds, so a request
+    /// the gateway takes is not refused behind it.
+    pub watchdog_env: BTreeMap<String, String>,
 }
 
 type Key = (String, String);
@@ -681,7 +685,7 @@ impl Function {
         // or the one a container's 8080 is published on.
         let port = free_port()?;
         let env = match &settings.runtime {
-            Runtime::Process { .. } => process::environment(d, port, self.secrets.as_deref())?,
+            Runtime::Process { .. } => process::environment(d, port, self.secrets.as_deref(), &settings.watchdog_env)?,
             Runtime::Container(_) => container::environment(d),
         };
         let endpoint = Arc::new(Endpoint { url: format!("http://127.0.0.1:{port}"), ready: AtomicBool::new(false) });
