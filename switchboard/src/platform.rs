@@ -5,12 +5,12 @@ use crate::config::{Config, check_stack};
 use anyhow::{Context, Result};
 use openfaas::Credentials;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use switchboard_gateway::config::GENERATED_SECRETS;
 use switchboard_gateway::{
-    Containers, Gateway, GatewayConfig, Provider, ProviderConfig, ReplicaProvider, ReplicaSettings, Runtime,
-    StaticProvider,
+    Containers, Gateway, GatewayConfig, Isolation, Provider, ProviderConfig, ReplicaProvider, ReplicaSettings, Runtime,
+    Sandbox, StaticProvider,
 };
 use switchboard_queue::{EmbeddedQueue, Queue, RemoteQueue, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -26,13 +26,34 @@ async fn provider(config: &Config) -> Result<Provider> {
             let functions = functions.clone();
             return Ok(Provider::Static(StaticProvider::new(functions, &config.gateway.function_namespace)?));
         }
-        ProviderConfig::Process { stack, stop_timeout, log_lines, max_replicas, state, secrets, watchdog } => {
+        ProviderConfig::Process {
+            stack,
+            stop_timeout,
+            log_lines,
+            max_replicas,
+            state,
+            secrets,
+            watchdog,
+            isolation,
+        } => {
             let watchdog = match watchdog {
                 Some(small) if small.is_file() => vec![small.display().to_string()],
                 Some(small) => anyhow::bail!("provider.watchdog {} is not a file", small.display()),
                 None => default_watchdog().await?,
             };
-            (Runtime::Process { watchdog }, stack, stop_timeout, log_lines, max_replicas, state, secrets)
+            let sandbox = match isolation {
+                Isolation::Sandbox => Some(Arc::new(
+                    Sandbox::new(state_paths(config, state.as_deref(), secrets)).map_err(anyhow::Error::msg)?,
+                )),
+                Isolation::None => {
+                    tracing::warn!(
+                        "provider.isolation: none: process functions run as this user with its view of the disk; \
+                         any of them can read the gateway's credentials, the queue and every function's secrets"
+                    );
+                    None
+                }
+            };
+            (Runtime::Process { watchdog, sandbox }, stack, stop_timeout, log_lines, max_replicas, state, secrets)
         }
         ProviderConfig::Container {
             stack,
@@ -80,6 +101,27 @@ async fn provider(config: &Config) -> Result<Provider> {
         tracing::info!(count = restored, "restored functions deployed through the API");
     }
     Ok(Provider::Replicas(Box::new(provider)))
+}
+
+/// Where the platform keeps state, hidden from sandboxed functions: the
+/// credentials' and secrets' folders, and each state file's folder; a
+/// file in the working folder (or above it), where functions' own files
+/// are too, alone.
+fn state_paths(config: &Config, state: Option<&Path>, secrets: &Path) -> Vec<PathBuf> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let files = [state, Some(config.queue.path.as_path()), Some(config.hub.dead_letter_file.as_path())];
+    let folders = [config.gateway.secret_mount_path.as_path(), secrets].into_iter().map(absolute);
+    let files = files.into_iter().flatten().map(absolute).map(|f| match f.parent() {
+        Some(folder) if !cwd.starts_with(folder) => folder.to_path_buf(),
+        _ => f,
+    });
+    let mut paths: Vec<PathBuf> = folders.chain(files).filter(|p| !cwd.starts_with(p)).collect();
+    paths.sort();
+    paths.dedup();
+    // A hidden folder hides what is in it.
+    let nested = |p: &PathBuf| paths.iter().any(|other| other != p && p.starts_with(other));
+    paths.iter().filter(|p| !nested(p)).cloned().collect()
 }
 
 /// The small `switchboard-watchdog` beside this executable when it runs

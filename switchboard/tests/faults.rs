@@ -6,17 +6,24 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// The pids of the `switchboard watchdog` processes whose parent is `pid`.
+/// The pids of the watchdog processes `pid` started: its children, or
+/// their children when a sandbox (bwrap) runs them.
 fn watchdogs_of(pid: i32) -> Vec<i32> {
+    let parent_of = |p: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        // Field 4 of /proc/PID/stat, after the parenthesised name, is the parent's pid.
+        stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<i32>().ok())
+    };
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
             let cmd = std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
-            // Field 4 of /proc/PID/stat, after the parenthesised name, is the parent's pid.
-            let ppid = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<i32>().ok());
-            ppid == Some(pid) && cmd.contains("watchdog")
+            let program = cmd.split('\0').next().unwrap_or_default();
+            let parent = parent_of(*p);
+            (parent == Some(pid) || parent.and_then(parent_of) == Some(pid))
+                && program.contains("switchboard")
+                && cmd.contains("watchdog")
         })
         .collect()
 }

@@ -3,6 +3,8 @@
 //!  (b) → watchdog (http mode) → upstream
 //!  (c) → gateway → watchdog (http mode) → upstream
 //!  (d) → watchdog (serializing mode) forking `cat`, one connection
+//!  (e)–(h) → gateway → a process-provider replica (http mode to the
+//!      upstream; fork `cat`), unisolated and in its sandbox (bubblewrap)
 //! Run with `bench/run platform` (builds in release mode first).
 
 use bench::{Proc, free_port, load, row, wait_ok};
@@ -67,18 +69,50 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let _gateway =
         Proc::start(&a.bin.switchboard, &["gateway", "--config", &config.display().to_string(), "--port", &gw_s], &[])?;
+    // The same functions as replicas of the process provider, unisolated and sandboxed.
+    let stack = dir.join("stack.yml");
+    std::fs::write(
+        &stack,
+        format!(
+            "functions:\n  http:\n    fprocess: {}\n    environment:\n      mode: http\n  cat:\n    fprocess: cat\n",
+            a.bin.upstream
+        ),
+    )?;
+    let mut replicas = vec![];
+    for isolation in ["none", "sandbox"] {
+        let port = free_port()?;
+        let config = dir.join(format!("{isolation}.yml"));
+        std::fs::write(
+            &config,
+            format!(
+                "{}provider:\n  kind: process\n  stack: {}\n  isolation: {isolation}\n  state: null\n  secrets: {}/secrets-{isolation}\nqueue:\n  enabled: false\n",
+                bench::OPEN_API,
+                stack.display(),
+                dir.display()
+            ),
+        )?;
+        let args =
+            ["gateway", "--config", &config.display().to_string(), "--port", &port.to_string()].map(String::from);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        replicas.push((Proc::start(&a.bin.switchboard, &args, &[])?, port));
+    }
+    let (none, sandbox) = (replicas[0].1, replicas[1].1);
 
     let paths = [
         ("(a) upstream direct", upstream_url.clone(), a.connections),
         ("(b) watchdog http → upstream", format!("http://127.0.0.1:{wd}/"), a.connections),
         ("(c) gateway → watchdog http → upstream", format!("http://127.0.0.1:{gw}/function/fn"), a.connections),
         ("(d) watchdog serializing, fork `cat`", format!("http://127.0.0.1:{wd_cat}/"), 1),
+        ("(e) gateway → replica http, unisolated", format!("http://127.0.0.1:{none}/function/http"), a.connections),
+        ("(f) gateway → replica http, sandboxed", format!("http://127.0.0.1:{sandbox}/function/http"), a.connections),
+        ("(g) gateway → replica fork `cat`, unisolated", format!("http://127.0.0.1:{none}/function/cat"), 1),
+        ("(h) gateway → replica fork `cat`, sandboxed", format!("http://127.0.0.1:{sandbox}/function/cat"), 1),
     ];
     for (_, url, _) in &paths {
         wait_ok(url).await?;
     }
     println!(
-        "{} connections ((d): 1), {}s per path, on {} cores\n",
+        "{} connections ((d), (g), (h): 1), {}s per path, on {} cores\n",
         a.connections,
         a.duration,
         std::thread::available_parallelism()?

@@ -105,6 +105,19 @@ impl Default for GatewayConfig {
     }
 }
 
+/// How process replicas run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Each replica in namespaces of its own (bubblewrap), seeing its own
+    /// secrets and none of the platform's state.
+    #[default]
+    Sandbox,
+    /// As this user, with its view of the disk: for machines that cannot
+    /// make namespaces, and code that is trusted.
+    None,
+}
+
 /// The `provider:` section: where functions come from.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -135,6 +148,9 @@ pub enum ProviderConfig {
         /// `watchdog` subcommand.
         #[serde(default)]
         watchdog: Option<PathBuf>,
+        /// How replicas are kept from the platform and each other.
+        #[serde(default)]
+        isolation: Isolation,
     },
     /// Functions run as containers of their images, through the Docker
     /// Engine API (Docker, or podman's compatible service). Its first six
@@ -186,6 +202,7 @@ impl Default for ProviderConfig {
             state: default_state(),
             secrets: default_secrets(),
             watchdog: None,
+            isolation: Isolation::Sandbox,
         }
     }
 }

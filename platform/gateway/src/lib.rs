@@ -11,8 +11,8 @@ pub mod provider;
 pub mod stack;
 mod system;
 
-pub use config::{GatewayConfig, ProviderConfig, StaticFunction};
-pub use provider::{Containers, Provider, ReplicaProvider, ReplicaSettings, Runtime, StaticProvider};
+pub use config::{GatewayConfig, Isolation, ProviderConfig, StaticFunction};
+pub use provider::{Containers, Provider, ReplicaProvider, ReplicaSettings, Runtime, Sandbox, StaticProvider};
 
 use axum::Router;
 use axum::body::Body;

@@ -6,6 +6,7 @@
 //! `limits` and `readOnlyRootFilesystem` apply.
 
 use super::ProviderError;
+use super::limits::Limits;
 use super::replicas::{Supervised, forward_lines};
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
@@ -85,7 +86,7 @@ impl Containers {
                 "image: required by the container provider, which runs each function's image".into(),
             ));
         }
-        resources(d).map(|_| ())
+        Limits::of(d).map(|_| ())
     }
 
     /// The image is here, or is pulled now; a deployment whose image cannot
@@ -155,7 +156,7 @@ impl Containers {
 
     fn create_body(&self, s: &Supervised) -> Result<ContainerCreateBody, String> {
         let d = &s.deployment;
-        let (memory, nano_cpus) = resources(d).map_err(|e| e.to_string())?;
+        let Limits { memory, nano_cpus } = Limits::of(d).map_err(|e| e.to_string())?;
         let mut binds = vec![];
         if let Some(dir) = &s.secrets {
             for name in &d.secrets {
@@ -198,71 +199,4 @@ pub(super) fn environment(d: &FunctionDeployment) -> BTreeMap<String, String> {
         env.insert("fprocess".into(), command.clone());
     }
     env
-}
-
-/// `limits.memory` in bytes and `limits.cpu` in billionths of a CPU, as
-/// Kubernetes writes them (`128Mi`, `1G`; `500m`, `0.5`).
-fn resources(d: &FunctionDeployment) -> Result<(Option<i64>, Option<i64>), ProviderError> {
-    let limit = |key: &str| d.limits.as_ref().and_then(|l| l.get(key)).map(|v| v.trim());
-    let memory = limit("memory")
-        .map(|v| {
-            memory_bytes(v).ok_or_else(|| {
-                ProviderError::Invalid(format!("limits.memory {v:?}: expected a size such as 128Mi, 1Gi or 500M"))
-            })
-        })
-        .transpose()?;
-    let cpu = limit("cpu")
-        .map(|v| {
-            nano_cpus(v)
-                .ok_or_else(|| ProviderError::Invalid(format!("limits.cpu {v:?}: expected CPUs such as 500m or 1.5")))
-        })
-        .transpose()?;
-    Ok((memory, cpu))
-}
-
-fn memory_bytes(v: &str) -> Option<i64> {
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (number, unit) = v.split_at(split);
-    let scale: i64 = match unit {
-        "" => 1,
-        "k" | "K" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        _ => return None,
-    };
-    number.parse::<i64>().ok().filter(|n| *n > 0)?.checked_mul(scale)
-}
-
-fn nano_cpus(v: &str) -> Option<i64> {
-    let nanos = match v.strip_suffix('m') {
-        Some(milli) => milli.parse::<i64>().ok()?.checked_mul(1_000_000)?,
-        None => {
-            let cpus = v.parse::<f64>().ok().filter(|c| c.is_finite())?;
-            (cpus * 1e9).round() as i64
-        }
-    };
-    (nanos > 0).then_some(nanos)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantities_read_as_kubernetes_writes_them() {
-        assert_eq!(memory_bytes("128Mi"), Some(128 << 20));
-        assert_eq!(memory_bytes("1G"), Some(1_000_000_000));
-        assert_eq!(memory_bytes("4096"), Some(4096));
-        for bad in ["", "Mi", "12 Mi", "-1Mi", "0", "1.5Gi", "9999999999999Gi"] {
-            assert_eq!(memory_bytes(bad), None, "{bad:?}");
-        }
-        assert_eq!(nano_cpus("500m"), Some(500_000_000));
-        assert_eq!(nano_cpus("1.5"), Some(1_500_000_000));
-        for bad in ["", "m", "0", "-1", "NaN", "inf", "one"] {
-            assert_eq!(nano_cpus(bad), None, "{bad:?}");
-        }
-    }
 }

@@ -3,14 +3,18 @@
 //! of its image (both supervised by [`ReplicaProvider`]); `static` routes to
 //! functions that already run elsewhere (containers, other hosts).
 
+mod cgroup;
 mod container;
+mod limits;
 mod process;
 mod replicas;
+mod sandbox;
 mod secrets;
 mod static_fns;
 
 pub use container::Containers;
 pub use replicas::{ReplicaProvider, ReplicaSettings, Runtime};
+pub use sandbox::Sandbox;
 pub use static_fns::StaticProvider;
 
 use crate::logs::LogStore;

@@ -1,8 +1,12 @@
 //! The process runtime: a replica is a watchdog child process on a loopback
-//! port, in front of the deployment's `envProcess`, told to stop when this
+//! port, in front of the deployment's `envProcess`, in a sandbox of its own
+//! ([`Sandbox`]) and cgroups holding its `limits`, told to stop when this
 //! process dies (even by SIGKILL).
 
+use super::cgroup::Cgroup;
+use super::limits::Limits;
 use super::replicas::{Supervised, forward_lines, free_port};
+use super::sandbox::{SECRETS_DIR, Sandbox};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use openfaas::FunctionDeployment;
@@ -22,6 +26,7 @@ pub(super) fn environment(
     d: &FunctionDeployment,
     port: u16,
     secrets: Option<&Path>,
+    sandboxed: bool,
     defaults: &BTreeMap<String, String>,
 ) -> std::io::Result<BTreeMap<String, String>> {
     let mut env: BTreeMap<String, String> =
@@ -35,7 +40,11 @@ pub(super) fn environment(
     // Each replica is removed from routing before it is stopped, and
     // replicas share /tmp, so neither the drain delay nor the lock file helps.
     env.insert("suppress_lock".into(), "true".into());
-    if let Some(dir) = secrets {
+    if sandboxed {
+        // Its own, where OpenFaaS puts them.
+        env.insert("TMPDIR".into(), "/tmp".into());
+        env.insert("secret_mount_path".into(), SECRETS_DIR.into());
+    } else if let Some(dir) = secrets {
         env.insert("secret_mount_path".into(), dir.display().to_string());
     }
     env.insert("healthcheck_interval".into(), "0s".into());
@@ -49,10 +58,51 @@ pub(super) fn environment(
 
 /// Runs the watchdog once: `Some(why)` when it exited, `None` when it was
 /// told to stop and has stopped.
-pub(super) async fn run(s: &mut Supervised, watchdog: &[String]) -> Option<String> {
-    let spawned = tokio::process::Command::new(&watchdog[0])
-        .args(&watchdog[1..])
-        .args(["--parent", &std::process::id().to_string()])
+pub(super) async fn run(s: &mut Supervised, watchdog: &[String], sandbox: Option<&Sandbox>) -> Option<String> {
+    // Checked when the function was deployed.
+    let limits = Limits::of(&s.deployment).unwrap_or_default();
+    let cgroup = match limits.any() {
+        true => match Cgroup::create(&format!("{}.{}", s.namespace, s.instance), &limits) {
+            Ok(cgroup) => Some(cgroup),
+            Err(e) => return Some(e),
+        },
+        false => None,
+    };
+    let mut command = watchdog.to_vec();
+    let command = match sandbox {
+        // bwrap ends the sandbox with this process.
+        Some(sandbox) => sandbox.command(&command, &s.deployment, s.secrets.as_deref()),
+        None => {
+            command.extend(["--parent".to_string(), std::process::id().to_string()]);
+            command
+        }
+    };
+    let command = match &cgroup {
+        Some(cgroup) => joining(&cgroup.procs(), command),
+        None => command,
+    };
+    let ended = run_command(s, &command, sandbox.is_some()).await;
+    if let Some(cgroup) = cgroup {
+        cgroup.remove().await;
+    }
+    ended
+}
+
+/// `command`, started by a shell that first joins the cgroups whose
+/// `cgroup.procs` files are `procs`: so every process of the replica is in
+/// them from its start, which joining from here after the spawn would race.
+fn joining(procs: &[std::path::PathBuf], command: Vec<String>) -> Vec<String> {
+    let script = r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#;
+    let mut joined = vec!["/bin/sh".into(), "-c".into(), script.into(), "sh".into()];
+    joined.extend(procs.iter().map(|p| p.display().to_string()));
+    joined.push("--".into());
+    joined.extend(command);
+    joined
+}
+
+async fn run_command(s: &mut Supervised, command: &[String], sandboxed: bool) -> Option<String> {
+    let spawned = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
         .env_clear()
         .envs(&s.env)
         .stdin(Stdio::null())
@@ -66,7 +116,7 @@ pub(super) async fn run(s: &mut Supervised, watchdog: &[String]) -> Option<Strin
         .spawn();
     let mut child = match spawned {
         Ok(child) => child,
-        Err(e) => return Some(format!("cannot start the watchdog {}: {e}", watchdog.join(" "))),
+        Err(e) => return Some(format!("cannot start the watchdog {}: {e}", command.join(" "))),
     };
     for out in [
         child.stdout.take().map(|o| Box::new(o) as Box<dyn AsyncRead + Send + Unpin>),
@@ -81,7 +131,7 @@ pub(super) async fn run(s: &mut Supervised, watchdog: &[String]) -> Option<Strin
     let ended = tokio::select! {
         status = child.wait() => Some(status.map(|st| st.to_string()).unwrap_or_else(|e| e.to_string())),
         _ = &mut s.stopped => {
-            terminate(&mut child, s.settings.stop_timeout).await;
+            terminate(&mut child, s.settings.stop_timeout, sandboxed).await;
             None
         }
     };
@@ -94,13 +144,26 @@ pub(super) async fn run(s: &mut Supervised, watchdog: &[String]) -> Option<Strin
 }
 
 /// SIGTERM to the watchdog (which drains, then stops its function), then
-/// SIGKILL if it has not stopped within `limit`.
-async fn terminate(child: &mut tokio::process::Child, limit: Duration) {
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+/// SIGKILL if it has not stopped within `limit`. A sandboxed watchdog is
+/// bwrap's child: bwrap would not pass the signal on.
+async fn terminate(child: &mut tokio::process::Child, limit: Duration, sandboxed: bool) {
+    let watchdog = child.id().and_then(|pid| if sandboxed { child_of(pid) } else { Some(Pid::from_raw(pid as i32)) });
+    if let Some(pid) = watchdog {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
     }
     if tokio::time::timeout(limit, child.wait()).await.is_err() {
         tracing::warn!(?limit, "replica did not stop after SIGTERM; killing it");
         let _ = child.kill().await;
     }
+}
+
+/// The one child of `parent`: a sandboxed watchdog, under bwrap.
+fn child_of(parent: u32) -> Option<Pid> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Field 4, after the parenthesised name, is the parent's pid.
+        let ppid: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+        (ppid == parent).then(|| Pid::from_raw(pid))
+    })
 }

@@ -5,8 +5,11 @@
 //! state file and restored at the next start, so queued work never finds
 //! its function gone.
 
+use super::cgroup;
 use super::container::{self, Containers};
+use super::limits::Limits;
 use super::process;
+use super::sandbox::Sandbox;
 use super::secrets::SecretStore;
 use super::{ProviderError, Route};
 use crate::logs::LogStore;
@@ -33,8 +36,9 @@ const STABLE_RUN: Duration = Duration::from_secs(10);
 pub enum Runtime {
     /// A watchdog child process on a loopback port, in front of the
     /// deployment's `envProcess`: the watchdog's command line
-    /// (`switchboard watchdog`, or the small `switchboard-watchdog` binary).
-    Process { watchdog: Vec<String> },
+    /// (`switchboard watchdog`, or the small `switchboard-watchdog` binary),
+    /// run in a sandbox unless isolation is off. `limits` apply through cgroups.
+    Process { watchdog: Vec<String>, sandbox: Option<Arc<Sandbox>> },
     /// A container of the deployment's image, through the Docker Engine API.
     Container(Containers),
 }
@@ -439,7 +443,8 @@ impl ReplicaProvider {
                 ));
             }
             Runtime::Container(c) => c.check(&d)?,
-            Runtime::Process { .. } => {}
+            // Limits that cannot apply here are refused, not ignored.
+            Runtime::Process { .. } => cgroup::check(&Limits::of(&d)?).map_err(ProviderError::Invalid)?,
         }
         let max = self.max_replicas(&d)?;
         match d.labels.get(SCALE_MIN).map(|v| (v, v.parse::<u64>())) {
@@ -685,7 +690,9 @@ impl Function {
         // or the one a container's 8080 is published on.
         let port = free_port()?;
         let env = match &settings.runtime {
-            Runtime::Process { .. } => process::environment(d, port, self.secrets.as_deref(), &settings.watchdog_env)?,
+            Runtime::Process { sandbox, .. } => {
+                process::environment(d, port, self.secrets.as_deref(), sandbox.is_some(), &settings.watchdog_env)?
+            }
             Runtime::Container(_) => container::environment(d),
         };
         let endpoint = Arc::new(Endpoint { url: format!("http://127.0.0.1:{port}"), ready: AtomicBool::new(false) });
@@ -719,7 +726,7 @@ pub(super) struct Supervised {
     pub closing: Arc<AtomicBool>,
     pub deployment: FunctionDeployment,
     pub namespace: String,
-    /// The function's folder of links to its secrets, when it names any.
+    /// The function's folder of copies of its secrets, when it names any.
     pub secrets: Option<PathBuf>,
     pub instance: String,
     pub env: BTreeMap<String, String>,
@@ -739,7 +746,7 @@ async fn supervise(mut s: Supervised) {
         // Ready once the replica's port takes connections, whichever runs it.
         let readiness = tokio::spawn(mark_ready(s.endpoint.clone(), s.port));
         let exited = match &settings.runtime {
-            Runtime::Process { watchdog } => process::run(&mut s, watchdog).await,
+            Runtime::Process { watchdog, sandbox } => process::run(&mut s, watchdog, sandbox.as_deref()).await,
             Runtime::Container(engine) => engine.run(&mut s).await,
         };
         readiness.abort();

@@ -1,8 +1,10 @@
 //! Secrets of process functions, kept as files only their owner can read:
 //! `DIR/NAMESPACE/NAME`. A function whose deployment names a secret finds
-//! it at `$secret_mount_path/NAME`, a link into the store, so an update
-//! reaches running functions, as a container finds
-//! `/var/openfaas/secrets/NAME`. Values are never listed.
+//! a copy in its own folder, `DIR/.mounts/NAMESPACE/FUNCTION/NAME`, which
+//! its sandbox shows at `/var/openfaas/secrets` (or `$secret_mount_path`
+//! unisolated). A copy, not a link: a link would lead out of the sandbox
+//! into the store. An update rewrites every copy, so it reaches running
+//! functions. Values are never listed.
 
 use super::ProviderError;
 use openfaas::{Secret, is_dns_label};
@@ -13,7 +15,7 @@ pub struct SecretStore {
     dir: PathBuf,
 }
 
-/// Where functions' links live, beside the namespaces' folders.
+/// Where functions' copies live, beside the namespaces' folders.
 const MOUNTS: &str = ".mounts";
 
 impl SecretStore {
@@ -39,7 +41,7 @@ impl SecretStore {
         Ok(self.folder(namespace)?.join(name))
     }
 
-    /// A function's folder of links.
+    /// A function's folder of copies.
     fn mounts(&self, namespace: &str, function: &str) -> Result<PathBuf, ProviderError> {
         for (key, value) in [("namespace", namespace), ("function", function)] {
             openfaas::check_name(key, value).map_err(|e| ProviderError::Invalid(e.to_string()))?;
@@ -85,7 +87,14 @@ impl SecretStore {
         let value = if secret.raw_value.is_empty() { secret.value.as_bytes() } else { &secret.raw_value };
         let dir = path.parent().expect("a secret is in a namespace folder");
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Self::storage(e, dir))?;
-        super::write_private(&path, value).map_err(|e| Self::storage(e, &path))
+        super::write_private(&path, value).map_err(|e| Self::storage(e, &path))?;
+        // The functions that have it see the new value (written beside the
+        // old and renamed over it, so a reader sees one or the other).
+        let functions = std::fs::read_dir(self.dir.join(MOUNTS).join(namespace)).into_iter().flatten().flatten();
+        for copy in functions.map(|f| f.path().join(&secret.name)).filter(|c| c.is_file()) {
+            super::write_private(&copy, value).map_err(|e| Self::storage(e, &copy))?;
+        }
+        Ok(())
     }
 
     pub fn delete(&self, namespace: &str, name: &str) -> Result<(), ProviderError> {
@@ -96,14 +105,14 @@ impl SecretStore {
         })
     }
 
-    /// Removes a function's folder of links.
+    /// Removes a function's folder of copies.
     pub fn unmount(&self, namespace: &str, function: &str) {
         if let Ok(dir) = self.mounts(namespace, function) {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
 
-    /// A folder of links to the named secrets, for one function: its
+    /// A folder of copies of the named secrets, for one function: its
     /// `secret_mount_path`.
     pub fn mount(&self, namespace: &str, function: &str, names: &[String]) -> Result<PathBuf, ProviderError> {
         let dir = self.mounts(namespace, function)?;
@@ -116,8 +125,9 @@ impl SecretStore {
                     "secret {name:?} not found in namespace {namespace}; create it first (faas-cli secret create {name})"
                 )));
             }
-            let target = std::path::absolute(&target).map_err(|e| Self::storage(e, &target))?;
-            std::os::unix::fs::symlink(&target, dir.join(name)).map_err(|e| Self::storage(e, &dir))?;
+            let copy = dir.join(name);
+            let value = std::fs::read(&target).map_err(|e| Self::storage(e, &target))?;
+            super::write_private(&copy, &value).map_err(|e| Self::storage(e, &copy))?;
         }
         Ok(dir)
     }
