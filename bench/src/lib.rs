@@ -277,18 +277,29 @@ pub fn pid_of(name: &str) -> Option<u32> {
     })
 }
 
+/// One request on a connection of its own: the status and the body.
+pub async fn request(method: &str, url: &str, body: &'static [u8]) -> Result<(u16, Bytes)> {
+    let uri: http::Uri = url.parse().context("URL")?;
+    let authority = uri.authority().context("URL without host")?.to_string();
+    let stream = tokio::net::TcpStream::connect(&authority).await?;
+    let (mut sender, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let path = uri.path_and_query().map(|p| p.to_string()).unwrap_or("/".into());
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, "localhost")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from_static(body)))?;
+    let res = sender.send_request(req).await?;
+    let status = res.status().as_u16();
+    Ok((status, res.into_body().collect().await?.to_bytes()))
+}
+
 /// Reads a counter's value from Prometheus text (0 when absent).
 pub async fn metric(url: &str, prefix: &str) -> f64 {
-    let Ok(stream) =
-        tokio::net::TcpStream::connect(url.trim_start_matches("http://").split('/').next().unwrap_or("")).await
-    else {
-        return 0.0;
-    };
-    let Ok((mut sender, conn)) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await else { return 0.0 };
-    tokio::spawn(conn);
-    let req = http::Request::get("/metrics").header(http::header::HOST, "localhost").body(Full::new(Bytes::new()));
-    let Ok(res) = sender.send_request(req.expect("valid request")).await else { return 0.0 };
-    let body = res.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let base = url.split('/').take(3).collect::<Vec<_>>().join("/");
+    let Ok((_, body)) = request("GET", &format!("{base}/metrics"), b"").await else { return 0.0 };
     String::from_utf8_lossy(&body)
         .lines()
         .filter(|l| l.starts_with(prefix))

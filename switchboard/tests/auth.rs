@@ -5,7 +5,7 @@ use common::*;
 
 #[tokio::test]
 async fn system_routes_need_credentials_functions_do_not() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let secrets = dir.path().join("secrets");
     std::fs::create_dir(&secrets).unwrap();
     std::fs::write(secrets.join("basic-auth-user"), "admin\n").unwrap();
@@ -50,7 +50,7 @@ async fn system_routes_need_credentials_functions_do_not() {
 
 #[tokio::test]
 async fn missing_secret_fails_at_start_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     std::fs::write(dir.path().join("switchboard.yml"), "queue:\n  enabled: false\nprovider:\n  kind: process\n")
         .unwrap();
     let mut proc = Proc::spawn(
@@ -65,7 +65,7 @@ async fn missing_secret_fails_at_start_with_a_clear_error() {
 
 #[tokio::test]
 async fn invalid_config_names_the_key() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     std::fs::write(dir.path().join("bad.yml"), "gateway:\n  upstream_timeout: soon\n").unwrap();
     let mut proc = Proc::spawn(&["gateway", "--config", "bad.yml"], dir.path(), &[]);
     assert_ne!(proc.wait_exit(std::time::Duration::from_secs(10)), Some(0));

@@ -132,7 +132,7 @@ async fn the_compose_deployment_delivers_from_every_source() {
         .expect("podman-compose is not installed; scripts/containers start installs it");
     let wheels = std::fs::read_dir(repo.join("compose/ci/wheels")).map(|d| d.count()).unwrap_or(0);
     assert!(wheels > 0, "compose/ci/wheels is empty: scripts/containers start downloads the CI brokers' wheels");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let targets = [("switchboard", "switchboard:latest"), ("functions", "switchboard-functions:latest")];
     let _images = build_project_images(dir.path(), &targets);
     build_client();

@@ -35,7 +35,7 @@ trait Adapter: Sized {
 
 /// The platform with one source and `functions` (stack.yml entries).
 async fn platform<A: Adapter>(a: &A, hub: &str, functions: &str) -> Platform {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     start(a, dir, hub, functions).await
 }
 
@@ -71,7 +71,7 @@ async fn settled_eventually<A: Adapter>(a: &A, topic: &str) -> bool {
 /// holds nothing more, even after its ack deadline has passed.
 async fn delivered_is_acked_once<A: Adapter>(a: A) {
     let topic = a.topic("delivered").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let p = start(&a, dir, "", &conform_fn("conform", &topic, &record, "")).await;
     a.publish(&topic, "hello").await;
@@ -87,7 +87,7 @@ async fn delivered_is_acked_once<A: Adapter>(a: A) {
 /// retry waits, and is delivered again.
 async fn a_failure_is_not_acked_and_comes_again<A: Adapter>(a: A) {
     let topic = a.topic("failure").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let retry = "      com.openfaas.retry.min_wait: 2s\n      com.openfaas.retry.max_wait: 2s\n";
     let p = start(&a, dir, "", &conform_fn("conform", &topic, &record, retry)).await;
@@ -105,7 +105,7 @@ async fn a_failure_is_not_acked_and_comes_again<A: Adapter>(a: A) {
 /// with the reason, and acked (it is not lost, and not retried forever).
 async fn no_subscriber_is_dead_lettered<A: Adapter>(a: A) {
     let topic = a.topic("orphan").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     // One event in flight at a time: the second waits, read but not dispatched.
     let p = start(&a, dir, "  max_pending: 1\n", &conform_fn("conform", &topic, &record, "")).await;
@@ -138,7 +138,7 @@ async fn no_subscriber_is_dead_lettered<A: Adapter>(a: A) {
 /// dead-lettered (the broker keeps it, or nobody wanted it).
 async fn topics_follow_the_functions<A: Adapter>(a: A) {
     let topic = a.topic("live").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let p = platform(&a, "", "").await;
     let body = serde_json::json!({
@@ -184,7 +184,7 @@ async fn topics_follow_the_functions<A: Adapter>(a: A) {
 /// after a restart, and nothing is lost.
 async fn nothing_is_lost_when_the_hub_is_killed<A: Adapter>(a: A) {
     let topic = a.topic("killed").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     // Retries patient enough for the function's replica to start again:
     // the restarted hub reads the backlog before the replica is ready, and
@@ -214,7 +214,7 @@ async fn nothing_is_lost_when_the_hub_is_killed<A: Adapter>(a: A) {
 /// A function's `Retry-After` sets when it is called again.
 async fn retry_after_is_honoured<A: Adapter>(a: A) {
     let topic = a.topic("busy").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let retry = "      com.openfaas.retry.min_wait: 10ms\n      com.openfaas.retry.max_wait: 5s\n";
     let p = start(&a, dir, "", &conform_fn("conform", &topic, &record, retry)).await;
@@ -231,7 +231,7 @@ async fn retry_after_is_honoured<A: Adapter>(a: A) {
 /// the message is not handed out again meanwhile.
 async fn a_long_invocation_is_kept_alive<A: Adapter>(a: A) {
     let topic = a.topic("long").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let p = start(&a, dir, "", &conform_fn("conform", &topic, &record, "")).await;
     let secs = (a.deadline() * 3).as_secs_f64();

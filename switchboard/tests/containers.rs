@@ -84,7 +84,7 @@ fn container_config(prefix: &str) -> String {
 
 #[tokio::test]
 async fn functions_run_as_containers_of_their_images() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let engine = Engine::build(dir.path());
     let p = Platform::start_in(dir, &container_config(&engine.prefix), NO_STACK, &[]).await;
 
@@ -184,7 +184,7 @@ async fn functions_run_as_containers_of_their_images() {
 /// deployed function behind the small watchdog of the same build.
 #[tokio::test]
 async fn the_switchboard_image_runs_the_platform_as_a_non_root_user() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let tag = format!("localhost/{}:1", unique("sbtest-image-"));
     let image = build_project_images(dir.path(), &[("switchboard", &tag)]);
 

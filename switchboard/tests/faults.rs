@@ -73,7 +73,7 @@ async fn names_openfaas_refuses_are_refused() {
 /// deleted one stays deleted.
 #[tokio::test]
 async fn api_deployments_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let mut p = Platform::start_in(dir, &config(""), NO_STACK, &[]).await;
     let ns = r#"{"name":"team-b","labels":{"openfaas":"1"}}"#;
     assert_eq!(p.api("POST", "/system/namespace/", ns).await.status, 202);
@@ -113,7 +113,7 @@ async fn restart_with_stack(p: &mut Platform, stack: &str) {
 /// stack.yml edited afterwards applies at the next start, with the count.
 #[tokio::test]
 async fn a_stack_edit_after_an_api_scale_applies() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let mut p = Platform::start_in(dir, &config(""), "functions:\n  sink:\n    fprocess: cat\n", &[]).await;
     p.wait_ready(&["sink"]).await;
     assert_eq!(p.api("POST", "/system/scale-function/sink", r#"{"replicas":2}"#).await.status, 202);
@@ -127,7 +127,7 @@ async fn a_stack_edit_after_an_api_scale_applies() {
 /// was; an edit of stack.yml made after it wins, and the log says so.
 #[tokio::test]
 async fn a_stack_edit_after_an_api_update_wins_over_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let stack = "functions:\n  sink:\n    fprocess: cat\n";
     let mut p = Platform::start_in(dir, &config(""), stack, &[]).await;
     p.wait_ready(&["sink"]).await;
@@ -167,7 +167,7 @@ async fn watchdogs_die_with_a_killed_platform() {
 /// by the function, none ends with "not found".
 #[tokio::test]
 async fn queued_calls_to_api_functions_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let queue = "  max_inflight: 1\n";
     let mut p = Platform::start_in(dir, &config(queue), NO_STACK, &[]).await;
     let d = serde_json::json!({
@@ -208,7 +208,7 @@ const QUICK_RETRY: &str = "  retry:\n    attempts: 4\n    min_wait: 100ms\n    m
 /// dead letters, with the function's answer and the callback's failure.
 #[tokio::test]
 async fn callbacks_are_retried_then_dead_lettered() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let log = dir.path().join("r.log");
     let stack = format!("functions:\n{}", recorder_fn("r", dir.path(), "", "      x: y\n"));
     let p = Platform::start_in(dir, &config(QUICK_RETRY), &stack, &[]).await;
@@ -251,7 +251,7 @@ async fn callbacks_are_retried_then_dead_lettered() {
 /// dead-lettered as "not found"; it is never settled as answered.
 #[tokio::test]
 async fn a_call_to_a_deleted_function_is_dead_lettered() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let p = Platform::start_in(dir, &config(&format!("  max_inflight: 1\n{QUICK_RETRY}")), NO_STACK, &[]).await;
     let d = serde_json::json!({
         "service": "doomed", "image": "x", "envProcess": fixture("record.sh"),
@@ -280,7 +280,7 @@ async fn a_call_to_a_deleted_function_is_dead_lettered() {
 /// with space back the same event is dead-lettered and acknowledged.
 #[tokio::test]
 async fn an_unwritable_dead_letter_is_not_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let disk = SmallDisk::mount(&dir.path().join("disk"), "1m");
     let config =
         config_with("", "").replace("dead_letter_file: data/dead-letters.jsonl", "dead_letter_file: disk/dead.jsonl");
@@ -338,7 +338,7 @@ impl Drop for SmallDisk {
 /// again, without a restart.
 #[tokio::test]
 async fn the_queue_recovers_when_the_disk_does() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let disk = SmallDisk::mount(&dir.path().join("disk"), "8m");
     let config = config("").replace("path: data/queue.redb", "path: disk/queue.redb");
     let p = Platform::start_in(dir, &config, "functions:\n  echo:\n    fprocess: cat\n", &[]).await;
@@ -388,7 +388,7 @@ async fn wait_healthy(url: &str, proc: &Proc) {
 /// serves again once connections close.
 #[tokio::test]
 async fn running_out_of_file_descriptors_does_not_spin() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     std::fs::write(dir.path().join("g.yml"), "queue:\n  enabled: false\nprovider:\n  kind: process\n").unwrap();
     let port = free_port().to_string();
     let proc = Proc::spawn_program(
@@ -479,7 +479,7 @@ async fn the_small_watchdog_beside_the_binary_is_used_only_when_it_pairs() {
     assert!(exe.ends_with("switchboard-watchdog"), "a paired small watchdog runs: {}", exe.display());
 
     // A copy of the binary beside a switchboard-watchdog of another build.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     std::fs::copy(BIN, bin.join("switchboard")).unwrap();
@@ -517,7 +517,7 @@ async fn the_small_watchdog_beside_the_binary_is_used_only_when_it_pairs() {
 /// start.
 #[tokio::test]
 async fn an_unrecordable_deployment_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let disk = SmallDisk::mount(&dir.path().join("disk"), "1m");
     let config = config("").replace("  stop_timeout: 3s\n", "  stop_timeout: 3s\n  state: disk/functions.json\n");
     let p = Platform::start_in(dir, &config, NO_STACK, &[]).await;

@@ -238,7 +238,7 @@ async fn crashed_replicas_are_restarted() {
 /// 16 KiB, not 2 MB.
 #[tokio::test]
 async fn log_lines_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let script = dir.path().join("bigline.sh");
     std::fs::write(&script, "#!/bin/sh\nhead -c 2000000 /dev/zero | tr '\\0' a >&2\necho >&2\ncat\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -310,7 +310,7 @@ async fn fprocess_in_the_environment_is_the_command() {
 /// `$secret_mount_path/NAME`), updated under it, kept while used.
 #[tokio::test]
 async fn secrets_are_mounted_and_never_listed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let script = dir.path().join("read-secret.sh");
     std::fs::write(&script, "#!/bin/sh\nname=$(cat)\ncat \"$secret_mount_path/$name\"\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -394,7 +394,7 @@ async fn system_info_as_a_provider() {
 async fn an_invocation_waits_for_a_starting_replica() {
     use std::os::unix::fs::PermissionsExt;
     for (wait, expected) in [("20s", 200), ("300ms", 503)] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let slow = dir.path().join("slow-watchdog.sh");
         let small = env!("CARGO_BIN_EXE_switchboard-watchdog");
         std::fs::write(&slow, format!("#!/bin/sh\nsleep 2\nexec {small}\n")).unwrap();
@@ -410,4 +410,32 @@ async fn an_invocation_waits_for_a_starting_replica() {
             assert_eq!(r.header("X-OpenFaaS-Internal").as_deref(), Some("proxy"));
         }
     }
+}
+
+/// Every function is labelled `faas_function: NAME`, as faas-netes and
+/// faasd label theirs, and keeps the label through a redeploy without it.
+#[tokio::test]
+async fn every_function_carries_its_faas_function_label() {
+    let p = Platform::start(&config(""), "functions:\n  echo:\n    fprocess: cat\n").await;
+    p.wait_ready(&["echo"]).await;
+    let d = r#"{"service":"echo","image":"x","envProcess":"cat","labels":{"team":"a"}}"#;
+    assert_eq!(p.api("PUT", "/system/functions", d).await.status, 202);
+    let f = p.api("GET", "/system/function/echo", "").await.json();
+    assert_eq!((f["labels"]["faas_function"].as_str(), f["labels"]["team"].as_str()), (Some("echo"), Some("a")));
+    let all = p.api("GET", "/system/functions", "").await.json();
+    assert_eq!(all[0]["labels"]["faas_function"], "echo");
+}
+
+/// A function's redirect reaches the caller as it was sent: the gateway
+/// does not follow it.
+#[tokio::test]
+async fn a_redirect_reaches_the_caller_unfollowed() {
+    let stack = format!(
+        "functions:\n  mover:\n    fprocess: python3 {}\n    environment:\n      mode: http\n",
+        fixture("crashy.py")
+    );
+    let p = Platform::start(&config(""), &stack).await;
+    p.wait_ready(&["mover"]).await;
+    let r = get(&format!("{}/function/mover/redirect", p.url)).await;
+    assert_eq!((r.status, r.header("location").as_deref()), (302, Some("http://example.invalid/next")));
 }

@@ -69,7 +69,7 @@ async fn hub_ready(p: &Platform) {
 
 #[tokio::test]
 async fn cron_fires_six_field_schedules_in_their_time_zone() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let mut stack = String::from("functions:\n");
     stack += &recorder_fn(
         "tick",
@@ -98,7 +98,7 @@ async fn cron_fires_six_field_schedules_in_their_time_zone() {
 
 #[tokio::test]
 async fn cloudevents_binary_structured_batched_and_invalid() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let stack = format!(
         "functions:\n{}  traced:\n    fprocess: {}\n    environment:\n      RECORD_FILE: {}/traced.log\n    annotations:\n      topic: order.traced\n",
         recorder_fn("orders", dir.path(), "", "      topic: order.created\n"),
@@ -201,7 +201,7 @@ async fn cloudevents_binary_structured_batched_and_invalid() {
 
 #[tokio::test]
 async fn deployed_functions_subscribe_live_and_fan_out() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path().to_path_buf();
     let p = Platform::start_in(dir, &config(""), NO_STACK, &[]).await;
     hub_ready(&p).await;
@@ -233,7 +233,7 @@ async fn deployed_functions_subscribe_live_and_fan_out() {
 
 #[tokio::test]
 async fn retries_then_success_and_dead_letters_after_the_last_attempt() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path().to_path_buf();
     let flaky = |name: &str, fail: u32| {
         format!(
@@ -271,7 +271,7 @@ async fn retries_then_success_and_dead_letters_after_the_last_attempt() {
 
 #[tokio::test]
 async fn the_rate_limit_holds_under_a_burst() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path().to_path_buf();
     let annotations =
         "      topic: burst\n      com.switchboard.rate_limit: \"5\"\n      com.switchboard.burst: \"1\"\n";
@@ -298,7 +298,7 @@ async fn the_rate_limit_holds_under_a_burst() {
 
 #[tokio::test]
 async fn cron_skips_ticks_while_the_previous_run_is_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("slow.log");
     // A run takes 1.5 s and the schedule ticks every second.
     let stack =
@@ -332,7 +332,7 @@ fn humantime_secs(rfc3339: &str) -> f64 {
 
 #[tokio::test]
 async fn cloudevents_answer_429_when_the_hub_is_full() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("busy.log");
     let stack = envlog_stack("busy", "busy", &record, "      SLEEP: \"2\"\n", "");
     let p = Platform::start_in(dir, &config_with("  max_pending: 1\n", ""), &stack, &[]).await;
@@ -367,7 +367,7 @@ async fn cloudevents_answer_429_when_the_hub_is_full() {
 
 #[tokio::test]
 async fn cloudevents_answer_503_when_an_event_is_neither_delivered_nor_dead_lettered() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     // The dead-letter file cannot be written: its path is a directory.
     std::fs::create_dir_all(dir.path().join("data/dead-letters.jsonl")).unwrap();
     let stack = "functions:\n  broken:\n    fprocess: \"false\"\n    annotations:\n      topic: order.failed\n      com.openfaas.retry.attempts: \"1\"\n";
@@ -383,7 +383,7 @@ async fn cloudevents_answer_503_when_an_event_is_neither_delivered_nor_dead_lett
 
 #[tokio::test]
 async fn ordered_keys_run_in_order_per_key_and_in_parallel_across_keys() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let file = dir.path().join("ordered.log");
     let stack = format!(
         "functions:\n{}",
@@ -445,7 +445,7 @@ async fn asynchronous_invocation_answers_202_and_calls_back() {
 /// the retry window, rather than the policy's own backoff (10 ms here).
 #[tokio::test]
 async fn retry_after_from_the_function_sets_the_wait() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("busy.log");
     let stack = format!(
         "functions:\n  busy:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      RECORD_FILE: {}\n    annotations:\n      topic: busy\n      com.openfaas.retry.min_wait: 10ms\n      com.openfaas.retry.max_wait: 5s\n",
@@ -468,7 +468,7 @@ async fn retry_after_from_the_function_sets_the_wait() {
 /// `cloudevents.topic_attribute` names an extension whose value is the topic.
 #[tokio::test]
 async fn cloudevents_topic_from_a_configured_extension() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let stack = format!("functions:\n{}", recorder_fn("eu", dir.path(), "", "      topic: orders.eu\n"));
     let file = dir.path().join("eu.log");
     let cfg = config("").replace("CE_PORT\n", "CE_PORT\n  topic_attribute: route\n");
@@ -516,7 +516,7 @@ async fn oversized_batches_and_empty_ids_are_refused() {
 /// series, however many types a sender makes up.
 #[tokio::test]
 async fn unrouted_events_are_refused_and_share_one_series() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let stack = format!("functions:\n{}", recorder_fn("known", dir.path(), "", "      topic: known\n"));
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     hub_ready(&p).await;
@@ -567,7 +567,7 @@ async fn up_without_sources_keeps_running() {
 /// reads.
 #[tokio::test]
 async fn cloudevents_data_is_passed_through_unchanged() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("env.log");
     let p = Platform::start_in(dir, &config(""), &envlog_stack("exact", "exact", &record, "", ""), &[]).await;
     hub_ready(&p).await;
@@ -597,7 +597,7 @@ async fn cloudevents_data_is_passed_through_unchanged() {
 /// `cron.body: empty` sends what OpenFaaS's cron-connector sends: nothing.
 #[tokio::test]
 async fn cron_can_send_cron_connectors_empty_body() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let log = dir.path().join("tick.log");
     let stack = format!(
         "functions:\n{}",
@@ -613,7 +613,7 @@ async fn cron_can_send_cron_connectors_empty_body() {
 /// which may have side effects, runs once.
 #[tokio::test]
 async fn an_answer_too_large_to_read_is_dead_lettered_at_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("big.log");
     let stack = format!(
         "functions:\n  big:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      BIG_BYTES: \"{}\"\n      RECORD_FILE: {}\n    annotations:\n      topic: big\n",

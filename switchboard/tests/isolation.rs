@@ -133,7 +133,7 @@ async fn isolation_none_is_loud() {
 /// not start the process provider, and says how to opt out.
 #[tokio::test]
 async fn a_machine_without_namespaces_refuses_to_start() {
-    let bin = tempfile::tempdir().unwrap();
+    let bin = tempdir();
     for (why, fake) in [
         ("not installed", None),
         // What bwrap prints where user namespaces are off.
@@ -144,7 +144,7 @@ async fn a_machine_without_namespaces_refuses_to_start() {
             std::fs::write(&path, script).unwrap();
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         }
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         std::fs::write(dir.path().join("stack.yml"), NO_STACK).unwrap();
         let config = config("")
             .replace("STACK", &dir.path().join("stack.yml").display().to_string())

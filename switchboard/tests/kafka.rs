@@ -8,7 +8,7 @@ use std::time::Duration;
 async fn records_are_delivered_with_their_headers_and_cloudevents() {
     let topic = unique("sbtest.orders.");
     kafka_topic(&topic, 1).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     let stack = envlog_stack("orders", &topic, &record, "", "");
     // One at a time: envlog.sh's records of concurrent calls would interleave.
@@ -51,7 +51,7 @@ async fn records_are_delivered_with_their_headers_and_cloudevents() {
 #[tokio::test]
 async fn a_bad_property_fails_at_start_naming_it() {
     let cfg = config(&format!("{}    fetch.wait.max.mss: \"100\"\n", kafka_section("g")));
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     std::fs::write(dir.path().join("stack.yml"), NO_STACK).unwrap();
     let cfg = cfg.replace("STACK", "stack.yml").replace("HUB_PORT", &free_port().to_string());
     std::fs::write(dir.path().join("switchboard.yml"), cfg.replace("CE_PORT", &free_port().to_string())).unwrap();
@@ -84,7 +84,7 @@ async fn metrics(p: &Platform) -> String {
 async fn a_full_hub_pauses_its_partitions_and_keeps_its_place_in_the_group() {
     let topic = unique("sbtest.slow.");
     kafka_topic(&topic, 1).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let group = unique("g");
     let kafka = "  read_ahead: 2\n";
@@ -125,7 +125,7 @@ async fn a_poison_record_is_dead_lettered_to_a_topic_and_its_partition_moves_on(
     let dead = unique("sbtest.dead.");
     kafka_topic(&topic, 1).await;
     kafka_topic(&dead, 1).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let group = unique("g");
     let retry = "      com.openfaas.retry.attempts: \"2\"\n      com.openfaas.retry.min_wait: 10ms\n";
@@ -178,7 +178,7 @@ async fn a_poison_record_is_dead_lettered_to_a_topic_and_its_partition_moves_on(
 async fn records_of_one_key_run_in_order_and_other_keys_alongside() {
     let topic = unique("sbtest.keys.");
     kafka_topic(&topic, 1).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let p = platform(dir, &unique("g"), "", "", &conform_fn("keys", &topic, &record, "")).await;
     let producer = kafka_producer();
@@ -207,7 +207,7 @@ async fn two_replicas_share_the_partitions_and_a_rebalance_loses_nothing() {
     let topic = unique("sbtest.group.");
     kafka_topic(&topic, 4).await;
     let group = unique("g");
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (dir_a, dir_b) = (tempdir(), tempdir());
     let (record_a, record_b) = (dir_a.path().join("calls.jsonl"), dir_b.path().join("calls.jsonl"));
     let a = platform(dir_a, &group, "", "  client_id: a\n", &conform_fn("f", &topic, &record_a, "")).await;
     let producer = kafka_producer();
@@ -256,7 +256,7 @@ async fn two_replicas_share_the_partitions_and_a_rebalance_loses_nothing() {
 /// hub reconnects, is ready again and consumes what is sent then.
 #[tokio::test]
 async fn the_hub_is_unready_while_the_broker_is_down_and_consumes_again_after() {
-    let data = tempfile::tempdir().unwrap();
+    let data = tempdir();
     let port = free_port();
     let args = ["start", "--only", "kafka", "--host", "127.0.0.1", "--kafka-port", &port.to_string(), "--data-dir"];
     let mut args: Vec<String> = args.map(String::from).to_vec();
@@ -266,7 +266,7 @@ async fn the_hub_is_unready_while_the_broker_is_down_and_consumes_again_after() 
     let topic = unique("sbtest.restart.");
     kafka_topic_at(&servers, &topic, 1).await;
     let producer = kafka_producer_at(&servers);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let kafka = format!("  bootstrap_servers: {servers}\n");
     let section = kafka_section(&unique("g")).replace(&format!("  bootstrap_servers: {KAFKA}\n"), &kafka);
@@ -299,7 +299,7 @@ async fn a_pattern_subscribes_to_every_matching_topic() {
     for t in [&eu, &uk, &us] {
         kafka_topic(t, 1).await;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     let pattern = format!("kafka:^{}\\\\.(eu|uk)$", prefix.replace('.', "\\\\."));
     let stack = envlog_stack("regional", &pattern, &record, "", "");
@@ -326,7 +326,7 @@ async fn a_pattern_subscribes_to_every_matching_topic() {
 async fn a_record_read_ahead_stays_in_the_log_when_its_function_goes_away() {
     let topic = unique("sbtest.redeploy.");
     kafka_topic(&topic, 1).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let group = unique("g");
     // One event in flight at a time: the second waits, read but not dispatched.

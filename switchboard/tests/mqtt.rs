@@ -32,7 +32,7 @@ fn mqtt_cfg(port: u16, client_id: &str, version: u8) -> String {
 #[tokio::test]
 async fn wildcard_filters_headers_and_cloudevents_user_properties() {
     let base = unique("sbtest/");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     let stack = envlog_stack("temps", &format!("{base}/+/temperature"), &record, "", "");
     let p = Platform::start_in(dir, &mqtt_cfg(1883, &unique("sbtest-hub-"), 5), &stack, &[]).await;
@@ -84,7 +84,7 @@ async fn wildcard_filters_headers_and_cloudevents_user_properties() {
 #[tokio::test]
 async fn the_response_goes_to_the_response_topic() {
     let topic = unique("sbtest/rpc/");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     let p = Platform::start_in(
         dir,
@@ -119,7 +119,7 @@ async fn the_response_goes_to_the_response_topic() {
 async fn qos1_messages_survive_kill_9_with_a_persistent_session() {
     for version in [3u8, 5] {
         let topic = unique("sbtest/jobs/");
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let record = dir.path().join("r.log");
         let stack = envlog_stack(
             "jobs",
@@ -175,7 +175,7 @@ async fn reconnects_after_the_broker_restarts() {
     .unwrap();
     let mut broker = Broker::start("mosquitto", vec!["-c".into(), conf.path().display().to_string()], port);
     let topic = unique("sbtest/restart/");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     let p = Platform::start_in(
         dir,
@@ -211,7 +211,7 @@ async fn reconnects_after_the_broker_restarts() {
 
 #[tokio::test]
 async fn mqtts_with_a_client_certificate() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path().to_path_buf();
     certificates(&d);
     let port = free_port();
@@ -267,7 +267,7 @@ fn counter_total(metrics: &str, name: &str) -> f64 {
 #[tokio::test]
 async fn replicas_in_a_share_group_split_the_messages() {
     let topic = unique("sbtest/share/");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path().to_path_buf();
     let record = d.join("r.log");
     let p = Platform::start_in(dir, &config(""), &envlog_stack("shared", &topic, &record, "", ""), &[]).await;
@@ -371,7 +371,7 @@ struct Burst {
 
 impl Burst {
     async fn start(port: u16, version: u8) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let record = dir.path().join("burst.log");
         let topic = unique("sbtest/burst/");
         // A window of 100 (MQTT 5) or Mosquitto's 20 (3.1.1), the hub's 1,024
@@ -448,7 +448,7 @@ async fn a_burst_survives_a_hub_killed_in_the_middle() {
 #[tokio::test]
 async fn large_messages_flow_and_one_over_the_bound_is_dead_lettered() {
     let topic = unique("sbtest/large/");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("large.log");
     let cfg = config(&format!(
         "mqtt:\n  enabled: true\n  url: mqtt://127.0.0.1:1883\n  qos: 1\n  client_id: {}\n  max_payload: 1500000\n",
@@ -457,7 +457,7 @@ async fn large_messages_flow_and_one_over_the_bound_is_dead_lettered() {
     let stack = format!("functions:\n{}", conform_fn("large", &topic, &record, ""));
     let p = Platform::start_in(dir, &cfg, &stack, &[]).await;
     p.wait_ready(&["large"]).await;
-    let files = tempfile::tempdir().unwrap();
+    let files = tempdir();
     let publish = |name: &str, size: usize| {
         let path = files.path().join(name);
         // The body starts with its name, so the record tells them apart.
@@ -522,7 +522,7 @@ async fn messages_held_and_not_moving_make_the_hub_unready() {
     let stack = format!(
         "functions:\n  failing:\n    fprocess: \"false\"\n    annotations:\n      topic: \"{topic}\"\n      com.openfaas.retry.attempts: \"1\"\n"
     );
-    let p = Platform::start_in(tempfile::tempdir().unwrap(), &cfg, &stack, &[]).await;
+    let p = Platform::start_in(tempdir(), &cfg, &stack, &[]).await;
     p.wait_ready(&["failing"]).await;
     assert!(link_reported(&p, "mqtt", true).await, "{}", p.proc.output());
     let (c, _) = client(1883).await;

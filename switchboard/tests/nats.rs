@@ -73,7 +73,7 @@ async fn jetstream_delivers_everything_after_the_connector_is_killed() {
     let (js, stream, subject) = new_stream("sbtest.js.").await;
 
     // The platform runs the function; the hub runs separately, as a sidecar.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("js.log");
     let stack = format!(
         "functions:\n{}",
@@ -141,7 +141,7 @@ async fn dead_letters_go_to_the_configured_subject() {
     let subject = unique("sbtest.dlq.");
     let dead_subject = format!("{subject}.dead");
     let mut letters = client.subscribe(dead_subject.clone()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let stack = format!(
         "functions:\n  doomed:\n    fprocess: {}\n    environment:\n      FAIL_TIMES: 100\n      COUNTER_FILE: {}/count\n    annotations:\n      topic: {subject}\n      com.openfaas.retry.attempts: \"2\"\n      com.openfaas.retry.min_wait: 10ms\n      com.openfaas.retry.max_wait: 20ms\n",
         fixture("flaky.sh"),
@@ -177,7 +177,7 @@ async fn dead_letters_go_to_the_configured_subject() {
 #[tokio::test]
 async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
     let (js, stream, subject) = new_stream("sbtest.nak.").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path().to_path_buf();
     // Topics are the message's subject: `<subject>.recovers` and `<subject>.doomed`.
     let flaky = |name: &str, fail_times: u32, attempts: u32| {
@@ -263,7 +263,7 @@ async fn jetstream_naks_with_a_delay_then_acks_or_terminates() {
 #[tokio::test]
 async fn jetstream_pulls_only_what_a_full_hub_can_take() {
     let (js, stream, subject) = new_stream("sbtest.full.").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let stack = format!("functions:\n{}", conform_fn("slow", &subject, &record, ""));
     let cfg = config_with(
@@ -296,7 +296,7 @@ async fn jetstream_pulls_only_what_a_full_hub_can_take() {
 /// before and after is delivered.
 #[tokio::test]
 async fn jetstream_carries_on_after_the_server_restarts() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path().to_path_buf();
     let port = free_port();
     let store = d.join("jetstream");
@@ -387,7 +387,7 @@ async fn delivered_through(client: &async_nats::Client, subject: &str, dir: &std
 
 #[tokio::test]
 async fn tls_with_a_client_certificate_and_user_password() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path().to_path_buf();
     certificates(&d);
     let server = secured_nats(&d, "authorization { user: hub, password: s3cret }", true);
@@ -425,7 +425,7 @@ async fn tls_with_a_client_certificate_and_user_password() {
 
 #[tokio::test]
 async fn token_authentication() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path().to_path_buf();
     let server = secured_nats(&d, "authorization { token: t0ken }", false);
     let subject = unique("sbtest.token.");
@@ -446,7 +446,7 @@ async fn token_authentication() {
 #[tokio::test]
 async fn creds_file_authentication() {
     use nats_jwt::{KeyPair, Token};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path().to_path_buf();
     let (operator, account, user) = (KeyPair::new_operator(), KeyPair::new_account(), KeyPair::new_user());
     let account_jwt = Token::new_account(account.public_key()).name("hub").sign(&operator);

@@ -26,7 +26,7 @@ const CASES: [(&str, ImageFormat, u32, u32, u32, u32); 4] = [
 
 #[tokio::test]
 async fn uploads_are_thumbnailed_on_one_machine() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let store = dir.path().join("objects").display().to_string();
     let stack = format!(
         "functions:
@@ -120,7 +120,7 @@ async fn s3_uploads_notify_sqs_and_are_thumbnailed_in_s3() {
         .await
         .unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let stack = format!(
         "functions:
   thumbnail:

@@ -12,7 +12,7 @@ const STACK: &str = "functions:\n  echo:\n    fprocess: cat\n  shout:\n    fproc
 /// The page at `url` as headless Chromium leaves it once its scripts have
 /// run (10 s of virtual time).
 fn rendered(url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
+    let profile = tempdir();
     // The flags this machine needs: no sandbox as root, and no background
     // connections to a network that is closed.
     let out = Command::new("chromium")
@@ -89,7 +89,7 @@ async fn the_portal_lists_the_functions_in_a_browser() {
 /// Chromium the page's script does not run, and does with the setting off.
 #[tokio::test]
 async fn a_functions_page_cannot_run_as_the_portals_origin() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let page = dir.path().join("page.html");
     std::fs::write(
         &page,
@@ -105,7 +105,7 @@ async fn a_functions_page_cannot_run_as_the_portals_origin() {
         page.display()
     );
     for (sandboxed, setting) in [(true, ""), (false, "gateway:\n  sandbox_functions: false\n")] {
-        let d = tempfile::tempdir().unwrap();
+        let d = tempdir();
         let p = Platform::start_in(d, &config(setting), &stack, &[]).await;
         p.wait_ready(&["evil"]).await;
         let r = get(&format!("{}/function/evil", p.url)).await;

@@ -74,7 +74,7 @@ async fn async_invocation_posts_the_result_to_the_callback() {
 
 #[tokio::test]
 async fn retries_until_success() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let stack = stack(&flaky(2, 5, dir.path()));
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     p.wait_ready(&["flaky"]).await;
@@ -94,7 +94,7 @@ async fn retries_until_success() {
 
 #[tokio::test]
 async fn exhausted_retries_are_dead_lettered() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let stack = stack(&flaky(100, 3, dir.path()));
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     p.wait_ready(&["flaky"]).await;
@@ -161,7 +161,7 @@ async fn a_separate_queue_worker_takes_the_gateways_requests() {
     let p = Platform::start(&cfg, &stack("")).await;
     p.wait_ready(&["env"]).await;
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let listen = format!("127.0.0.1:{worker_port}");
     let _worker = Proc::spawn(&["queue-worker", "--listen", &listen, "--gateway", &p.url], dir.path(), &[]);
     let up =
@@ -184,7 +184,7 @@ async fn a_separate_queue_worker_takes_the_gateways_requests() {
 /// succeed: it is dead-lettered at once, and the callback says why.
 #[tokio::test]
 async fn an_answer_too_large_to_keep_is_dead_lettered_without_a_retry() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("big.log");
     let stack = format!(
         "functions:\n  big:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      BIG_BYTES: \"{}\"\n      RECORD_FILE: {}\n",

@@ -35,7 +35,7 @@ async fn all_acked(con: &redis::aio::MultiplexedConnection, stream: &str) -> boo
 async fn stream_entries_are_delivered_with_headers_and_acked() {
     let mut con = redis_con(6379).await;
     let stream = unique("sbtest:orders:");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     let stack = envlog_stack("orders", &stream, &record, "", "");
     let p = Platform::start_in(dir, &redis_cfg(6379, "c1", ""), &stack, &[]).await;
@@ -62,7 +62,7 @@ async fn entries_handed_out_more_often_than_the_retry_policy_allows_are_dead_let
     let mut con = redis_con(6379).await;
     let stream = unique("sbtest:poison:");
     let dead = unique("sbtest:dead:");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     // A previous consumer "c-old" read the entry and died without acking it.
     let _: () = con.xgroup_create_mkstream(&stream, "sbtest", "0").await.unwrap();
@@ -104,7 +104,7 @@ async fn reconnects_after_the_broker_restarts() {
         port,
     );
     let stream = unique("sbtest:restart:");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     let stack = envlog_stack("r", &stream, &record, "", "");
     let p = Platform::start_in(dir, &redis_cfg(port, "c1", ""), &stack, &[]).await;
@@ -149,7 +149,7 @@ async fn reconnects_after_the_broker_restarts() {
 async fn pubsub_channels_and_patterns() {
     let mut con = redis_con(6379).await;
     let channel = unique("sbtest.ps.");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     let stack = envlog_stack("ps", &format!("{channel}.*"), &record, "", "");
     let cfg = config("redis:\n  enabled: true\n  mode: pubsub\n");
@@ -175,7 +175,7 @@ async fn pubsub_channels_and_patterns() {
 
 #[tokio::test]
 async fn malformed_config_fails_at_start() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     for (yaml, expected) in [
         ("redis:\n  url: http://127.0.0.1:6379\n", "redis.url"),
         ("redis:\n  start: latest\n", "redis.start"),
@@ -201,7 +201,7 @@ async fn malformed_config_fails_at_start() {
 
 #[tokio::test]
 async fn rediss_with_a_private_ca_and_a_client_certificate() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path().to_path_buf();
     certificates(&d);
     let pem = |name: &str| d.join(name).display().to_string();
@@ -265,7 +265,7 @@ async fn rediss_with_a_private_ca_and_a_client_certificate() {
 async fn streams_are_created_only_for_topics_that_name_redis() {
     let mut con = redis_con(6379).await;
     let (own, plain) = (unique("sbtest:own:"), unique("sbtest:plain:"));
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     let stack = envlog_stack("mixed", &format!("redis:{own}, {plain}"), &record, "", "");
     let p = Platform::start_in(dir, &redis_cfg(6379, &unique("c"), ""), &stack, &[]).await;

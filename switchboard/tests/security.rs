@@ -23,7 +23,7 @@ fn raw(port: u16, request: &[u8], limit: Duration) -> String {
 
 #[tokio::test]
 async fn the_api_needs_the_credentials_generated_at_first_start() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path().to_path_buf();
     let p = Platform::start_in(dir, &config(""), NO_STACK, &[]).await;
     let fns = format!("{}/system/functions", p.url);
@@ -116,7 +116,7 @@ async fn secret_looking_environment_values_are_masked_in_listings() {
 
 #[tokio::test]
 async fn turning_auth_off_is_explicit_and_loud() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     std::fs::write(dir.path().join("switchboard.yml"), "queue:\n  enabled: false\nprovider:\n  kind: process\n")
         .unwrap();
     let port = free_port();
@@ -138,7 +138,7 @@ async fn turning_auth_off_is_explicit_and_loud() {
 #[tokio::test]
 async fn empty_or_half_credentials_stop_the_start() {
     for (user, password, named) in [("admin", "", "basic-auth-password"), ("", "pw", "basic-auth-user")] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let secrets = dir.path().join("secrets");
         std::fs::create_dir(&secrets).unwrap();
         std::fs::write(secrets.join("basic-auth-user"), user).unwrap();
@@ -154,7 +154,7 @@ async fn empty_or_half_credentials_stop_the_start() {
         assert!(out.contains(named) && out.contains("empty"), "{out}");
     }
     // Only one of the two files in the generated directory: never overwritten.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     std::fs::create_dir_all(dir.path().join("data/secrets")).unwrap();
     std::fs::write(dir.path().join("data/secrets/basic-auth-user"), "me").unwrap();
     std::fs::write(dir.path().join("g.yml"), "queue:\n  enabled: false\nprovider:\n  kind: process\n").unwrap();
@@ -165,7 +165,7 @@ async fn empty_or_half_credentials_stop_the_start() {
 
 #[tokio::test]
 async fn the_hubs_ports_take_a_token() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     std::fs::write(dir.path().join("token"), "t0ken\n").unwrap();
     let hub = format!("  auth: token\n  token_file: {}/token\n", dir.path().display());
     let p = Platform::start_in(dir, &config_with(&hub, ""), NO_STACK, &[]).await;
@@ -340,7 +340,7 @@ async fn a_stopped_platform_leaves_no_function_running() {
         "functions:\n  web:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      RECORD_FILE: /dev/null\n      {key}: {value}\n  forked:\n    fprocess: cat\n    environment:\n      {key}: {value}\n  slow:\n    fprocess: sleep 1\n",
         fixture("conform.py")
     );
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let cfg = config("");
     let mut p = Platform::start_in(dir, &cfg, &stack, &[]).await;
     for cycle in 0..20 {

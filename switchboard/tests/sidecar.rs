@@ -17,7 +17,7 @@ async fn send(ce_port: u16, ty: &str, id: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn the_connector_survives_a_gateway_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path();
     let (gw_port, hub_port, ce_port) = (free_port(), free_port(), free_port());
     let record = d.join("r.log");
@@ -81,7 +81,7 @@ async fn the_connector_survives_a_gateway_restart() {
 /// goes on delivering.
 #[tokio::test]
 async fn discovery_with_basic_auth_namespaces_and_a_delimiter() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path();
     let (gw_port, hub_port, ce_port) = (free_port(), free_port(), free_port());
     let secrets = |name: &str, password: &str| {
@@ -166,7 +166,7 @@ async fn discovery_with_basic_auth_namespaces_and_a_delimiter() {
 /// is refused and the refusal logged.
 #[tokio::test]
 async fn an_https_gateway_with_a_private_ca() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let d = dir.path().to_path_buf();
     certificates(&d);
     let stack = format!("functions:\n{}", recorder_fn("r", &d, "", "      topic: tls.test\n"));

@@ -24,7 +24,7 @@ async fn messages_are_delivered_with_their_headers_attributes_and_cloudevents() 
     use aws_sdk_sqs::types::MessageAttributeValue;
     let queue = unique("sbtest-orders-");
     let url = sqs_queue(&queue).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     let stack = envlog_stack("orders", &format!("sqs:{queue}"), &record, "", "");
     let p = platform(dir, &sqs_section(), stack.trim_start_matches("functions:\n")).await;
@@ -76,7 +76,7 @@ async fn messages_are_delivered_with_their_headers_attributes_and_cloudevents() 
 async fn one_failure_in_a_batch_is_retried_alone_then_dead_lettered() {
     let queue = unique("sbtest-batch-");
     let url = sqs_queue(&queue).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let retry = "      com.openfaas.retry.attempts: \"3\"\n      com.openfaas.retry.min_wait: 1s\n      com.openfaas.retry.max_wait: 1s\n";
     // A visibility timeout far longer than the retry's delay.
@@ -121,7 +121,7 @@ async fn metric(p: &Platform, series: &str) -> f64 {
 async fn the_source_counts_what_it_receives_deletes_and_gives_back() {
     let queue = unique("sbtest-metrics-");
     let url = sqs_queue(&queue).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let retry = "      com.openfaas.retry.attempts: \"2\"\n      com.openfaas.retry.min_wait: 1s\n      com.openfaas.retry.max_wait: 1s\n";
     let p = platform(dir, &sqs_section(), &conform_fn("counted", &format!("sqs:{queue}"), &record, retry)).await;
@@ -158,7 +158,7 @@ async fn the_source_counts_what_it_receives_deletes_and_gives_back() {
 async fn fifo_groups_are_delivered_in_order_and_alongside_each_other() {
     let queue = unique("sbtest-fifo-") + ".fifo";
     let url = sqs_queue(&queue).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     let p = platform(dir, &sqs_section(), &conform_fn("ordered", &format!("sqs:{queue}"), &record, "")).await;
     // a1 fails at its first call (503).
@@ -211,7 +211,7 @@ async fn an_sns_notification_is_unwrapped() {
     let sns = sns_client();
     let topic = sns.create_topic().name(unique("sbtest-topic-")).send().await.unwrap().topic_arn.unwrap();
     sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(sqs_arn(&url).await).send().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     let stack = envlog_stack("notified", &format!("sqs:{queue}"), &record, "", "");
     let p = platform(dir, &sqs_section(), stack.trim_start_matches("functions:\n")).await;
@@ -254,7 +254,7 @@ async fn s3_notifications_are_named_and_the_test_event_is_skipped() {
         QueueConfiguration::builder().queue_arn(sqs_arn(&url).await).events(Event::S3ObjectCreated).build().unwrap();
     let config = NotificationConfiguration::builder().queue_configurations(notify).build();
     s3.put_bucket_notification_configuration().bucket(&bucket).notification_configuration(config).send().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     let stack = envlog_stack("thumbs", &format!("sqs:{queue}"), &record, "", "");
     let p = platform(dir, &sqs_section(), stack.trim_start_matches("functions:\n")).await;
@@ -284,7 +284,7 @@ async fn s3_notifications_are_named_and_the_test_event_is_skipped() {
 #[tokio::test]
 async fn a_queue_created_and_subscribed_at_run_time_is_consumed() {
     let queue = unique("sbtest-late-");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("r.log");
     let p =
         Platform::start_in(dir, &config(&format!("cron:\n  enabled: false\n{}", sqs_section())), NO_STACK, &[]).await;
@@ -322,7 +322,7 @@ async fn with_redrive_queue_the_queues_policy_moves_what_fails() {
         .unwrap()
         .queue_url
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     // Fewer attempts than the queue allows receives: the hub would
     // dead-letter after two calls, the queue decides after three.
@@ -353,7 +353,7 @@ async fn bad_configs_fail_at_start_naming_the_key() {
         (format!("  region: us-east-1\n{endpoint}  redrive: never\n"), "sqs.redrive"),
     ] {
         let cfg = config(&format!("cron:\n  enabled: false\nsqs:\n  enabled: true\n{section}"));
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         std::fs::write(dir.path().join("stack.yml"), NO_STACK).unwrap();
         let cfg = cfg.replace("STACK", "stack.yml").replace("HUB_PORT", &free_port().to_string());
         std::fs::write(dir.path().join("switchboard.yml"), cfg.replace("CE_PORT", &free_port().to_string())).unwrap();

@@ -12,7 +12,7 @@ struct Watchdog {
 }
 
 async fn watchdog(env: &[(&str, &str)]) -> Watchdog {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let port = free_port().to_string();
     let tmpdir = tmp.path().display().to_string();
     let mut all = vec![
@@ -119,7 +119,7 @@ async fn http_mode_proxies_and_exits_when_upstream_dies() {
 
 #[tokio::test]
 async fn bad_environment_is_named() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     for (env, key) in [
         (vec![("mode", "http"), ("fprocess", "x")], "upstream_url"),
         (vec![("fprocess", "cat"), ("mode", "turbo")], "mode"),

@@ -5,9 +5,11 @@
 //!  (d) → watchdog (serializing mode) forking `cat`, one connection
 //!  (e)–(h) → gateway → a process-provider replica (http mode to the
 //!      upstream; fork `cat`), unisolated and in its sandbox (bubblewrap)
+//! then the cold start of those replicas: from a call to a function scaled
+//! to zero to its answer.
 //! Run with `bench/run platform` (builds in release mode first).
 
-use bench::{Proc, free_port, load, row, wait_ok};
+use bench::{Proc, free_port, load, request, row, wait_ok};
 use clap::Parser;
 use std::time::Duration;
 
@@ -126,6 +128,43 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", row(name, &r, baseline));
         baseline.get_or_insert(r.rps());
     }
+    println!("\nCold start, scaled to zero through the API, then one call ({COLD_STARTS} each):\n");
+    println!("| function | isolation | median ms | max ms |\n|---|---|---:|---:|");
+    for function in ["http", "cat"] {
+        for (isolation, port) in [("none", none), ("sandbox", sandbox)] {
+            let mut took = cold_starts(port, function).await?;
+            took.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "| {function} | {isolation} | {:.1} | {:.1} |",
+                ms(took[took.len() / 2]),
+                ms(took[took.len() - 1])
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+const COLD_STARTS: usize = 7;
+
+/// The times from a call to `function` at zero replicas to its answer.
+async fn cold_starts(port: u16, function: &str) -> anyhow::Result<Vec<Duration>> {
+    let base = format!("http://127.0.0.1:{port}");
+    let mut took = vec![];
+    for _ in 0..COLD_STARTS {
+        request("POST", &format!("{base}/system/scale-function/{function}"), b"{\"replicas\":0}").await?;
+        loop {
+            let (_, f) = request("GET", &format!("{base}/system/function/{function}"), b"").await?;
+            if String::from_utf8_lossy(&f).contains("\"replicas\":0") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let started = std::time::Instant::now();
+        let (status, _) = request("POST", &format!("{base}/function/{function}"), b"hello").await?;
+        anyhow::ensure!(status == 200, "cold call to {function} answered {status}");
+        took.push(started.elapsed());
+    }
+    Ok(took)
 }

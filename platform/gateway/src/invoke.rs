@@ -65,9 +65,10 @@ enum Target {
 /// How often a request waiting for a starting replica looks again.
 const REPLICA_POLL: Duration = Duration::from_millis(25);
 
-/// The function's ready replica. A function whose replicas are starting is
-/// waited for, up to `replica_wait`, when `wait` (a synchronous call);
-/// queued work goes in at once and waits in the queue instead.
+/// The function's ready replica. A function whose replicas are starting, or
+/// that has none (scaled to zero: one is started), is waited for, up to
+/// `replica_wait`, when `wait` (a synchronous call); queued work goes in at
+/// once and waits in the queue instead.
 async fn resolve(gw: &Shared, qualified: &str, wait: bool) -> Target {
     if !is_valid_function_name(qualified) {
         return Target::Missing(text(StatusCode::NOT_FOUND, format!("invalid function name {qualified:?}\n")));
@@ -79,6 +80,11 @@ async fn resolve(gw: &Shared, qualified: &str, wait: bool) -> Target {
         match gw.provider.route(name, ns) {
             Route::Ready(base) => return Target::Ready { label, base },
             Route::Starting if wait && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(REPLICA_POLL).await;
+            }
+            // Scale from zero: a replica starts, and the call waits for it.
+            Route::NoReplicas if wait && tokio::time::Instant::now() < deadline => {
+                gw.provider.wake(name, ns);
                 tokio::time::sleep(REPLICA_POLL).await;
             }
             Route::Starting | Route::NoReplicas => {

@@ -18,6 +18,13 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
+/// A temporary folder under the target directory rather than /tmp: a
+/// sandboxed function has a /tmp of its own, and the files a test hands a
+/// function (records of its calls, say) must be where both can see them.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
 pub fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name).display().to_string()
 }
@@ -161,7 +168,7 @@ impl Platform {
     /// Starts `switchboard up` with `config` (YAML; the gateway port and the
     /// stack path are filled in) and `stack` (an OpenFaaS stack.yml).
     pub async fn start(config: &str, stack: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         Self::start_in(dir, config, stack, &[]).await
     }
 

@@ -72,6 +72,12 @@ pub enum Route {
     Unknown,
 }
 
+/// The label naming every function, as OpenFaaS's providers set it.
+const FUNCTION_LABEL: &str = "faas_function";
+
+/// How often idle functions are looked for.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub enum Provider {
     // Boxed: the replica provider is large and the static one small.
     Replicas(Box<ReplicaProvider>),
@@ -93,11 +99,42 @@ impl Provider {
         }
     }
 
+    /// Starts a replica of a function at zero, for a call that waits for
+    /// it: scale from zero, as OpenFaaS does. One replica, however many
+    /// calls ask at once.
+    pub fn wake(&self, name: &str, namespace: &str) {
+        if let Provider::Replicas(p) = self {
+            p.wake(name, namespace);
+        }
+    }
+
+    /// Scales functions labelled `com.openfaas.scale.zero: true` to zero
+    /// once idle for their `com.openfaas.scale.zero-duration`, as
+    /// OpenFaaS's faas-idler does, until `stop`.
+    pub async fn scale_idle_to_zero(&self, stop: impl Future<Output = ()>) {
+        let Provider::Replicas(p) = self else { return };
+        tokio::pin!(stop);
+        let mut ticks = tokio::time::interval(IDLE_CHECK);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => p.scale_idle().await,
+                () = &mut stop => return,
+            }
+        }
+    }
+
+    /// The functions of `namespace`, each labelled `faas_function: NAME` as
+    /// faas-netes and faasd label theirs (clients and dashboards select on
+    /// it): added here, not kept in the deployment, so no redeploy drops it.
     pub fn list(&self, namespace: &str) -> Vec<FunctionStatus> {
-        match self {
+        let mut list = match self {
             Provider::Replicas(p) => p.list(namespace),
             Provider::Static(p) => p.list(namespace),
+        };
+        for f in &mut list {
+            f.labels.insert(FUNCTION_LABEL.into(), f.name.clone());
         }
+        list
     }
 
     pub fn get(&self, name: &str, namespace: &str) -> Option<FunctionStatus> {

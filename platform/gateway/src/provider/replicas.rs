@@ -16,7 +16,7 @@ use crate::logs::LogStore;
 use openfaas::{FunctionDeployment, FunctionNamespace, FunctionStatus, LogMessage, NAMESPACE_LABEL, Secret};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -27,6 +27,11 @@ use tokio::task::JoinHandle;
 const SCALE_MIN: &str = "com.openfaas.scale.min";
 /// Label that caps a function's replicas, below the provider's own cap.
 const SCALE_MAX: &str = "com.openfaas.scale.max";
+/// Labels that scale an idle function to zero (OpenFaaS's faas-idler).
+const SCALE_ZERO: &str = "com.openfaas.scale.zero";
+const SCALE_ZERO_DURATION: &str = "com.openfaas.scale.zero-duration";
+/// faas-idler's default idle time.
+const DEFAULT_ZERO_DURATION: Duration = Duration::from_secs(15 * 60);
 const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A replica that ran this long before crashing restarts without delay growth.
@@ -141,6 +146,11 @@ struct Function {
     created_at: String,
     replicas: RwLock<Vec<Replica>>,
     next: AtomicUsize,
+    /// When it was last routed to, in milliseconds since the Unix epoch:
+    /// calls, queued calls and events all count.
+    last_used: AtomicU64,
+    /// `com.openfaas.scale.zero-duration` when it scales to zero when idle.
+    idle_limit: Option<Duration>,
 }
 
 struct Replica {
@@ -303,6 +313,7 @@ impl ReplicaProvider {
         let Some(f) = self.find(name, namespace) else {
             return Route::Unknown;
         };
+        f.last_used.store(now_millis(), Ordering::Relaxed);
         let replicas = f.replicas.read().expect("replicas lock");
         let n = replicas.len();
         let start = f.next.fetch_add(1, Ordering::Relaxed);
@@ -313,6 +324,35 @@ impl ReplicaProvider {
             .map(|i| &replicas[(start + i) % n].endpoint)
             .find(|e| e.ready.load(Ordering::Acquire))
             .map_or(Route::Starting, |e| Route::Ready(e.url.clone()))
+    }
+
+    /// Starts one replica of a function at zero, unless the platform is stopping.
+    pub fn wake(&self, name: &str, namespace: &str) {
+        let Some(f) = self.find(name, namespace) else { return };
+        let mut replicas = f.replicas.write().expect("replicas lock");
+        if replicas.is_empty() && !self.starter.closing.load(Ordering::Acquire) {
+            match f.start_replica(&self.starter) {
+                Ok(r) => {
+                    replicas.push(r);
+                    tracing::info!(function = %f.qualified(), "scaled from zero for a call");
+                }
+                Err(e) => tracing::error!(function = %f.qualified(), error = %e, "cannot start a replica"),
+            }
+        }
+    }
+
+    /// Scales to zero the functions that asked to be when idle and have
+    /// been idle that long.
+    pub async fn scale_idle(&self) {
+        let functions: Vec<Arc<Function>> = self.functions.read().expect("functions lock").values().cloned().collect();
+        for f in functions {
+            let Some(limit) = f.idle_limit else { continue };
+            let idle = Duration::from_millis(now_millis().saturating_sub(f.last_used.load(Ordering::Relaxed)));
+            if idle >= limit && !f.replicas.read().expect("replicas lock").is_empty() {
+                f.scale(0, &self.starter).await;
+                tracing::info!(function = %f.qualified(), idle = %humantime::format_duration(limit), "scaled to zero: idle ({SCALE_ZERO_DURATION})");
+            }
+        }
     }
 
     pub fn list(&self, namespace: &str) -> Vec<FunctionStatus> {
@@ -446,6 +486,7 @@ impl ReplicaProvider {
             // Limits that cannot apply here are refused, not ignored.
             Runtime::Process { .. } => cgroup::check(&Limits::of(&d)?).map_err(ProviderError::Invalid)?,
         }
+        idle_limit(&d)?;
         let max = self.max_replicas(&d)?;
         match d.labels.get(SCALE_MIN).map(|v| (v, v.parse::<u64>())) {
             Some((v, Err(_))) => {
@@ -615,6 +656,24 @@ struct Starter {
     closing: Arc<AtomicBool>,
 }
 
+/// How long `d` may idle before it scales to zero: `com.openfaas.scale.zero:
+/// true`, for `com.openfaas.scale.zero-duration` (15 minutes by default).
+fn idle_limit(d: &FunctionDeployment) -> Result<Option<Duration>, ProviderError> {
+    let invalid = |e: openfaas::InvalidSetting| ProviderError::Invalid(format!("labels: {e}"));
+    match d.labels.get(SCALE_ZERO).map(|v| v.trim()) {
+        None | Some("false") => Ok(None),
+        Some("true") => match d.labels.get(SCALE_ZERO_DURATION) {
+            None => Ok(Some(DEFAULT_ZERO_DURATION)),
+            Some(v) => openfaas::parse_duration(SCALE_ZERO_DURATION, v).map(Some).map_err(invalid),
+        },
+        Some(v) => Err(ProviderError::Invalid(format!("labels.{SCALE_ZERO} {v:?}: expected true or false"))),
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 fn initial_replicas(d: &FunctionDeployment) -> u64 {
     d.labels.get(SCALE_MIN).and_then(|v| v.parse().ok()).unwrap_or(1)
 }
@@ -622,12 +681,15 @@ fn initial_replicas(d: &FunctionDeployment) -> u64 {
 impl Function {
     fn new(deployment: FunctionDeployment, namespace: String, secrets: Option<PathBuf>) -> Self {
         Self {
+            // Checked when the function was deployed.
+            idle_limit: idle_limit(&deployment).unwrap_or_default(),
             deployment,
             namespace,
             secrets,
             created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             replicas: RwLock::new(vec![]),
             next: AtomicUsize::new(0),
+            last_used: AtomicU64::new(now_millis()),
         }
     }
 
