@@ -439,3 +439,29 @@ async fn a_redirect_reaches_the_caller_unfollowed() {
     let r = get(&format!("{}/function/mover/redirect", p.url)).await;
     assert_eq!((r.status, r.header("location").as_deref()), (302, Some("http://example.invalid/next")));
 }
+
+/// A function whose replica exits again and again as it starts (a missing
+/// module) is listed as crash-looping, with the last lines it wrote, and
+/// says so a few times rather than every few seconds for ever.
+#[tokio::test]
+async fn a_crash_looping_function_says_why_without_flooding_the_log() {
+    let stack = format!(
+        "functions:\n  broken:\n    fprocess: python3 {}\n    environment:\n      mode: http\n",
+        fixture("broken.py")
+    );
+    let p = Platform::start(&config(""), &stack).await;
+    let described = eventually(Duration::from_secs(20), || async {
+        let f = p.api("GET", "/system/function/broken", "").await.json();
+        f["annotations"]["com.switchboard.crash-looping"].as_str().is_some_and(|s| s.contains("No module named"))
+    });
+    assert!(described.await, "{}", p.api("GET", "/system/function/broken", "").await.text());
+    let f = p.api("GET", "/system/function/broken", "").await.json();
+    assert_eq!(f["availableReplicas"], 0);
+    // About 8 exits in the next 8 s (backoff 0.1 s doubling to 10 s): the
+    // first 3 logged, the rest held back for a minute.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let warned = p.proc.output().matches("replica exited; restarting").count();
+    let logs = p.api("GET", "/system/logs?name=broken", "").await.text();
+    let noted = logs.matches("replica exited").count();
+    assert_eq!((warned, noted), (3, 3), "{logs}");
+}

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use std::process::Command;
+use std::time::Duration;
 
 const STACK: &str = "functions:\n  echo:\n    fprocess: cat\n  shout:\n    fprocess: tr a-z A-Z\n    annotations:\n      topic: orders\n";
 
@@ -123,4 +124,23 @@ async fn a_functions_page_cannot_run_as_the_portals_origin() {
             );
         }
     }
+}
+
+/// A crash-looping function is shown as such, with why, in the list.
+#[tokio::test]
+async fn the_portal_shows_a_crash_looping_function() {
+    let stack = format!(
+        "functions:\n  broken:\n    fprocess: python3 {}\n    environment:\n      mode: http\n",
+        fixture("broken.py")
+    );
+    let p = Platform::start(&config(""), &stack).await;
+    let looping = eventually(Duration::from_secs(20), || async {
+        let f = p.api("GET", "/system/function/broken", "").await.json();
+        f["annotations"]["com.switchboard.crash-looping"].is_string()
+    });
+    assert!(looping.await, "never reported crash-looping:\n{}", p.proc.output());
+    let password = std::fs::read_to_string(p.dir.path().join("data/secrets/basic-auth-password")).unwrap();
+    let dom = rendered(&format!("http://admin:{}@127.0.0.1:{}/ui/", password.trim(), p.port));
+    assert!(dom.contains(r#"class="crash""#) && dom.contains("/1 crash-looping</td>"), "{dom}");
+    assert!(dom.contains("No module named"), "the reason, in the cell's title:\n{dom}");
 }

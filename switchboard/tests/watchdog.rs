@@ -167,3 +167,28 @@ async fn expect_100_continue_delivers_the_body() {
         assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\r\nthe body"), "{mode}: {answer}");
     }
 }
+
+/// The lines OpenFaaS's watchdogs write, which their users grep for, are
+/// in ours: the start lines, and each forked request.
+#[tokio::test]
+async fn it_logs_the_lines_openfaas_users_look_for() {
+    let w = watchdog(&[("fprocess", "cat"), ("mode", "serializing"), ("suppress_lock", "false")]).await;
+    assert_eq!(post(&format!("{}/any?x=1", w.url), "hello").await.text(), "hello");
+    let port = w.url.rsplit(':').next().unwrap();
+    let wanted = [
+        "Watchdog mode: serializing\tfprocess: \"cat\"".to_string(),
+        "Timeouts: read: 30s write: 30s hard: 30s health: 0s".into(),
+        format!("Listening on port: {port}"),
+        "Writing lock-file to: ".into(),
+        "Forking fprocess.".into(),
+        "POST /any?x=1 - 200 - ContentLength: 5B (".into(),
+    ];
+    let logged = eventually(Duration::from_secs(5), || async { wanted.iter().all(|l| w.proc.output().contains(l)) });
+    assert!(logged.await, "{}", w.proc.output());
+
+    let upstream = free_port().to_string();
+    let (fprocess, url) = (format!("python3 {}", fixture("crashy.py")), format!("http://127.0.0.1:{upstream}"));
+    let w = watchdog(&[("fprocess", &fprocess), ("mode", "http"), ("upstream_url", &url), ("PORT", &upstream)]).await;
+    let forking = format!("Forking: python3, arguments: [\"{}\"]", fixture("crashy.py"));
+    assert!(w.proc.output().contains(&forking), "{}", w.proc.output());
+}

@@ -38,7 +38,21 @@ impl Runner {
         }
     }
 
+    /// Runs the function for `req`, logging the request as OpenFaaS's
+    /// watchdogs do (`Forking fprocess.`, then method, path, status, size and
+    /// time), since that is what their users grep `faas-cli logs` for.
     pub async fn run(&self, req: Request<RequestBody>) -> Response<Body> {
+        let started = std::time::Instant::now();
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        tracing::info!(fprocess = %self.command(), "Forking fprocess.");
+        let res = self.fork(req).await;
+        let size = hyper::body::Body::size_hint(res.body()).exact().map_or("streamed".into(), |n| format!("{n}B"));
+        let took = started.elapsed().as_secs_f64();
+        tracing::info!("{method} {uri} - {} - ContentLength: {size} ({took:.4}s)", res.status().as_u16());
+        res
+    }
+
+    async fn fork(&self, req: Request<RequestBody>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let mut command = Command::new(&self.program);
         command.args(&self.args).envs(cgi_env(&parts)).stdin(Stdio::piped()).stdout(Stdio::piped()).kill_on_drop(true);

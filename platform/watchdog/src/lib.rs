@@ -197,10 +197,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let listener =
         TcpListener::bind(config.listen).await.map_err(|source| Error::Listen { addr: config.listen, source })?;
     let lock_file = (!config.suppress_lock).then(|| std::env::temp_dir().join(".lock"));
-    if let Some(path) = &lock_file
-        && let Err(e) = std::fs::write(path, b"")
-    {
-        tracing::warn!(path = %path.display(), error = %e, "cannot write the lock file; /_/health will report unhealthy");
+    if let Some(path) = &lock_file {
+        tracing::info!("Writing lock-file to: {}", path.display());
+        if let Err(e) = std::fs::write(path, b"") {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the lock file; /_/health will report unhealthy");
+        }
     }
     let watchdog = Arc::new(Watchdog {
         config: config.clone(),
@@ -209,11 +210,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         draining: AtomicBool::new(false),
         lock_file: lock_file.clone(),
     });
-    tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), mode = ?config.mode, fprocess = %config.fprocess.join(" "), "watchdog listening");
+    // of-watchdog's start lines, which its users look for.
+    let mode = format!("{:?}", config.mode).to_lowercase();
+    tracing::info!("Watchdog mode: {mode}\tfprocess: {:?}", config.fprocess.join(" "));
+    let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    let (read, write, hard) = (d(config.read_timeout), d(config.write_timeout), d(config.exec_timeout));
+    tracing::info!("Timeouts: read: {read} write: {write} hard: {hard} health: {}", d(config.healthcheck_interval));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(config.listen.port());
+    tracing::info!("Listening on port: {port}");
 
     let drain = async {
         shutdown.await;
-        tracing::info!(interval = ?config.healthcheck_interval, "SIGTERM: reporting unhealthy, then draining");
+        let interval = humantime::format_duration(config.healthcheck_interval);
+        tracing::info!("SIGTERM: no new connections in {interval}");
         watchdog.draining.store(true, Ordering::Release);
         if let Some(path) = &lock_file {
             let _ = std::fs::remove_file(path);

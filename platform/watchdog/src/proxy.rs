@@ -25,6 +25,7 @@ impl Upstream {
     pub async fn start(config: &Config) -> Result<(Self, oneshot::Receiver<String>), Error> {
         let base = config.upstream_url.clone().expect("validated in Config").trim_end_matches('/').to_string();
         let command = config.fprocess.join(" ");
+        tracing::info!("Forking: {}, arguments: {:?}", config.fprocess[0], &config.fprocess[1..]);
         let mut child = tokio::process::Command::new(&config.fprocess[0])
             .args(&config.fprocess[1..])
             .stdin(Stdio::null())

@@ -13,6 +13,7 @@ function cell(row, text) {
   const td = document.createElement("td");
   td.textContent = text;
   row.appendChild(td);
+  return td;
 }
 
 async function load() {
@@ -32,7 +33,13 @@ async function load() {
       row.dataset.name = f.name;
       cell(row, f.name);
       cell(row, f.image && f.image !== "local" ? f.image : (f.envProcess || f.image || ""));
-      cell(row, `${f.availableReplicas}/${f.replicas}`);
+      // A replica that keeps exiting as it starts: say so, and why.
+      const crash = f.annotations && f.annotations["com.switchboard.crash-looping"];
+      const replicas = cell(row, `${f.availableReplicas}/${f.replicas}` + (crash ? " crash-looping" : ""));
+      if (crash) {
+        replicas.className = "crash";
+        replicas.title = crash;
+      }
       cell(row, String(f.invocationCount));
       cell(row, (f.annotations && f.annotations.topic) || "");
       if (f.name === chosen) row.className = "chosen";

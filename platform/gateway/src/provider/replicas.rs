@@ -36,6 +36,17 @@ const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A replica that ran this long before crashing restarts without delay growth.
 const STABLE_RUN: Duration = Duration::from_secs(10);
+/// Quick exits in a row that make a replica crash-looping; each of the
+/// first ones is logged, then one line a [`CRASH_REPORT_EVERY`].
+const CRASH_LOOP: u32 = 3;
+const CRASH_REPORT_EVERY: Duration = Duration::from_secs(60);
+/// The annotation a crash-looping function is listed with, which
+/// `faas-cli describe` and the portal show.
+const CRASH_ANNOTATION: &str = "com.switchboard.crash-looping";
+/// The function's own last lines given with it.
+const CRASH_LINES: usize = 3;
+/// How the supervisor's own lines in a function's log begin.
+const SUPERVISOR_MARK: &str = "replica exited";
 
 /// How each replica runs.
 pub enum Runtime {
@@ -162,6 +173,38 @@ struct Replica {
 pub(super) struct Endpoint {
     url: String,
     ready: AtomicBool,
+    /// Its exits that came soon after its start, in a row.
+    crashes: std::sync::Mutex<Crashes>,
+}
+
+#[derive(Default)]
+struct Crashes {
+    in_a_row: u32,
+    last: Option<Instant>,
+    status: String,
+}
+
+impl Endpoint {
+    fn new(url: String) -> Self {
+        Self { url, ready: AtomicBool::new(false), crashes: Default::default() }
+    }
+
+    /// Notes an exit after a run of `ran`; the exits in a row so far.
+    fn exited(&self, ran: Duration, status: &str) -> u32 {
+        let mut c = self.crashes.lock().expect("crashes lock");
+        c.in_a_row = if ran > STABLE_RUN { 1 } else { c.in_a_row + 1 };
+        c.last = Some(Instant::now());
+        c.status = status.to_string();
+        c.in_a_row
+    }
+
+    /// Exits in a row and the last status, while the replica is crash-
+    /// looping: it exited soon after starting, again and again, and lately.
+    fn crash_looping(&self) -> Option<(u32, String)> {
+        let c = self.crashes.lock().expect("crashes lock");
+        let lately = c.last.is_some_and(|t| t.elapsed() < RESTART_BACKOFF_MAX * 3);
+        (c.in_a_row >= CRASH_LOOP && lately).then(|| (c.in_a_row, c.status.clone()))
+    }
 }
 
 impl Replica {
@@ -357,7 +400,25 @@ impl ReplicaProvider {
 
     pub fn list(&self, namespace: &str) -> Vec<FunctionStatus> {
         let functions = self.functions.read().expect("functions lock");
-        functions.values().filter(|f| f.namespace == namespace).map(|f| f.status()).collect()
+        let listed = functions.values().filter(|f| f.namespace == namespace);
+        listed.map(|f| self.with_crashes(f, f.status())).collect()
+    }
+
+    /// `status`, with why and what it last wrote when `f` is crash-looping.
+    fn with_crashes(&self, f: &Function, mut status: FunctionStatus) -> FunctionStatus {
+        let looping = f.replicas.read().expect("replicas lock").iter().find_map(|r| r.endpoint.crash_looping());
+        if let Some((times, why)) = looping {
+            let history = self.starter.logs.history(&f.deployment.service, &f.namespace);
+            // Its own lines: the supervisor's are about it, not from it.
+            let own = history.iter().rev().filter(|l| !l.text.starts_with(SUPERVISOR_MARK)).take(CRASH_LINES);
+            let mut last: Vec<&str> = own.map(|l| l.text.as_str()).collect();
+            last.reverse();
+            status.annotations.insert(
+                CRASH_ANNOTATION.into(),
+                format!("exited {times} times in a row soon after starting ({why}); last lines: {}", last.join(" | ")),
+            );
+        }
+        status
     }
 
     /// The namespaces functions may be in besides the default one: those
@@ -757,7 +818,7 @@ impl Function {
             }
             Runtime::Container(_) => container::environment(d),
         };
-        let endpoint = Arc::new(Endpoint { url: format!("http://127.0.0.1:{port}"), ready: AtomicBool::new(false) });
+        let endpoint = Arc::new(Endpoint::new(format!("http://127.0.0.1:{port}")));
         let (stop, stopped) = oneshot::channel();
         let supervisor = tokio::spawn(supervise(Supervised {
             settings: settings.clone(),
@@ -802,6 +863,7 @@ pub(super) struct Supervised {
 /// to its exit (`Some(why)`) or until told to stop (`None`).
 async fn supervise(mut s: Supervised) {
     let mut backoff = RESTART_BACKOFF_MIN;
+    let mut reported = Instant::now();
     loop {
         let started = Instant::now();
         let settings = s.settings.clone();
@@ -819,8 +881,17 @@ async fn supervise(mut s: Supervised) {
             tracing::info!(%function, %namespace, %instance, %status, "replica exited while stopping; not restarted");
             return;
         }
-        tracing::warn!(%function, %namespace, %instance, %status, ?backoff, "replica exited; restarting");
-        s.log(format!("replica exited ({status}); restarting in {}", humantime::format_duration(backoff)));
+        let in_a_row = s.endpoint.exited(started.elapsed(), &status);
+        // A replica that cannot start (a missing module) would say so every
+        // few seconds for ever: the first exits each, then one a minute.
+        if in_a_row <= CRASH_LOOP || reported.elapsed() >= CRASH_REPORT_EVERY {
+            reported = Instant::now();
+            tracing::warn!(%function, %namespace, %instance, %status, in_a_row, ?backoff, "replica exited; restarting");
+            s.log(format!(
+                "{SUPERVISOR_MARK} ({status}), {in_a_row} in a row; restarting in {}",
+                humantime::format_duration(backoff)
+            ));
+        }
         if started.elapsed() > STABLE_RUN {
             backoff = RESTART_BACKOFF_MIN;
         }
