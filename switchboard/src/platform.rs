@@ -239,8 +239,9 @@ pub async fn up(args: PlatformArgs, with_hub: bool) -> Result<()> {
             None
         }
     };
-    tracing::info!("stopping");
+    // Closed first: a replica that exits from here on stays down.
     gateway.provider.close();
+    tracing::info!("stopping");
     stop.cancel();
     if let Some(w) = worker {
         let _ = w.await;

@@ -214,10 +214,7 @@ async fn namespaces_scaling_info_logs_and_metrics() {
 
 #[tokio::test]
 async fn crashed_replicas_are_restarted() {
-    let stack = format!(
-        "functions:\n  crashy:\n    fprocess: python3 {}\n    environment:\n      mode: http\n",
-        fixture("crashy.py")
-    );
+    let stack = python_function("crashy", "crashy.py");
     let p = Platform::start(&config(""), &stack).await;
     p.wait_ready(&["crashy"]).await;
     let url = format!("{}/function/crashy", p.url);
@@ -430,10 +427,7 @@ async fn every_function_carries_its_faas_function_label() {
 /// does not follow it.
 #[tokio::test]
 async fn a_redirect_reaches_the_caller_unfollowed() {
-    let stack = format!(
-        "functions:\n  mover:\n    fprocess: python3 {}\n    environment:\n      mode: http\n",
-        fixture("crashy.py")
-    );
+    let stack = python_function("mover", "crashy.py");
     let p = Platform::start(&config(""), &stack).await;
     p.wait_ready(&["mover"]).await;
     let r = get(&format!("{}/function/mover/redirect", p.url)).await;
@@ -445,10 +439,7 @@ async fn a_redirect_reaches_the_caller_unfollowed() {
 /// says so a few times rather than every few seconds for ever.
 #[tokio::test]
 async fn a_crash_looping_function_says_why_without_flooding_the_log() {
-    let stack = format!(
-        "functions:\n  broken:\n    fprocess: python3 {}\n    environment:\n      mode: http\n",
-        fixture("broken.py")
-    );
+    let stack = python_function("broken", "broken.py");
     let p = Platform::start(&config(""), &stack).await;
     let described = eventually(Duration::from_secs(20), || async {
         let f = p.api("GET", "/system/function/broken", "").await.json();

@@ -129,10 +129,7 @@ async fn a_functions_page_cannot_run_as_the_portals_origin() {
 /// A crash-looping function is shown as such, with why, in the list.
 #[tokio::test]
 async fn the_portal_shows_a_crash_looping_function() {
-    let stack = format!(
-        "functions:\n  broken:\n    fprocess: python3 {}\n    environment:\n      mode: http\n",
-        fixture("broken.py")
-    );
+    let stack = python_function("broken", "broken.py");
     let p = Platform::start(&config(""), &stack).await;
     let looping = eventually(Duration::from_secs(20), || async {
         let f = p.api("GET", "/system/function/broken", "").await.json();

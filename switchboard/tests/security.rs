@@ -337,7 +337,7 @@ async fn a_stopped_platform_leaves_no_function_running() {
     let marker = format!("SB_STOP_MARKER={}", unique("m"));
     let (key, value) = marker.split_once('=').unwrap();
     let stack = format!(
-        "functions:\n  web:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      RECORD_FILE: /dev/null\n      {key}: {value}\n  forked:\n    fprocess: cat\n    environment:\n      {key}: {value}\n  slow:\n    fprocess: sleep 1\n",
+        "functions:\n  web:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      RECORD_FILE: /dev/null\n      {key}: {value}\n  forked:\n    fprocess: cat\n    environment:\n      {key}: {value}\n  slow:\n    fprocess: sleep 1\n    environment:\n      {key}: {value}\n",
         fixture("conform.py")
     );
     let dir = tempdir();
@@ -365,7 +365,9 @@ async fn a_stopped_platform_leaves_no_function_running() {
         }
         let stopped = eventually(Duration::from_secs(30), || async { exited(pid) }).await;
         assert!(stopped, "cycle {cycle}: up did not exit after SIGTERM:\n{}", p.proc.output());
-        let _ = slow.await;
+        // Drained, not cut: even with every process signalled (a sandbox's
+        // bwrap would die of its SIGTERM and take the call with it).
+        assert_eq!(slow.await.unwrap().status, 200, "cycle {cycle}: the call in flight was cut:\n{}", p.proc.output());
         let out = p.proc.output();
         let stopping = &out[out.rfind("stopping").unwrap_or(0)..];
         assert!(!stopping.contains("restarting"), "cycle {cycle}: restarted while stopping:\n{stopping}");

@@ -25,6 +25,11 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
 
+/// A stack of one HTTP-mode function `name` running the Python fixture `script`.
+pub fn python_function(name: &str, script: &str) -> String {
+    format!("functions:\n  {name}:\n    fprocess: python3 {}\n    environment:\n      mode: http\n", fixture(script))
+}
+
 pub fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name).display().to_string()
 }

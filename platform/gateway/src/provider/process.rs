@@ -61,12 +61,13 @@ pub(super) fn environment(
 pub(super) async fn run(s: &mut Supervised, watchdog: &[String], sandbox: Option<&Sandbox>) -> Option<String> {
     // Checked when the function was deployed.
     let limits = Limits::of(&s.deployment).unwrap_or_default();
-    let cgroup = match limits.any() {
-        true => match Cgroup::create(&format!("{}.{}", s.namespace, s.instance), &limits) {
+    let cgroup = if limits.any() {
+        match Cgroup::create(&format!("{}.{}", s.namespace, s.instance), &limits) {
             Ok(cgroup) => Some(cgroup),
             Err(e) => return Some(e),
-        },
-        false => None,
+        }
+    } else {
+        None
     };
     let mut command = watchdog.to_vec();
     let command = match sandbox {
@@ -77,10 +78,8 @@ pub(super) async fn run(s: &mut Supervised, watchdog: &[String], sandbox: Option
             command
         }
     };
-    let command = match &cgroup {
-        Some(cgroup) => joining(&cgroup.procs(), command),
-        None => command,
-    };
+    let procs = cgroup.as_ref().map(Cgroup::procs).unwrap_or_default();
+    let command = launched(&procs, sandbox.is_some(), command);
     let ended = run_command(s, &command, sandbox.is_some()).await;
     if let Some(cgroup) = cgroup {
         cgroup.remove().await;
@@ -89,11 +88,19 @@ pub(super) async fn run(s: &mut Supervised, watchdog: &[String], sandbox: Option
 }
 
 /// `command`, started by a shell that first joins the cgroups whose
-/// `cgroup.procs` files are `procs`: so every process of the replica is in
-/// them from its start, which joining from here after the spawn would race.
-fn joining(procs: &[std::path::PathBuf], command: Vec<String>) -> Vec<String> {
-    let script = r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#;
-    let mut joined = vec!["/bin/sh".into(), "-c".into(), script.into(), "sh".into()];
+/// `cgroup.procs` files are `procs`, so every process of the replica is in
+/// them from its start (joining from here after the spawn would race).
+/// bwrap is made deaf to SIGTERM: it would die of one without passing it
+/// on, taking its sandbox with it undrained, when a stop signals every
+/// process (systemd's does); the watchdog inside drains, and bwrap ends
+/// when it does.
+fn launched(procs: &[std::path::PathBuf], sandboxed: bool, command: Vec<String>) -> Vec<String> {
+    if procs.is_empty() && !sandboxed {
+        return command;
+    }
+    let deaf = if sandboxed { "trap '' TERM; " } else { "" };
+    let script = format!(r#"{deaf}while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#);
+    let mut joined = vec!["/bin/sh".into(), "-c".into(), script, "sh".into()];
     joined.extend(procs.iter().map(|p| p.display().to_string()));
     joined.push("--".into());
     joined.extend(command);

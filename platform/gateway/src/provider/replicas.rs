@@ -138,17 +138,6 @@ struct Record {
     replicas: u64,
 }
 
-impl Record {
-    /// The function it is of: records written before names were kept have
-    /// only their deployment's.
-    fn key(&self) -> Key {
-        match &self.deployment {
-            Some(d) if self.name.is_empty() => (d.service.clone(), d.namespace.clone().unwrap_or_default()),
-            _ => (self.name.clone(), self.namespace.clone()),
-        }
-    }
-}
-
 struct Function {
     deployment: FunctionDeployment,
     namespace: String,
@@ -257,7 +246,7 @@ impl ReplicaProvider {
                     let (_, namespace) = self.validate(d.clone())?;
                     (d.service.clone(), namespace)
                 }
-                None => r.key(),
+                None => (r.name.clone(), r.namespace.clone()),
             };
             let in_stack = self.stack.read().expect("stack lock").get(&key).cloned();
             let qualified = format!("{}.{}", key.0, key.1);
@@ -898,6 +887,10 @@ async fn supervise(mut s: Supervised) {
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             _ = &mut s.stopped => return,
+        }
+        // The platform may have begun to stop during the wait.
+        if s.closing.load(Ordering::Acquire) {
+            return;
         }
         backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
     }

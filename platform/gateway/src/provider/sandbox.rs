@@ -33,7 +33,7 @@ impl Sandbox {
             })?;
         let sandbox = Self { bwrap, hidden };
         let probe = std::process::Command::new(&sandbox.bwrap)
-            .args(sandbox.base(false))
+            .args(sandbox.base(true))
             .args(["--", "true"])
             .output()
             .map_err(|e| format!("cannot run {}: {e}; {opt_out}", sandbox.bwrap.display()))?;
