@@ -87,11 +87,16 @@ impl Sandbox {
         let mut args = vec![self.bwrap.display().to_string()];
         args.extend(self.base(read_only));
         let mut add = |words: &[&str]| args.extend(words.iter().map(|w| w.to_string()));
-        // The working folder, where a stack's functions and their files
-        // are, stays in view even under the private /tmp.
-        let cwd = std::env::current_dir().ok().map(|c| c.display().to_string());
-        if let Some(cwd) = &cwd {
-            add(&[bind, cwd, cwd]);
+        // A platform run from under /tmp (a checkout there) keeps in view
+        // the folder there that holds its working folder, where a stack's
+        // functions and their files are, and the one holding the watchdog.
+        let cwd = std::env::current_dir().ok();
+        let needed = cwd.iter().map(PathBuf::as_path).chain(command.first().map(Path::new));
+        let mut kept: Vec<PathBuf> = needed.filter_map(under_tmp).collect();
+        kept.dedup();
+        for folder in &kept {
+            let folder = folder.display().to_string();
+            add(&[bind, &folder, &folder]);
         }
         // /var/openfaas need not exist here, nor may this user make it:
         // /var is rebuilt on a tmpfs, its entries bound back in.
@@ -118,10 +123,17 @@ impl Sandbox {
             add(&["--ro-bind", &dir.display().to_string(), SECRETS_DIR]);
         }
         if let Some(cwd) = &cwd {
-            add(&["--chdir", cwd]);
+            add(&["--chdir", &cwd.display().to_string()]);
         }
         add(&["--"]);
         args.extend(command.iter().cloned());
         args
     }
+}
+
+/// The folder directly under /tmp that holds `path`, when one does.
+fn under_tmp(path: &Path) -> Option<PathBuf> {
+    let rest = path.strip_prefix("/tmp").ok()?;
+    let top = rest.components().next()?;
+    Some(Path::new("/tmp").join(top))
 }
