@@ -948,11 +948,22 @@ pub(super) async fn forward_lines(out: impl AsyncRead + Unpin, logs: Arc<LogStor
 }
 
 async fn mark_ready(endpoint: Arc<Endpoint>, port: u16) {
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            endpoint.ready.store(true, Ordering::Release);
-            return;
-        }
+    while !healthy(port).await {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    endpoint.ready.store(true, Ordering::Release);
+}
+
+/// Whether a watchdog on `port` says it is healthy (`GET /_/health`, 200).
+/// An open port alone is not enough: the port was free when it was handed
+/// to the replica, and another process may have taken it since, whose
+/// answers the gateway would pass off as the function's.
+async fn healthy(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
+    let probe = b"GET /_/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    let mut head = [0u8; 12];
+    stream.write_all(probe).await.is_ok()
+        && tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut head)).await.is_ok_and(|r| r.is_ok())
+        && head.ends_with(b" 200")
 }
