@@ -381,8 +381,9 @@ impl ReplicaProvider {
             let Some(limit) = f.idle_limit else { continue };
             let idle = Duration::from_millis(now_millis().saturating_sub(f.last_used.load(Ordering::Relaxed)));
             if idle >= limit && !f.replicas.read().expect("replicas lock").is_empty() {
-                f.scale(0, &self.starter).await;
+                // Logged as decided: the replicas drain before they are gone.
                 tracing::info!(function = %f.qualified(), idle = %humantime::format_duration(limit), "scaled to zero: idle ({SCALE_ZERO_DURATION})");
+                f.scale(0, &self.starter).await;
             }
         }
     }
