@@ -284,8 +284,7 @@ async fn an_unwritable_dead_letter_is_not_acknowledged() {
     let disk = SmallDisk::mount(&dir.path().join("disk"), "1m");
     let config =
         config_with("", "").replace("dead_letter_file: data/dead-letters.jsonl", "dead_letter_file: disk/dead.jsonl");
-    let stack = "functions:\n  broken:\n    fprocess: \"false\"\n    annotations:\n      topic: fail\n      com.openfaas.retry.attempts: \"1\"\n";
-    let p = Platform::start_in(dir, &config, stack, &[]).await;
+    let p = Platform::start_in(dir, &config, &failing_function("broken", "fail"), &[]).await;
     p.wait_ready(&["broken"]).await;
     p.receiving().await;
     let headers = [("ce-id", "1"), ("ce-source", "/t"), ("ce-type", "fail"), ("ce-specversion", "1.0")];

@@ -441,11 +441,8 @@ async fn a_redirect_reaches_the_caller_unfollowed() {
 async fn a_crash_looping_function_says_why_without_flooding_the_log() {
     let stack = python_function("broken", "broken.py");
     let p = Platform::start(&config(""), &stack).await;
-    let described = eventually(Duration::from_secs(20), || async {
-        let f = p.api("GET", "/system/function/broken", "").await.json();
-        f["annotations"]["com.switchboard.crash-looping"].as_str().is_some_and(|s| s.contains("No module named"))
-    });
-    assert!(described.await, "{}", p.api("GET", "/system/function/broken", "").await.text());
+    let report = p.crash_report("broken").await;
+    assert!(report.contains("No module named"), "{report}");
     let f = p.api("GET", "/system/function/broken", "").await.json();
     assert_eq!(f["availableReplicas"], 0);
     // About 8 exits in the next 8 s (backoff 0.1 s doubling to 10 s): the

@@ -378,8 +378,7 @@ async fn cloudevents_answer_503_when_an_event_is_neither_delivered_nor_dead_lett
     let dir = tempdir();
     // The dead-letter file cannot be written: its path is a directory.
     std::fs::create_dir_all(dir.path().join("data/dead-letters.jsonl")).unwrap();
-    let stack = "functions:\n  broken:\n    fprocess: \"false\"\n    annotations:\n      topic: order.failed\n      com.openfaas.retry.attempts: \"1\"\n";
-    let p = Platform::start_in(dir, &config(""), stack, &[]).await;
+    let p = Platform::start_in(dir, &config(""), &failing_function("broken", "order.failed"), &[]).await;
     hub_ready(&p).await;
     let r = ce(&p, "order.failed", "f-1", "x").await;
     assert_eq!(r.status, 503, "{}", r.text());
@@ -623,12 +622,7 @@ async fn cron_can_send_cron_connectors_empty_body() {
 async fn an_answer_too_large_to_read_is_dead_lettered_at_once() {
     let dir = tempdir();
     let record = dir.path().join("big.log");
-    let stack = format!(
-        "functions:\n  big:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      BIG_BYTES: \"{}\"\n      RECORD_FILE: {}\n    annotations:\n      topic: big\n",
-        fixture("big.py"),
-        65 * 1024 * 1024,
-        record.display()
-    );
+    let stack = too_large_answer(&record, "    annotations:\n      topic: big\n");
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     p.wait_ready(&["big"]).await;
     hub_ready(&p).await;
@@ -649,8 +643,8 @@ async fn an_answer_too_large_to_read_is_dead_lettered_at_once() {
 /// hand ends it.
 #[tokio::test]
 async fn a_full_dead_letter_file_refuses_letters_and_says_so() {
-    let stack = "functions:\n  broken:\n    fprocess: \"false\"\n    annotations:\n      topic: fail\n      com.openfaas.retry.attempts: \"1\"\n";
-    let p = Platform::start(&config_with("  dead_letter_max_size: 2000\n", ""), stack).await;
+    let stack = failing_function("broken", "fail");
+    let p = Platform::start(&config_with("  dead_letter_max_size: 2000\n", ""), &stack).await;
     p.wait_ready(&["broken"]).await;
     hub_ready(&p).await;
     p.receiving().await;

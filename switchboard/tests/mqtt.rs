@@ -524,9 +524,7 @@ async fn messages_held_and_not_moving_make_the_hub_unready() {
         ),
     )
     .replace("data/dead-letters.jsonl", "/proc/no-such-dir/dead-letters.jsonl");
-    let stack = format!(
-        "functions:\n  failing:\n    fprocess: \"false\"\n    annotations:\n      topic: \"{topic}\"\n      com.openfaas.retry.attempts: \"1\"\n"
-    );
+    let stack = failing_function("failing", &topic);
     let p = Platform::start_in(tempdir(), &cfg, &stack, &[]).await;
     p.wait_ready(&["failing"]).await;
     assert!(link_reported(&p, "mqtt", true).await, "{}", p.proc.output());

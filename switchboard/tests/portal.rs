@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use std::process::Command;
-use std::time::Duration;
 
 const STACK: &str = "functions:\n  echo:\n    fprocess: cat\n  shout:\n    fprocess: tr a-z A-Z\n    annotations:\n      topic: orders\n";
 
@@ -131,11 +130,7 @@ async fn a_functions_page_cannot_run_as_the_portals_origin() {
 async fn the_portal_shows_a_crash_looping_function() {
     let stack = python_function("broken", "broken.py");
     let p = Platform::start(&config(""), &stack).await;
-    let looping = eventually(Duration::from_secs(20), || async {
-        let f = p.api("GET", "/system/function/broken", "").await.json();
-        f["annotations"]["com.switchboard.crash-looping"].is_string()
-    });
-    assert!(looping.await, "never reported crash-looping:\n{}", p.proc.output());
+    p.crash_report("broken").await;
     let password = std::fs::read_to_string(p.dir.path().join("data/secrets/basic-auth-password")).unwrap();
     let dom = rendered(&format!("http://admin:{}@127.0.0.1:{}/ui/", password.trim(), p.port));
     assert!(dom.contains(r#"class="crash""#) && dom.contains("/1 crash-looping</td>"), "{dom}");

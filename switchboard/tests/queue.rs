@@ -186,12 +186,7 @@ async fn a_separate_queue_worker_takes_the_gateways_requests() {
 async fn an_answer_too_large_to_keep_is_dead_lettered_without_a_retry() {
     let dir = tempdir();
     let record = dir.path().join("big.log");
-    let stack = format!(
-        "functions:\n  big:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      BIG_BYTES: \"{}\"\n      RECORD_FILE: {}\n",
-        fixture("big.py"),
-        65 * 1024 * 1024,
-        record.display()
-    );
+    let stack = too_large_answer(&record, "");
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     p.wait_ready(&["big"]).await;
     let (cb, mut rx) = recorder().await;

@@ -286,8 +286,7 @@ async fn no_route_takes_a_path_for_a_name_or_namespace() {
 /// (request bodies and headers) and the dead letters (payloads) were 0644.
 #[tokio::test]
 async fn the_queue_and_the_dead_letters_are_private_files() {
-    let stack = "functions:\n  failing:\n    fprocess: \"false\"\n    annotations:\n      topic: t\n      com.openfaas.retry.attempts: \"1\"\n";
-    let p = Platform::start(&config(""), stack).await;
+    let p = Platform::start(&config(""), &failing_function("failing", "t")).await;
     p.wait_ready(&["failing"]).await;
     p.receiving().await;
     let ce = [("ce-id", "1"), ("ce-source", "/t"), ("ce-type", "t"), ("ce-specversion", "1.0")];

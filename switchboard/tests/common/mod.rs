@@ -30,6 +30,26 @@ pub fn python_function(name: &str, script: &str) -> String {
     format!("functions:\n  {name}:\n    fprocess: python3 {}\n    environment:\n      mode: http\n", fixture(script))
 }
 
+/// A stack of one function `name` on `topic` that always fails (500) and is
+/// tried once: its events go straight to the dead letters.
+pub fn failing_function(name: &str, topic: &str) -> String {
+    format!(
+        "functions:\n  {name}:\n    fprocess: \"false\"\n    annotations:\n      topic: \"{topic}\"\n      com.openfaas.retry.attempts: \"1\"\n"
+    )
+}
+
+/// A stack of `big`, an HTTP function answering 65 MiB (over the 64 MiB the
+/// platform reads) and recording each call in `record`; `extra` is YAML
+/// under it (annotations).
+pub fn too_large_answer(record: &Path, extra: &str) -> String {
+    format!(
+        "functions:\n  big:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      BIG_BYTES: \"{}\"\n      RECORD_FILE: {}\n{extra}",
+        fixture("big.py"),
+        65 * 1024 * 1024,
+        record.display()
+    )
+}
+
 pub fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name).display().to_string()
 }
@@ -249,6 +269,18 @@ impl Platform {
     }
 
     /// Waits until every function is ready to serve.
+    /// What `com.switchboard.crash-looping` says of `name` once it is
+    /// reported (within 20 s).
+    pub async fn crash_report(&self, name: &str) -> String {
+        let path = format!("/system/function/{name}");
+        let reported = eventually(Duration::from_secs(20), || async {
+            self.api("GET", &path, "").await.json()["annotations"]["com.switchboard.crash-looping"].is_string()
+        });
+        assert!(reported.await, "{name} never reported crash-looping:\n{}", self.proc.output());
+        let f = self.api("GET", &path, "").await.json();
+        f["annotations"]["com.switchboard.crash-looping"].as_str().unwrap_or_default().to_string()
+    }
+
     pub async fn wait_ready(&self, functions: &[&str]) {
         for f in functions {
             let (name, ns) = f.split_once('.').unwrap_or((f, "openfaas-fn"));
