@@ -207,9 +207,9 @@ pub async fn up(args: PlatformArgs, with_hub: bool) -> Result<()> {
 
     let token = stop.clone();
     let server = tokio::spawn(switchboard_gateway::serve(gateway.clone(), listener, token.cancelled_owned()));
-    let idle = gateway.clone();
+    let scaler = gateway.clone();
     let token = stop.clone();
-    tokio::spawn(async move { idle.provider.scale_idle_to_zero(token.cancelled_owned()).await });
+    tokio::spawn(async move { scaler.autoscale(token.cancelled_owned()).await });
     // The hub discovers and invokes through this gateway, with its
     // credentials, calling it in-process rather than over loopback HTTP.
     let mut banner_sources: Vec<String> = vec![];

@@ -178,6 +178,34 @@ async fn functions_run_as_containers_of_their_images() {
     assert!(engine.running("").is_empty(), "a stopped gateway stops its containers");
 }
 
+/// Replicas follow the containers' CPU use, as the engine reports it: any
+/// call's CPU is over a target of one milli-CPU, so calls add a container,
+/// and an idle one is stopped once the calls end.
+#[tokio::test]
+async fn containers_scale_with_their_cpu_use() {
+    let dir = tempdir();
+    let engine = Engine::build(dir.path());
+    let p = Platform::start_in(dir, &container_config(&engine.prefix), NO_STACK, &[]).await;
+    let labels = serde_json::json!({
+        "com.openfaas.scale.type": "cpu", "com.openfaas.scale.target": "1",
+        "com.openfaas.scale.target-proportion": "1", "com.openfaas.scale.max": "2",
+        "com.openfaas.scale.down.window": "2s",
+    });
+    let hot = serde_json::json!({"service": "hot", "image": engine.tag(), "labels": labels});
+    let r = p.api("POST", "/system/functions", &hot.to_string()).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    p.wait_ready(&["hot"]).await;
+    assert_eq!(engine.running("hot").len(), 1);
+
+    let load = Callers::start(&format!("{}/function/hot", p.url), 2, Duration::from_millis(10));
+    let up = eventually(Duration::from_secs(60), || async { engine.running("hot").len() == 2 }).await;
+    assert!(up, "never scaled up:\n{}", p.proc.output());
+    drop(load);
+    let down = eventually(Duration::from_secs(60), || async { engine.running("hot").len() == 1 }).await;
+    assert!(down, "never scaled down:\n{}", p.proc.output());
+    assert!(p.proc.output().contains("cpu load"), "{}", p.proc.output());
+}
+
 /// The repository's Dockerfile, built as CI builds it (the binaries this
 /// test run built, `BINARIES=prebuilt`): the platform runs as a non-root
 /// user, healthy, with credentials generated in its data volume, and runs a

@@ -1,5 +1,6 @@
 //! OpenFaaS's scaling behaviours: scale from zero on the first call (sync,
-//! queued or from an event), and idle functions scaled to zero.
+//! queued or from an event), idle functions scaled to zero, and replicas
+//! that follow the load (calls a second, calls in flight, CPU).
 
 mod common;
 use common::*;
@@ -21,6 +22,16 @@ fn starts(file: &Path) -> usize {
 
 async fn replicas(p: &Platform, name: &str) -> u64 {
     p.api("GET", &format!("/system/function/{name}"), "").await.json()["replicas"].as_u64().unwrap_or(99)
+}
+
+async fn available(p: &Platform, name: &str) -> u64 {
+    p.api("GET", &format!("/system/function/{name}"), "").await.json()["availableReplicas"].as_u64().unwrap_or(99)
+}
+
+/// The gateway's metrics lines that begin with `name`.
+async fn metric(p: &Platform, name: &str) -> Vec<String> {
+    let text = get(&format!("{}/metrics", p.url)).await.text();
+    text.lines().filter(|l| l.starts_with(name)).map(str::to_string).collect()
 }
 
 async fn scale_to_zero(p: &Platform, name: &str) {
@@ -90,5 +101,111 @@ async fn an_idle_function_scales_to_zero_and_back() {
         let r = p.api("POST", "/system/functions", &d.to_string()).await;
         assert_eq!(r.status, 400, "{}", r.text());
         assert!(r.text().contains(label), "{}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn a_steady_load_scales_a_function_to_its_maximum_and_back() {
+    let dir = tempdir();
+    let file = dir.path().join("starts.log");
+    let stack = counted("steady", &file, "      com.openfaas.scale.max: \"2\"\n");
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    p.wait_ready(&["steady"]).await;
+    let url = format!("{}/function/steady", p.url);
+
+    // 2.5 calls a second is under the 5 a replica carries: nothing changes.
+    let light = Callers::start(&url, 1, Duration::from_millis(400));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(replicas(&p, "steady").await, 1, "scaled at half the target:\n{}", p.proc.output());
+
+    // 5 a second from two callers (CE's alert threshold): a second replica.
+    let more = Callers::start(&url, 1, Duration::from_millis(400));
+    let up = eventually(Duration::from_secs(60), || async { available(&p, "steady").await == 2 }).await;
+    assert!(up, "never scaled up:\n{}", p.proc.output());
+    let load = metric(&p, "switchboard_function_load{function_name=\"steady.openfaas-fn\",scaling_type=\"rps\"}").await;
+    let rps: f64 = load.first().and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0);
+    assert!(rps > 4.0, "{load:?}");
+
+    // The load stops: back to the minimum after the cool-down.
+    drop((light, more));
+    let down = eventually(Duration::from_secs(60), || async { replicas(&p, "steady").await == 1 }).await;
+    assert!(down, "never scaled down:\n{}", p.proc.output());
+    assert_eq!(get(&url).await.status, 200);
+
+    // Each decision is logged once, with its reason, and counted.
+    let out = p.proc.output();
+    let decisions: Vec<&str> = out.lines().filter(|l| l.contains("autoscaled")).collect();
+    assert_eq!(decisions.len(), 2, "{decisions:#?}");
+    assert!(decisions[0].contains("from=1 to=2") && decisions[0].contains("rps load"), "{decisions:#?}");
+    assert!(decisions[1].contains("from=2 to=1"), "{decisions:#?}");
+    let counted = metric(&p, "switchboard_autoscaler_decisions_total").await;
+    for direction in ["up", "down"] {
+        let line = format!(
+            "switchboard_autoscaler_decisions_total{{direction=\"{direction}\",function_name=\"steady.openfaas-fn\"}} 1"
+        );
+        assert!(counted.contains(&line), "{counted:?}");
+    }
+    let target = metric(&p, "gateway_service_target_load").await;
+    assert_eq!(target, ["gateway_service_target_load{function_name=\"steady.openfaas-fn\",scaling_type=\"rps\"} 5"]);
+    assert_eq!(starts(&file), 2, "one replica started for the load");
+}
+
+#[tokio::test]
+async fn calls_in_flight_scale_a_slow_function() {
+    let labels = "      com.openfaas.scale.type: capacity\n      com.openfaas.scale.target: \"2\"\n      \
+                  com.openfaas.scale.target-proportion: \"1.0\"\n      com.openfaas.scale.max: \"3\"\n      \
+                  com.openfaas.scale.factor: \"100\"\n      com.openfaas.scale.down.window: 2s\n";
+    let stack = format!(
+        "functions:\n  slow:\n    fprocess: sh {}\n    environment:\n      SLEEP: \"1\"\n    labels:\n{labels}",
+        fixture("slow.sh")
+    );
+    let p = Platform::start(&config(""), &stack).await;
+    p.wait_ready(&["slow"]).await;
+    // Six calls of a second each in flight, two a replica: three replicas.
+    let load = Callers::start(&format!("{}/function/slow", p.url), 6, Duration::from_millis(10));
+    let up = eventually(Duration::from_secs(60), || async { available(&p, "slow").await == 3 }).await;
+    assert!(up, "never scaled to 3:\n{}", p.proc.output());
+    drop(load);
+    let down = eventually(Duration::from_secs(60), || async { replicas(&p, "slow").await == 1 }).await;
+    assert!(down, "never scaled down:\n{}", p.proc.output());
+    assert!(p.proc.output().contains("capacity load"), "{}", p.proc.output());
+}
+
+#[tokio::test]
+async fn cpu_use_scales_a_busy_function() {
+    let dir = tempdir();
+    // Each call spins a shell for a while: its CPU, not its calls, is the load.
+    let burn = dir.path().join("burn.sh");
+    std::fs::write(&burn, "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo burnt\n").unwrap();
+    let labels = "      com.openfaas.scale.type: cpu\n      com.openfaas.scale.target: \"100\"\n      \
+                  com.openfaas.scale.target-proportion: \"1.0\"\n      com.openfaas.scale.max: \"2\"\n      \
+                  com.openfaas.scale.down.window: 2s\n";
+    let stack = format!("functions:\n  burner:\n    fprocess: sh {}\n    labels:\n{labels}", burn.display());
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    p.wait_ready(&["burner"]).await;
+    assert_eq!(post(&format!("{}/function/burner", p.url), "").await.text(), "burnt\n");
+    let load = Callers::start(&format!("{}/function/burner", p.url), 2, Duration::from_millis(10));
+    let up = eventually(Duration::from_secs(60), || async { available(&p, "burner").await == 2 }).await;
+    assert!(up, "never scaled up:\n{}", p.proc.output());
+    drop(load);
+    let down = eventually(Duration::from_secs(60), || async { replicas(&p, "burner").await == 1 }).await;
+    assert!(down, "never scaled down:\n{}", p.proc.output());
+    assert!(p.proc.output().contains("cpu load"), "{}", p.proc.output());
+}
+
+#[tokio::test]
+async fn bad_scaling_labels_are_refused_naming_them() {
+    let p = Platform::start(&config(""), NO_STACK).await;
+    for (label, value) in [
+        ("com.openfaas.scale.type", "memory"),
+        ("com.openfaas.scale.target", "lots"),
+        ("com.openfaas.scale.target-proportion", "0"),
+        ("com.openfaas.scale.factor", "120"),
+        ("com.openfaas.scale.down.window", "1h"),
+    ] {
+        let d = serde_json::json!({"service": "bad", "image": "x", "envProcess": "cat", "labels": {label: value}});
+        let r = p.api("POST", "/system/functions", &d.to_string()).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains(label) && r.text().contains(value), "{}", r.text());
     }
 }

@@ -1,7 +1,8 @@
 //! `/function/NAME[.NS][/path]` (proxied to a replica) and
 //! `/async-function/NAME[.NS][/path]` (queued, answered with 202).
 
-use crate::{Shared, provider::Route, text};
+use crate::provider::{Load, Route};
+use crate::{Shared, text};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
@@ -58,7 +59,7 @@ async fn bounded_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<byt
 }
 
 enum Target {
-    Ready { label: String, base: String },
+    Ready { label: String, base: String, load: Option<std::sync::Arc<Load>> },
     Missing(Response),
 }
 
@@ -78,7 +79,7 @@ async fn resolve(gw: &Shared, qualified: &str, wait: bool) -> Target {
     let deadline = tokio::time::Instant::now() + gw.config.replica_wait;
     loop {
         match gw.provider.route(name, ns) {
-            Route::Ready(base) => return Target::Ready { label, base },
+            Route::Ready(base, load) => return Target::Ready { label, base, load },
             Route::Starting if wait && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(REPLICA_POLL).await;
             }
@@ -105,8 +106,8 @@ async fn resolve(gw: &Shared, qualified: &str, wait: bool) -> Target {
 
 pub async fn function(State(gw): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
     let (qualified, rest) = split_route(req.uri().path(), "/function/");
-    let (label, base) = match resolve(&gw, qualified, true).await {
-        Target::Ready { label, base } => (label, base),
+    let (label, base, load) = match resolve(&gw, qualified, true).await {
+        Target::Ready { label, base, load } => (label, base, load),
         Target::Missing(res) => return res,
     };
     // Replicas and static upstreams are `http://host:port[/prefix]`.
@@ -154,6 +155,8 @@ pub async fn function(State(gw): State<Shared>, ConnectInfo(peer): ConnectInfo<S
     };
 
     gw.metrics.started.with_label_values(&[&label]).inc();
+    // Counted for autoscaling until the answer's head is back.
+    let in_flight = load.as_ref().map(Load::begin);
     let began = Instant::now();
     let timeout = gw.config.upstream_timeout;
     let mut res = match tokio::time::timeout(timeout, links.send(authority, Request::from_parts(parts, body))).await {
@@ -171,6 +174,7 @@ pub async fn function(State(gw): State<Shared>, ConnectInfo(peer): ConnectInfo<S
             ),
         ),
     };
+    drop(in_flight);
     let code = res.status();
     gw.metrics.invocations.with_label_values(&[&label, code.as_str()]).inc();
     gw.metrics.seconds.with_label_values(&[&label, code.as_str()]).observe(began.elapsed().as_secs_f64());

@@ -49,6 +49,19 @@ impl Gateway {
     ) -> Self {
         Self { config, provider, queue, metrics: Default::default(), credentials }
     }
+
+    /// Scales functions by load and idleness once a second, until `stop`.
+    pub async fn autoscale(&self, stop: impl Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => self.metrics.scaled(&self.provider.autoscale().await),
+                () = &mut stop => return,
+            }
+        }
+    }
 }
 
 pub(crate) fn text(status: http::StatusCode, body: impl Into<Body>) -> Response {

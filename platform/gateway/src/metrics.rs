@@ -1,6 +1,7 @@
 //! Prometheus metrics with OpenFaaS's gateway names, so existing dashboards
 //! and autoscaling rules work unchanged.
 
+use crate::provider::Scaled;
 use prometheus::{CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
 
 pub struct Metrics {
@@ -9,6 +10,11 @@ pub struct Metrics {
     pub seconds: HistogramVec,
     pub started: CounterVec,
     pub service_count: GaugeVec,
+    /// The load each replica of an autoscaled function is meant to carry
+    /// (OpenFaaS Pro's name), its load now, and the autoscaler's decisions.
+    target_load: GaugeVec,
+    load: GaugeVec,
+    decisions: CounterVec,
 }
 
 impl Default for Metrics {
@@ -31,16 +37,34 @@ impl Default for Metrics {
         let service_count =
             GaugeVec::new(Opts::new("gateway_service_count", "Replicas of each function"), &["function_name"])
                 .expect("valid metric");
+        let target_load = GaugeVec::new(
+            Opts::new("gateway_service_target_load", "Load per replica an autoscaled function is meant to carry"),
+            &["function_name", "scaling_type"],
+        )
+        .expect("valid metric");
+        let load = GaugeVec::new(
+            Opts::new("switchboard_function_load", "An autoscaled function's load: the mean over the last 10 s"),
+            &["function_name", "scaling_type"],
+        )
+        .expect("valid metric");
+        let decisions = CounterVec::new(
+            Opts::new("switchboard_autoscaler_decisions_total", "Replica changes the autoscaler made"),
+            &["function_name", "direction"],
+        )
+        .expect("valid metric");
         let registry = Registry::new();
         for c in [
             Box::new(invocations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(seconds.clone()),
             Box::new(started.clone()),
             Box::new(service_count.clone()),
+            Box::new(target_load.clone()),
+            Box::new(load.clone()),
+            Box::new(decisions.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
-        Self { registry, invocations, seconds, started, service_count }
+        Self { registry, invocations, seconds, started, service_count, target_load, load, decisions }
     }
 }
 
@@ -55,6 +79,24 @@ impl Metrics {
             .filter(|m| m.get_label().iter().any(|l| l.name() == "function_name" && l.value() == function_name))
             .map(|m| m.get_counter().get_value() as u64)
             .sum()
+    }
+
+    /// Records a turn of the autoscaler: every autoscaled function's load
+    /// and target (the series of functions gone since go with them) and
+    /// its decisions.
+    pub fn scaled(&self, report: &[Scaled]) {
+        self.target_load.reset();
+        self.load.reset();
+        for s in report {
+            let labels = [s.function.as_str(), s.kind.name()];
+            self.target_load.with_label_values(&labels).set(s.target);
+            self.load.with_label_values(&labels).set(s.load);
+            if let Some(to) = s.scaled_to {
+                self.service_count.with_label_values(&[&s.function]).set(to as f64);
+                let direction = if to > s.replicas { "up" } else { "down" };
+                self.decisions.with_label_values(&[&s.function, direction]).inc();
+            }
+        }
     }
 
     pub fn render(&self) -> String {

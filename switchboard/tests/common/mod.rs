@@ -391,6 +391,35 @@ pub async fn post(url: &str, body: &str) -> Resp {
     call("POST", url, &[], body.to_string()).await
 }
 
+/// Callers that each POST to `url` once every `every` (back to back when a
+/// call takes longer), until dropped: a steady load the test bounds.
+pub struct Callers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Callers {
+    pub fn start(url: &str, callers: usize, every: Duration) -> Self {
+        let each = |_| {
+            let url = url.to_string();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let _ = try_call("POST", &url, &[], "load").await;
+                }
+            })
+        };
+        Self((0..callers).map(each).collect())
+    }
+}
+
+impl Drop for Callers {
+    fn drop(&mut self) {
+        for caller in &self.0 {
+            caller.abort();
+        }
+    }
+}
+
 /// Polls `check` until it holds or `limit` passes.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where

@@ -7,13 +7,13 @@
 
 use super::ProviderError;
 use super::limits::Limits;
-use super::replicas::{Supervised, forward_lines};
+use super::replicas::{Instance, Supervised, forward_lines};
 use bollard::Docker;
 use bollard::errors::Error as EngineError;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
-    StopContainerOptions,
+    StatsOptions, StopContainerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use openfaas::FunctionDeployment;
@@ -132,6 +132,7 @@ impl Containers {
                 forward_lines(tokio_util::io::StreamReader::new(Box::pin(lines)), logs, template).await;
             });
         }
+        s.endpoint.running(Some(Instance::Container(id.clone())));
         let mut wait = self.docker.wait_container(&id, None);
         let exited = tokio::select! {
             waited = wait.next() => Some(match waited {
@@ -150,8 +151,16 @@ impl Containers {
                 None
             }
         };
+        s.endpoint.running(None);
         self.remove(&id).await;
         exited
+    }
+
+    /// The CPU time, in nanoseconds, the container `id` has used.
+    pub(super) async fn cpu_nanos(&self, id: &str) -> Option<u64> {
+        let options = StatsOptions { stream: false, one_shot: true };
+        let stats = self.docker.stats(id, Some(options)).next().await?.ok()?;
+        stats.cpu_stats?.cpu_usage?.total_usage
     }
 
     fn create_body(&self, s: &Supervised) -> Result<ContainerCreateBody, String> {

@@ -3,6 +3,7 @@
 //! of its image (both supervised by [`ReplicaProvider`]); `static` routes to
 //! functions that already run elsewhere (containers, other hosts).
 
+mod autoscale;
 mod cgroup;
 mod container;
 mod limits;
@@ -12,6 +13,7 @@ mod sandbox;
 mod secrets;
 mod static_fns;
 
+pub use autoscale::{Kind, Load, Scaled};
 pub use container::Containers;
 pub use replicas::{ReplicaProvider, ReplicaSettings, Runtime};
 pub use sandbox::Sandbox;
@@ -62,8 +64,9 @@ pub enum ProviderError {
 
 /// The result of resolving a function for an invocation.
 pub enum Route {
-    /// Base URL of a ready replica.
-    Ready(String),
+    /// Base URL of a ready replica, and what its calls add to the
+    /// function's load (for the functions this gateway runs).
+    Ready(String, Option<std::sync::Arc<Load>>),
     /// The function has replicas, none ready yet: starting, or restarting
     /// after a crash.
     Starting,
@@ -74,9 +77,6 @@ pub enum Route {
 
 /// The label naming every function, as OpenFaaS's providers set it.
 const FUNCTION_LABEL: &str = "faas_function";
-
-/// How often idle functions are looked for.
-const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub enum Provider {
     // Boxed: the replica provider is large and the static one small.
@@ -108,19 +108,15 @@ impl Provider {
         }
     }
 
-    /// Scales functions labelled `com.openfaas.scale.zero: true` to zero
-    /// once idle for their `com.openfaas.scale.zero-duration`, as
-    /// OpenFaaS's faas-idler does, until `stop`.
-    pub async fn scale_idle_to_zero(&self, stop: impl Future<Output = ()>) {
-        let Provider::Replicas(p) = self else { return };
-        tokio::pin!(stop);
-        let mut ticks = tokio::time::interval(IDLE_CHECK);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => p.scale_idle().await,
-                () = &mut stop => return,
-            }
-        }
+    /// One turn of scaling, meant for every second: functions labelled
+    /// `com.openfaas.scale.zero: true` go to zero once idle for their
+    /// `com.openfaas.scale.zero-duration`, as OpenFaaS's faas-idler does,
+    /// and those that scale by load follow it. What the scalers measured
+    /// and decided.
+    pub async fn autoscale(&self) -> Vec<Scaled> {
+        let Provider::Replicas(p) = self else { return vec![] };
+        p.scale_idle().await;
+        p.scale_by_load().await
     }
 
     /// The functions of `namespace`, each labelled `faas_function: NAME` as

@@ -5,7 +5,7 @@
 
 use super::cgroup::Cgroup;
 use super::limits::Limits;
-use super::replicas::{Supervised, forward_lines, free_port};
+use super::replicas::{Instance, Supervised, forward_lines, free_port};
 use super::sandbox::{SECRETS_DIR, Sandbox};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -135,6 +135,7 @@ async fn run_command(s: &mut Supervised, command: &[String], sandboxed: bool) ->
         tokio::spawn(forward_lines(out, s.logs.clone(), s.template()));
     }
     let group = child.id().map(|pid| Pid::from_raw(pid as i32));
+    s.endpoint.running(child.id().map(Instance::Process));
     let ended = tokio::select! {
         status = child.wait() => Some(status.map(|st| st.to_string()).unwrap_or_else(|e| e.to_string())),
         _ = &mut s.stopped => {
@@ -142,6 +143,7 @@ async fn run_command(s: &mut Supervised, command: &[String], sandboxed: bool) ->
             None
         }
     };
+    s.endpoint.running(None);
     // Whatever the watchdog left behind (its function, after a SIGKILL or a
     // crash) would hold the replica's ports: the group goes with it.
     if let Some(group) = group {
@@ -166,11 +168,52 @@ async fn terminate(child: &mut tokio::process::Child, limit: Duration, sandboxed
 
 /// The one child of `parent`: a sandboxed watchdog, under bwrap.
 fn child_of(parent: u32) -> Option<Pid> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+    processes().find_map(|(pid, p)| (p.parent == parent).then(|| Pid::from_raw(pid as i32)))
+}
+
+/// The CPU time, in nanoseconds, each process tree headed by one of
+/// `roots` has used: its live processes' own, and what the children they
+/// waited for used (a fork-mode function's).
+pub(super) fn cpu_nanos(roots: &[u32]) -> Vec<u64> {
+    let all: Vec<(u32, Stat)> = processes().collect();
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().filter(|t| *t > 0).unwrap_or(100);
+    roots
+        .iter()
+        .map(|root| {
+            let mut tree = vec![*root];
+            let mut ticks = 0;
+            while let Some(pid) = tree.pop() {
+                for (child, p) in &all {
+                    if *child == pid {
+                        ticks += p.cpu_ticks;
+                    } else if p.parent == pid {
+                        tree.push(*child);
+                    }
+                }
+            }
+            ticks * 1_000_000_000 / tick as u64
+        })
+        .collect()
+}
+
+/// What this gateway reads of a process's `/proc/PID/stat`.
+struct Stat {
+    parent: u32,
+    /// User and system time, its own and its waited-for children's.
+    cpu_ticks: u64,
+}
+
+/// Every process this gateway can see, by pid.
+fn processes() -> impl Iterator<Item = (u32, Stat)> {
+    let entries = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    entries.filter_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Field 4, after the parenthesised name, is the parent's pid.
-        let ppid: u32 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
-        (ppid == parent).then(|| Pid::from_raw(pid))
+        // Fields from the third on, after the parenthesised name: the
+        // parent is the fourth, the times the fourteenth to seventeenth.
+        let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split(' ').collect();
+        let parent = fields.get(1)?.parse().ok()?;
+        let cpu_ticks = fields.get(11..15)?.iter().filter_map(|f| f.parse::<u64>().ok()).sum();
+        Some((pid, Stat { parent, cpu_ticks }))
     })
 }

@@ -5,6 +5,7 @@
 //! state file and restored at the next start, so queued work never finds
 //! its function gone.
 
+use super::autoscale::{Kind, Load, Policy, Scaled, Scaler};
 use super::cgroup;
 use super::container::{self, Containers};
 use super::limits::Limits;
@@ -151,6 +152,13 @@ struct Function {
     last_used: AtomicU64,
     /// `com.openfaas.scale.zero-duration` when it scales to zero when idle.
     idle_limit: Option<Duration>,
+    /// What its calls add to its load.
+    load: Arc<Load>,
+    /// How it scales by load, when it does.
+    scaler: Option<std::sync::Mutex<Scaler>>,
+    /// Deleted or replaced: no replica of it starts any more, whoever
+    /// (a call from zero, the autoscaler) still holds it.
+    retired: AtomicBool,
 }
 
 struct Replica {
@@ -164,6 +172,19 @@ pub(super) struct Endpoint {
     ready: AtomicBool,
     /// Its exits that came soon after its start, in a row.
     crashes: std::sync::Mutex<Crashes>,
+    /// What runs it now, when something does: whose CPU it uses.
+    instance: std::sync::Mutex<Option<Instance>>,
+    /// The CPU its instance had used at the last look, in nanoseconds.
+    cpu_seen: AtomicU64,
+}
+
+/// What runs a replica.
+#[derive(Clone)]
+pub(super) enum Instance {
+    /// The process that heads its process tree.
+    Process(u32),
+    /// Its container's id.
+    Container(String),
 }
 
 #[derive(Default)]
@@ -175,7 +196,19 @@ struct Crashes {
 
 impl Endpoint {
     fn new(url: String) -> Self {
-        Self { url, ready: AtomicBool::new(false), crashes: Default::default() }
+        let (crashes, instance) = Default::default();
+        Self { url, ready: AtomicBool::new(false), crashes, instance, cpu_seen: AtomicU64::new(0) }
+    }
+
+    /// What runs the replica from now on (none: nothing, it ended).
+    pub(super) fn running(&self, instance: Option<Instance>) {
+        *self.instance.lock().expect("instance lock") = instance;
+        self.cpu_seen.store(0, Ordering::Relaxed);
+    }
+
+    /// The CPU used since the last look, given all its instance has used.
+    fn cpu_since(&self, total: u64) -> u64 {
+        total.saturating_sub(self.cpu_seen.swap(total, Ordering::Relaxed))
     }
 
     /// Notes an exit after a run of `ran`; the exits in a row so far.
@@ -355,14 +388,14 @@ impl ReplicaProvider {
         (0..n)
             .map(|i| &replicas[(start + i) % n].endpoint)
             .find(|e| e.ready.load(Ordering::Acquire))
-            .map_or(Route::Starting, |e| Route::Ready(e.url.clone()))
+            .map_or(Route::Starting, |e| Route::Ready(e.url.clone(), Some(f.load.clone())))
     }
 
     /// Starts one replica of a function at zero, unless the platform is stopping.
     pub fn wake(&self, name: &str, namespace: &str) {
         let Some(f) = self.find(name, namespace) else { return };
         let mut replicas = f.replicas.write().expect("replicas lock");
-        if replicas.is_empty() && !self.starter.closing.load(Ordering::Acquire) {
+        if replicas.is_empty() && !f.ended(&self.starter) {
             match f.start_replica(&self.starter) {
                 Ok(r) => {
                     replicas.push(r);
@@ -386,6 +419,76 @@ impl ReplicaProvider {
                 f.scale(0, &self.starter).await;
             }
         }
+    }
+
+    /// Moves each function that scales by load toward the replicas its load
+    /// asks for; what each one's scaler measured and decided. A function at
+    /// zero is left there: its next call starts it.
+    pub async fn scale_by_load(&self) -> Vec<Scaled> {
+        let functions: Vec<Arc<Function>> =
+            self.functions.read().expect("functions lock").values().filter(|f| f.scaler.is_some()).cloned().collect();
+        let mut report = vec![];
+        for f in functions {
+            let Some(scaler) = &f.scaler else { continue };
+            let current = f.replicas.read().expect("replicas lock").len() as u64;
+            let (kind, target) = {
+                let s = scaler.lock().expect("scaler lock");
+                (s.policy.kind, s.policy.target)
+            };
+            let cpu = if kind == Kind::Cpu { self.cpu_used(&f).await } else { 0 };
+            let (load, decision) = {
+                let mut s = scaler.lock().expect("scaler lock");
+                if current == 0 {
+                    s.reset(f.load.calls());
+                    continue;
+                }
+                s.observe(Instant::now(), &f.load, cpu, current)
+            };
+            if let Some((to, why)) = &decision {
+                tracing::info!(function = %f.qualified(), from = current, to, reason = %why, "autoscaled");
+                // Out of routing now; drained apart, so the next tick is not held up.
+                let surplus = f.resize(*to, &self.starter);
+                tokio::spawn(futures_util::future::join_all(surplus.into_iter().map(Replica::stop)));
+            }
+            let scaled_to = decision.map(|(to, _)| to);
+            report.push(Scaled { function: f.qualified(), kind, load, target, replicas: current, scaled_to });
+        }
+        report
+    }
+
+    /// The CPU `f`'s replicas used since the last look, in nanoseconds.
+    async fn cpu_used(&self, f: &Function) -> u64 {
+        let endpoints: Vec<Arc<Endpoint>> =
+            f.replicas.read().expect("replicas lock").iter().map(|r| r.endpoint.clone()).collect();
+        let running: Vec<(Arc<Endpoint>, Instance)> = endpoints
+            .into_iter()
+            .filter_map(|e| {
+                let instance = e.instance.lock().expect("instance lock").clone();
+                instance.map(|i| (e, i))
+            })
+            .collect();
+        let mut used = 0;
+        match &self.starter.settings.runtime {
+            Runtime::Process { .. } => {
+                let roots: Vec<u32> = running
+                    .iter()
+                    .filter_map(|(_, i)| if let Instance::Process(pid) = i { Some(*pid) } else { None })
+                    .collect();
+                for ((e, _), total) in running.iter().zip(process::cpu_nanos(&roots)) {
+                    used += e.cpu_since(total);
+                }
+            }
+            Runtime::Container(engine) => {
+                for (e, i) in &running {
+                    if let Instance::Container(id) = i
+                        && let Some(total) = engine.cpu_nanos(id).await
+                    {
+                        used += e.cpu_since(total);
+                    }
+                }
+            }
+        }
+        used
     }
 
     pub fn list(&self, namespace: &str) -> Vec<FunctionStatus> {
@@ -538,6 +641,7 @@ impl ReplicaProvider {
             Runtime::Process { .. } => cgroup::check(&Limits::of(&d)?).map_err(ProviderError::Invalid)?,
         }
         idle_limit(&d)?;
+        self.scaling(&d)?;
         let max = self.max_replicas(&d)?;
         match d.labels.get(SCALE_MIN).map(|v| (v, v.parse::<u64>())) {
             Some((v, Err(_))) => {
@@ -567,6 +671,12 @@ impl ReplicaProvider {
         }
     }
 
+    /// How `d` scales by load, between its minimum and its maximum.
+    fn scaling(&self, d: &FunctionDeployment) -> Result<Option<Policy>, ProviderError> {
+        let max = self.max_replicas(d)?;
+        Policy::of(d, initial_replicas(d), max, d.labels.contains_key(SCALE_MAX)).map_err(ProviderError::Invalid)
+    }
+
     pub async fn deploy(&self, d: FunctionDeployment) -> Result<(), ProviderError> {
         let (d, namespace) = self.validate(d)?;
         self.image_ready(&d).await?;
@@ -589,12 +699,13 @@ impl ReplicaProvider {
     async fn start_function(&self, (d, namespace): (FunctionDeployment, String)) -> Result<(), ProviderError> {
         let key = (d.service.clone(), namespace.clone());
         let mounted = self.mount_secrets(&d, &namespace)?;
+        let policy = self.scaling(&d)?;
         let f = {
             let mut functions = self.functions.write().expect("functions lock");
             if functions.contains_key(&key) {
                 return Err(ProviderError::Exists(format!("{}.{namespace}", d.service)));
             }
-            let f = Arc::new(Function::new(d, namespace, mounted));
+            let f = Arc::new(Function::new(d, namespace, mounted, policy));
             functions.insert(key, f.clone());
             f
         };
@@ -626,11 +737,12 @@ impl ReplicaProvider {
             self.find(&key.0, &key.1).ok_or_else(|| ProviderError::NotFound(format!("{}.{namespace}", d.service)))?;
         let replicas = replicas.min(self.max_replicas(&d)?);
         let mounted = self.mount_secrets(&d, &namespace)?;
-        let new = Arc::new(Function::new(d, namespace, mounted));
+        let policy = self.scaling(&d)?;
+        let new = Arc::new(Function::new(d, namespace, mounted, policy));
         new.scale(replicas, &self.starter).await;
         new.wait_ready(Duration::from_secs(10)).await;
         self.functions.write().expect("functions lock").insert(key, new.clone());
-        old.scale(0, &self.starter).await;
+        old.retire(&self.starter).await;
         tracing::info!(function = %new.qualified(), "updated");
         Ok(())
     }
@@ -644,7 +756,7 @@ impl ReplicaProvider {
         self.record(&mut state, |s| s.functions.remove(&key))?;
         let removed = self.functions.write().expect("functions lock").remove(&key);
         let f = removed.ok_or_else(|| ProviderError::NotFound(format!("{name}.{namespace}")))?;
-        f.scale(0, &self.starter).await;
+        f.retire(&self.starter).await;
         self.secrets.unmount(namespace, name);
         tracing::info!(function = %f.qualified(), "deleted");
         Ok(())
@@ -730,8 +842,16 @@ fn initial_replicas(d: &FunctionDeployment) -> u64 {
 }
 
 impl Function {
-    fn new(deployment: FunctionDeployment, namespace: String, secrets: Option<PathBuf>) -> Self {
+    fn new(
+        deployment: FunctionDeployment,
+        namespace: String,
+        secrets: Option<PathBuf>,
+        policy: Option<Policy>,
+    ) -> Self {
         Self {
+            scaler: policy.map(|p| std::sync::Mutex::new(Scaler::new(p))),
+            load: Default::default(),
+            retired: AtomicBool::new(false),
             // Checked when the function was deployed.
             idle_limit: idle_limit(&deployment).unwrap_or_default(),
             deployment,
@@ -767,21 +887,37 @@ impl Function {
     }
 
     async fn scale(&self, target: u64, starter: &Starter) {
-        let surplus: Vec<Replica> = {
-            let mut replicas = self.replicas.write().expect("replicas lock");
-            while (replicas.len() as u64) < target && !starter.closing.load(Ordering::Acquire) {
-                match self.start_replica(starter) {
-                    Ok(r) => replicas.push(r),
-                    Err(e) => {
-                        tracing::error!(function = %self.qualified(), error = %e, "cannot start a replica");
-                        break;
-                    }
+        let surplus = self.resize(target, starter);
+        futures_util::future::join_all(surplus.into_iter().map(Replica::stop)).await;
+    }
+
+    /// Whether none of its replicas may start: the platform is stopping,
+    /// or the function was deleted or replaced.
+    fn ended(&self, starter: &Starter) -> bool {
+        starter.closing.load(Ordering::Acquire) || self.retired.load(Ordering::Acquire)
+    }
+
+    /// Stops its replicas for good: it was deleted or replaced.
+    async fn retire(&self, starter: &Starter) {
+        self.retired.store(true, Ordering::Release);
+        self.scale(0, starter).await;
+    }
+
+    /// Starts replicas up to `target`, or takes those past it out of
+    /// routing and gives them back to be stopped.
+    fn resize(&self, target: u64, starter: &Starter) -> Vec<Replica> {
+        let mut replicas = self.replicas.write().expect("replicas lock");
+        while (replicas.len() as u64) < target && !self.ended(starter) {
+            match self.start_replica(starter) {
+                Ok(r) => replicas.push(r),
+                Err(e) => {
+                    tracing::error!(function = %self.qualified(), error = %e, "cannot start a replica");
+                    break;
                 }
             }
-            let keep = (target as usize).min(replicas.len());
-            replicas.drain(keep..).collect()
-        };
-        futures_util::future::join_all(surplus.into_iter().map(Replica::stop)).await;
+        }
+        let keep = (target as usize).min(replicas.len());
+        replicas.drain(keep..).collect()
     }
 
     async fn wait_ready(&self, limit: Duration) {

@@ -31,7 +31,7 @@ impl StaticProvider {
 
     pub fn route(&self, name: &str, namespace: &str) -> Route {
         match self.functions.iter().find(|(n, ns, _)| n == name && ns == namespace) {
-            Some((_, _, f)) => Route::Ready(f.upstream.clone()),
+            Some((_, _, f)) => Route::Ready(f.upstream.clone(), None),
             None => Route::Unknown,
         }
     }
