@@ -72,6 +72,10 @@ impl Config {
         config.queue.retry.validate().map_err(|e| InvalidSetting { key: format!("queue.{}", e.key), ..e })?;
         config.gateway.validate()?;
         config.hub.validate()?;
+        #[cfg(feature = "cron")]
+        {
+            config.cron.store = cron_store(&config)?;
+        }
         Ok(config)
     }
 
@@ -126,6 +130,24 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The store `cron.coordination` names, reached through the config's own
+/// `nats` or `redis` section (its URL, credentials and TLS), whether or not
+/// that source is enabled.
+#[cfg(feature = "cron")]
+fn cron_store(config: &Config) -> Result<Option<connector_core::shared::Shared>> {
+    use switchboard_cron::Coordination;
+    let store: std::sync::Arc<dyn connector_core::SharedStore> = match config.cron.coordination {
+        Coordination::None => return Ok(None),
+        #[cfg(feature = "nats")]
+        Coordination::Nats => std::sync::Arc::new(switchboard_nats::KvStore::new(&config.nats)?),
+        #[cfg(feature = "redis")]
+        Coordination::Redis => std::sync::Arc::new(switchboard_redis::RedisStore::new(&config.redis)?),
+        #[allow(unreachable_patterns)]
+        other => bail!("cron.coordination {other:?}: this build has no such source (its cargo feature is off)"),
+    };
+    Ok(Some(connector_core::shared::Shared(store)))
 }
 
 /// Parses YAML so that an error names the full key path, e.g. `gateway.upstream_timeout`.

@@ -67,12 +67,23 @@ impl Schedule {
         Ok(schedule)
     }
 
+    /// The time zone its times are in.
+    pub fn zone(&self) -> Tz {
+        self.zone
+    }
+
     /// The first fire time after `now`, in the schedule's time zone.
     pub fn next_after(&self, now: DateTime<Utc>) -> Option<DateTime<Tz>> {
         let local = now.with_timezone(&self.zone);
         match &self.kind {
             Kind::Cron(c) => c.find_next_occurrence(&local, false).ok(),
-            Kind::Every(d) => chrono::Duration::from_std(*d).ok().map(|d| local + d),
+            // At whole multiples of the interval since the Unix epoch, so
+            // every replica agrees on the slots.
+            Kind::Every(d) => {
+                let step = d.as_millis() as i64;
+                let next = (now.timestamp_millis().div_euclid(step) + 1) * step;
+                DateTime::from_timestamp_millis(next).map(|t| t.with_timezone(&self.zone))
+            }
         }
     }
 }
@@ -92,7 +103,8 @@ mod tests {
         assert_eq!(next("*/5 * * * *", now), "2026-11-22T10:05:00+00:00");
         assert_eq!(next("*/10 * * * * *", now), "2026-11-22T10:00:40+00:00");
         assert_eq!(next("@hourly", now), "2026-11-22T11:00:00+00:00");
-        assert_eq!(next("@every 90s", now), "2026-11-22T10:02:00+00:00");
+        // 10:01:30 is 1,795,341,690 s after the epoch, a multiple of 90.
+        assert_eq!(next("@every 90s", now), "2026-11-22T10:01:30+00:00");
         // Unix weekdays: 1-5 is Monday to Friday.
         assert_eq!(next("0 9 * * 1-5", now), "2026-11-23T09:00:00+00:00");
         assert_eq!(next("CRON_TZ=Asia/Tokyo 0 0 9 * * *", now), "2026-11-23T09:00:00+09:00");

@@ -15,9 +15,11 @@
 
 mod config;
 mod sink;
+mod store;
 
 pub use config::{JetStreamConfig, NatsConfig};
 pub use sink::NatsSink;
+pub use store::KvStore;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use connector_core::{
@@ -40,56 +42,64 @@ pub struct ConfigError(String);
 
 impl NatsSource {
     pub fn new(config: NatsConfig) -> Result<Self, ConfigError> {
-        for url in config.url.split(',') {
-            let url = url.trim();
-            if !(url.starts_with("nats://") || url.starts_with("tls://")) {
-                return Err(ConfigError(format!("nats.url {url:?}: expected nats://host:port or tls://host:port")));
-            }
-        }
-        if config.password.is_some() != config.user.is_some() {
-            return Err(ConfigError("nats.user and nats.password go together".into()));
-        }
-        if let Some(tls) = &config.tls {
-            tls.client("nats").map_err(ConfigError)?;
-        }
+        check(&config)?;
         Ok(Self { config })
     }
+}
 
-    async fn connect(&self, broker: BrokerState) -> Result<async_nats::Client, SourceError> {
-        let c = &self.config;
-        let mut options = async_nats::ConnectOptions::new().name("switchboard").retry_on_initial_connect();
-        if let Some(token) = &c.token {
-            options = options.token(token.clone());
+/// What connecting needs of `config`, checked before it is tried.
+fn check(config: &NatsConfig) -> Result<(), ConfigError> {
+    for url in config.url.split(',') {
+        let url = url.trim();
+        if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+            return Err(ConfigError(format!("nats.url {url:?}: expected nats://host:port or tls://host:port")));
         }
-        if let (Some(user), Some(password)) = (&c.user, &c.password) {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        if let Some(creds) = &c.creds {
-            options =
-                options.credentials_file(creds).await.map_err(|e| format!("nats.creds {}: {e}", creds.display()))?;
-        }
-        if let Some(tls) = &c.tls {
-            options = options.require_tls(true);
-            if let Some(ca) = &tls.ca {
-                options = options.add_root_certificates(ca.clone());
-            }
-            if let Some((cert, key)) = tls.client("nats")? {
-                options = options.add_client_certificate(cert.to_path_buf(), key.to_path_buf());
-            }
-        }
-        let url = c.url.clone();
-        broker.disconnected();
-        options = options.event_callback(move |event| {
-            match event {
-                async_nats::Event::Connected => broker.connected(),
-                async_nats::Event::Disconnected | async_nats::Event::Closed => broker.disconnected(),
-                _ => {}
-            }
-            let url = url.clone();
-            async move { tracing::info!(%url, %event, "nats connection event") }
-        });
-        Ok(options.connect(c.url.as_str()).await.map_err(|e| format!("cannot connect to {}: {e}", c.url))?)
     }
+    if config.password.is_some() != config.user.is_some() {
+        return Err(ConfigError("nats.user and nats.password go together".into()));
+    }
+    if let Some(tls) = &config.tls {
+        tls.client("nats").map_err(ConfigError)?;
+    }
+    Ok(())
+}
+
+/// A client of the servers at `c.url`, with its credentials and TLS;
+/// `broker` hears of the connection's state, when given.
+async fn connect(c: &NatsConfig, broker: Option<BrokerState>) -> Result<async_nats::Client, SourceError> {
+    let mut options = async_nats::ConnectOptions::new().name("switchboard").retry_on_initial_connect();
+    if let Some(token) = &c.token {
+        options = options.token(token.clone());
+    }
+    if let (Some(user), Some(password)) = (&c.user, &c.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(creds) = &c.creds {
+        options = options.credentials_file(creds).await.map_err(|e| format!("nats.creds {}: {e}", creds.display()))?;
+    }
+    if let Some(tls) = &c.tls {
+        options = options.require_tls(true);
+        if let Some(ca) = &tls.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = tls.client("nats")? {
+            options = options.add_client_certificate(cert.to_path_buf(), key.to_path_buf());
+        }
+    }
+    let url = c.url.clone();
+    if let Some(broker) = &broker {
+        broker.disconnected();
+    }
+    options = options.event_callback(move |event| {
+        match (&broker, &event) {
+            (Some(broker), async_nats::Event::Connected) => broker.connected(),
+            (Some(broker), async_nats::Event::Disconnected | async_nats::Event::Closed) => broker.disconnected(),
+            _ => {}
+        }
+        let url = url.clone();
+        async move { tracing::info!(%url, %event, "nats connection event") }
+    });
+    Ok(options.connect(c.url.as_str()).await.map_err(|e| format!("cannot connect to {}: {e}", c.url))?)
 }
 
 impl connector_core::SourceConfig for NatsConfig {
@@ -116,7 +126,7 @@ impl Source for NatsSource {
 
     fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
         Box::pin(async move {
-            let client = self.connect(ctx.broker.clone()).await?;
+            let client = connect(&self.config, Some(ctx.broker.clone())).await?;
             let dispatcher = match &self.config.dead_letter_subject {
                 Some(subject) => {
                     let js = self.config.jetstream.is_some().then(|| jetstream::new(client.clone()));

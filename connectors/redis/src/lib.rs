@@ -16,8 +16,10 @@
 //! glob characters. Redis keeps nothing for a subscriber that is away.
 
 mod config;
+mod store;
 
-pub use config::{Mode, RedisConfig};
+pub use config::{ConfigError, Mode, RedisConfig};
+pub use store::RedisStore;
 
 use connector_core::{
     Backoff, Batcher, DeadLetter, DeadLetterSink, Dispatcher, Event, NoAck, Outcome, Settle, Source, SourceConfig,
