@@ -162,13 +162,19 @@ async fn calls_in_flight_scale_a_slow_function() {
     let p = Platform::start(&config(""), &stack).await;
     p.wait_ready(&["slow"]).await;
     // Six calls of a second each in flight, two a replica: three replicas.
-    let load = Callers::start(&format!("{}/function/slow", p.url), 6, Duration::from_millis(10));
-    let up = eventually(Duration::from_secs(60), || async { available(&p, "slow").await == 3 }).await;
-    assert!(up, "never scaled to 3:\n{}", p.proc.output());
-    drop(load);
-    let down = eventually(Duration::from_secs(60), || async { replicas(&p, "slow").await == 1 }).await;
-    assert!(down, "never scaled down:\n{}", p.proc.output());
+    up_and_back(&p, "slow", 6, 3).await;
     assert!(p.proc.output().contains("capacity load"), "{}", p.proc.output());
+}
+
+/// Calls `name` from `callers` back to back until it has `max` replicas
+/// ready, then stops, and waits for it to be back to one.
+async fn up_and_back(p: &Platform, name: &str, callers: usize, max: u64) {
+    let load = Callers::start(&format!("{}/function/{name}", p.url), callers, Duration::from_millis(10));
+    let up = eventually(Duration::from_secs(60), || async { available(p, name).await == max }).await;
+    assert!(up, "never scaled to {max}:\n{}", p.proc.output());
+    drop(load);
+    let down = eventually(Duration::from_secs(60), || async { replicas(p, name).await == 1 }).await;
+    assert!(down, "never scaled down:\n{}", p.proc.output());
 }
 
 #[tokio::test]
@@ -184,12 +190,7 @@ async fn cpu_use_scales_a_busy_function() {
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     p.wait_ready(&["burner"]).await;
     assert_eq!(post(&format!("{}/function/burner", p.url), "").await.text(), "burnt\n");
-    let load = Callers::start(&format!("{}/function/burner", p.url), 2, Duration::from_millis(10));
-    let up = eventually(Duration::from_secs(60), || async { available(&p, "burner").await == 2 }).await;
-    assert!(up, "never scaled up:\n{}", p.proc.output());
-    drop(load);
-    let down = eventually(Duration::from_secs(60), || async { replicas(&p, "burner").await == 1 }).await;
-    assert!(down, "never scaled down:\n{}", p.proc.output());
+    up_and_back(&p, "burner", 2, 2).await;
     assert!(p.proc.output().contains("cpu load"), "{}", p.proc.output());
 }
 

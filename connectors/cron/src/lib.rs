@@ -316,20 +316,36 @@ impl Job {
     /// leaves the slot to the others. Another replica's claim is watched,
     /// and the slot taken over if that replica dies before firing it.
     async fn take(self: Arc<Self>, slot: DateTime<Utc>, stop: &CancellationToken) {
+        if !self.begin() {
+            // With a store, another replica takes the slot.
+            if self.config.store.is_none() {
+                tracing::warn!(function = %self.function, slot = %slot.to_rfc3339(), "previous run still in flight; tick skipped");
+            }
+            return self.count("overlapped");
+        }
         let Some(store) = self.config.store.clone() else {
             return self.fire(slot, stop).await;
         };
-        if self.config.overlap == Overlap::Skip && self.running.load(Ordering::Acquire) {
-            return;
-        }
         match self.claim(&store, slot).await {
             Some(true) => self.fire(slot, stop).await,
             Some(false) => {
+                self.end();
                 self.count("elsewhere");
                 tokio::spawn(self.clone().watch(store, slot, stop.clone()));
             }
-            None => {}
+            None => self.end(),
         }
+    }
+
+    /// Marks a run begun: false, and nothing marked, while the previous one
+    /// is in flight and runs may not overlap (`overlap: skip`).
+    fn begin(&self) -> bool {
+        !self.running.swap(true, Ordering::AcqRel) || self.config.overlap == Overlap::Allow
+    }
+
+    /// A run begun and not fired after all.
+    fn end(&self) {
+        self.running.store(false, Ordering::Release);
     }
 
     /// Claims `slot` in the store (none: the store cannot be reached, which
@@ -361,25 +377,30 @@ impl Job {
     }
 
     /// Waits out another replica's claim on `slot`, and fires the slot late
-    /// when that replica did not record it before its claim lapsed. Looks
-    /// a few times, in case the claim outlived the lease by a little.
+    /// when that replica did not mark it fired before its claim lapsed.
+    /// Looks a few times: the claim may outlive the lease by a little, or
+    /// this replica be busy with a run of its own.
     async fn watch(self: Arc<Self>, store: Shared, slot: DateTime<Utc>, stop: CancellationToken) {
+        let fired = format!("{}.{}.fired", self.key, slot.timestamp());
         let mut wait = self.config.lease + Duration::from_millis(200);
-        for _ in 0..3 {
+        for _ in 0..5 {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = stop.cancelled() => return,
             }
-            let fired = format!("{}.{}.fired", self.key, slot.timestamp());
+            wait = self.config.lease / 2;
             if store.0.claimed(&fired, self.fired_kept()).await.unwrap_or(true) {
                 return;
+            }
+            if !self.begin() {
+                continue;
             }
             if self.claim(&store, slot).await == Some(true) {
                 tracing::warn!(function = %self.function, slot = %slot.to_rfc3339(),
                     "the replica that claimed this slot did not fire it within cron.lease; firing it late");
                 return self.fire(slot, &stop).await;
             }
-            wait = self.config.lease / 2;
+            self.end();
         }
     }
 
@@ -423,13 +444,15 @@ impl Job {
                 tracing::info!(function = %self.function, missed, %since, "slots missed while no replica ran; skipped (cron.missed: skip)");
                 self.metrics.runs.with_label_values(&[&self.function, "missed"]).inc_by(missed as f64);
             }
-            Missed::RunOnce => {
+            Missed::RunOnce if self.begin() => {
                 if self.claim(store, latest).await == Some(true) {
                     tracing::info!(function = %self.function, missed, %since, slot = %latest.to_rfc3339(),
                         "slots missed while no replica ran; the latest runs once (cron.missed: run_once)");
-                    self.fire(latest, stop).await;
+                    return self.fire(latest, stop).await;
                 }
+                self.end();
             }
+            Missed::RunOnce => {}
         }
     }
 
@@ -437,16 +460,9 @@ impl Job {
         self.metrics.runs.with_label_values(&[&self.function, outcome]).inc();
     }
 
-    /// Invokes the function for `slot`, unless its previous run is still
-    /// in flight (`overlap: skip`).
+    /// Invokes the function for `slot`, its run begun ([`Job::begin`]).
     async fn fire(&self, slot: DateTime<Utc>, stop: &CancellationToken) {
         let scheduled = slot.with_timezone(&self.schedule.zone()).to_rfc3339();
-        if self.config.overlap == Overlap::Skip && self.running.swap(true, Ordering::AcqRel) {
-            tracing::warn!(function = %self.function, %scheduled, "previous run still in flight; tick skipped");
-            self.count("overlapped");
-            return;
-        }
-        self.running.store(true, Ordering::Release);
         self.count("fired");
         let (payload, content_type) = match self.config.body {
             Body::Json => {
