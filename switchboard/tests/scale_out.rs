@@ -237,3 +237,38 @@ async fn sqs_replicas_share_a_queue_and_lose_nothing_when_one_is_killed() {
     }
     kill_one_and_count(&record, &mut replicas, &bodies).await;
 }
+
+#[tokio::test]
+async fn mqtt_replicas_share_a_subscription_and_lose_nothing_when_one_is_killed() {
+    use rumqttc::v5::{AsyncClient, MqttOptions, mqttbytes::QoS};
+    if std::net::TcpStream::connect("127.0.0.1:1883").is_err() {
+        panic!("MQTT broker not reachable at 127.0.0.1:1883; start it with scripts/services (mosquitto)");
+    }
+    let topic = unique("sbtest/out/");
+    let (p, record) = platform(&topic).await;
+    let group = unique("g");
+    let ids: Vec<String> = (0..3).map(|i| unique(&format!("sbtest-replica{i}-"))).collect();
+    let yaml = |i: usize| {
+        format!(
+            "mqtt:\n  url: mqtt://127.0.0.1:1883\n  version: 5\n  qos: 1\n  client_id: {}\n  clean_session: false\n  share_group: {group}\n",
+            ids[i]
+        )
+    };
+    let mut replicas = replicas(&p, "mqtt", yaml);
+    ready(&replicas).await;
+    let filter = format!("$share/{group}/{topic}");
+    for (replica, _) in &replicas {
+        let subscribed = eventually(Duration::from_secs(15), || async { replica.output().contains(&filter) }).await;
+        assert!(subscribed, "a replica never subscribed to {filter}:\n{}", replica.output());
+    }
+    let (publisher, mut events) = AsyncClient::new(MqttOptions::new(unique("sbtest-pub-"), "127.0.0.1", 1883), 100);
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let bodies = numbered();
+    for body in &bodies {
+        publisher.publish(topic.clone(), QoS::AtLeastOnce, false, body.clone()).await.unwrap();
+    }
+    // Mosquitto keeps what it had sent the killed replica's session for
+    // that session: the replica comes back under its client id, as a
+    // restarted pod does, and gets it.
+    kill_one_then(&record, &mut replicas, &bodies, |i| Some(replica(&p, "mqtt", i))).await;
+}
