@@ -17,6 +17,7 @@ use futures_util::future::BoxFuture;
 use prometheus::{CounterVec, Opts};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -355,8 +356,7 @@ impl Job {
     /// before leaves it to the others once its claim lapses.
     async fn claim(&self, store: &Shared, slot: DateTime<Utc>) -> Option<bool> {
         let key = format!("{}.{}", self.key, slot.timestamp());
-        let claimed = store.0.claim(&key, self.config.lease).await;
-        let claimed = match claimed {
+        let claimed = match self.within(store.0.claim(&key, self.config.lease)).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::error!(function = %self.function, slot = %slot.to_rfc3339(), error = %e,
@@ -365,11 +365,11 @@ impl Job {
                 return None;
             }
         };
-        if claimed && let Err(e) = store.0.claim(&format!("{key}.fired"), self.fired_kept()).await {
+        if claimed && let Err(e) = self.within(store.0.claim(&format!("{key}.fired"), self.fired_kept())).await {
             tracing::warn!(function = %self.function, slot = %slot.to_rfc3339(), error = %e,
                 "cannot mark the slot fired; it fires, and another replica may fire it too after cron.lease");
         }
-        if claimed && let Err(e) = store.0.put(&self.key, &slot.to_rfc3339()).await {
+        if claimed && let Err(e) = self.within(store.0.put(&self.key, &slot.to_rfc3339())).await {
             tracing::warn!(function = %self.function, slot = %slot.to_rfc3339(), error = %e,
                 "cannot record the slot as the last fired; it fires, and may count as missed at a restart");
         }
@@ -389,7 +389,7 @@ impl Job {
                 () = stop.cancelled() => return,
             }
             wait = self.config.lease / 2;
-            if store.0.claimed(&fired, self.fired_kept()).await.unwrap_or(true) {
+            if self.within(store.0.claimed(&fired, self.fired_kept())).await.unwrap_or(true) {
                 return;
             }
             if !self.begin() {
@@ -404,6 +404,14 @@ impl Job {
         }
     }
 
+    /// A call to the store, given up after a lease: a store that hangs
+    /// (an address that drops packets) is one that cannot be reached.
+    async fn within<T>(&self, call: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+        let lease = self.config.lease;
+        let late = || format!("no answer within cron.lease ({})", humantime::format_duration(lease));
+        tokio::time::timeout(lease, call).await.unwrap_or_else(|_| Err(late()))
+    }
+
     /// How long a slot's fired mark is kept: past the time replicas look
     /// for it, and no longer, so marks do not pile up.
     fn fired_kept(&self) -> Duration {
@@ -412,7 +420,7 @@ impl Job {
 
     /// The last slot fired by any replica.
     async fn last(&self, store: &Shared) -> Result<Option<DateTime<Utc>>, String> {
-        let value = store.0.get(&self.key).await?;
+        let value = self.within(store.0.get(&self.key)).await?;
         Ok(value.and_then(|v| DateTime::parse_from_rfc3339(&v).ok()).map(|t| t.with_timezone(&Utc)))
     }
 

@@ -23,19 +23,25 @@ impl RedisStore {
     }
 
     async fn run<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Result<T, String> {
-        let mut held = self.conn.lock().await;
-        let conn = match held.as_mut() {
-            Some(conn) => conn,
-            None => held.insert(
-                self.client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(|e| format!("cannot connect to {}: {e}", self.url))?,
-            ),
+        // The connection multiplexes: held only to be cloned, so calls do
+        // not wait for each other.
+        let mut conn = {
+            let mut held = self.conn.lock().await;
+            match held.as_ref() {
+                Some(conn) => conn.clone(),
+                None => held
+                    .insert(
+                        self.client
+                            .get_multiplexed_async_connection()
+                            .await
+                            .map_err(|e| format!("cannot connect to {}: {e}", self.url))?,
+                    )
+                    .clone(),
+            }
         };
-        let result = command.query_async(conn).await;
+        let result = command.query_async(&mut conn).await;
         if result.is_err() {
-            *held = None;
+            *self.conn.lock().await = None;
         }
         result.map_err(|e| format!("{}: {e}", self.url))
     }
