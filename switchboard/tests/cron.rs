@@ -17,12 +17,9 @@ const EVERY_SECOND: &str = "* * * * * *";
 /// takes 0.6 s over it.
 async fn platform(function: &str) -> (Platform, PathBuf) {
     let dir = tempdir();
-    let record = dir.path().join("runs.log");
-    let stack = format!(
-        "functions:\n  {function}:\n    fprocess: {}\n    environment:\n      RECORD_FILE: {}\n      SLEEP: \"0.6\"\n    annotations:\n      topic: cron-function\n      schedule: \"{EVERY_SECOND}\"\n",
-        fixture("record.sh"),
-        record.display()
-    );
+    let record = dir.path().join(format!("{function}.log"));
+    let schedule = format!("      topic: cron-function\n      schedule: \"{EVERY_SECOND}\"\n");
+    let stack = format!("functions:\n{}", recorder_fn(function, dir.path(), "      SLEEP: \"0.6\"\n", &schedule));
     let p = Platform::start_in(dir, &config("cron:\n  enabled: false\n"), &stack, &[]).await;
     p.wait_ready(&[function]).await;
     (p, record)

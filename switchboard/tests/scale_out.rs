@@ -17,12 +17,9 @@ const N: usize = 300;
 /// way when a replica is killed.
 async fn platform(topic: &str) -> (Platform, PathBuf) {
     let dir = tempdir();
-    let record = dir.path().join("got.log");
-    let stack = format!(
-        "functions:\n  work:\n    fprocess: {}\n    environment:\n      RECORD_FILE: {}\n      SLEEP: \"0.02\"\n    annotations:\n      topic: \"{topic}\"\n      com.switchboard.max_inflight: \"4\"\n",
-        fixture("record.sh"),
-        record.display()
-    );
+    let record = dir.path().join("work.log");
+    let annotations = format!("      topic: \"{topic}\"\n      com.switchboard.max_inflight: \"4\"\n");
+    let stack = format!("functions:\n{}", recorder_fn("work", dir.path(), "      SLEEP: \"0.02\"\n", &annotations));
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     p.wait_ready(&["work"]).await;
     (p, record)

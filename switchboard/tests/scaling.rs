@@ -93,15 +93,6 @@ async fn an_idle_function_scales_to_zero_and_back() {
     assert!(p.proc.output().contains("scaled to zero: idle"), "{}", p.proc.output());
     assert_eq!(get(&url).await.status, 200, "answered from zero");
     assert_eq!((replicas(&p, "idler").await, starts(&file)), (1, 2));
-
-    for (label, value) in [("com.openfaas.scale.zero", "yes"), ("com.openfaas.scale.zero-duration", "soon")] {
-        let mut labels = serde_json::json!({"com.openfaas.scale.zero": "true"});
-        labels[label] = value.into();
-        let d = serde_json::json!({"service": "bad", "image": "x", "envProcess": "cat", "labels": labels});
-        let r = p.api("POST", "/system/functions", &d.to_string()).await;
-        assert_eq!(r.status, 400, "{}", r.text());
-        assert!(r.text().contains(label), "{}", r.text());
-    }
 }
 
 #[tokio::test]
@@ -194,17 +185,44 @@ async fn cpu_use_scales_a_busy_function() {
     assert!(p.proc.output().contains("cpu load"), "{}", p.proc.output());
 }
 
+/// A call that runs longer than the idle time keeps its function up; the
+/// idle time counts from its end.
+#[tokio::test]
+async fn a_call_in_flight_keeps_an_idle_function_up() {
+    let labels = "      com.openfaas.scale.zero: \"true\"\n      com.openfaas.scale.zero-duration: 1s\n";
+    let stack = format!(
+        "functions:\n  long:\n    fprocess: sh {}\n    environment:\n      SLEEP: \"3\"\n    labels:\n{labels}",
+        fixture("slow.sh")
+    );
+    let p = Platform::start(&config(""), &stack).await;
+    p.wait_ready(&["long"]).await;
+    let url = format!("{}/function/long", p.url);
+    let call = tokio::spawn(async move { post(&url, "still here").await });
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(replicas(&p, "long").await, 1, "scaled to zero with a call in flight:\n{}", p.proc.output());
+    }
+    assert_eq!(call.await.unwrap().text(), "still here");
+    let idle = eventually(Duration::from_secs(10), || async { replicas(&p, "long").await == 0 }).await;
+    assert!(idle, "never scaled to zero after the call:\n{}", p.proc.output());
+}
+
 #[tokio::test]
 async fn bad_scaling_labels_are_refused_naming_them() {
     let p = Platform::start(&config(""), NO_STACK).await;
     for (label, value) in [
+        ("com.openfaas.scale.zero", "yes"),
+        ("com.openfaas.scale.zero-duration", "soon"),
         ("com.openfaas.scale.type", "memory"),
         ("com.openfaas.scale.target", "lots"),
         ("com.openfaas.scale.target-proportion", "0"),
         ("com.openfaas.scale.factor", "120"),
         ("com.openfaas.scale.down.window", "1h"),
     ] {
-        let d = serde_json::json!({"service": "bad", "image": "x", "envProcess": "cat", "labels": {label: value}});
+        // On a function that scales to zero, so its zero-duration is read.
+        let mut labels = serde_json::json!({"com.openfaas.scale.zero": "true"});
+        labels[label] = value.into();
+        let d = serde_json::json!({"service": "bad", "image": "x", "envProcess": "cat", "labels": labels});
         let r = p.api("POST", "/system/functions", &d.to_string()).await;
         assert_eq!(r.status, 400, "{}", r.text());
         assert!(r.text().contains(label) && r.text().contains(value), "{}", r.text());

@@ -19,52 +19,50 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let invocations = CounterVec::new(
-            Opts::new("gateway_function_invocation_total", "Function invocations by status code"),
-            &["function_name", "code"],
-        )
-        .expect("valid metric");
+        let registry = Registry::new();
+        // Each made and registered at once: a name given twice is a bug.
+        fn registered<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
+            registry.register(Box::new(m.clone())).expect("metric registered once");
+            m
+        }
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            registered(&registry, CounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            registered(&registry, GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+        };
         let seconds = HistogramVec::new(
             HistogramOpts::new("gateway_functions_seconds", "Function invocation time taken"),
             &["function_name", "code"],
         )
         .expect("valid metric");
-        let started = CounterVec::new(
-            Opts::new("gateway_function_invocation_started", "Function invocations started"),
-            &["function_name"],
-        )
-        .expect("valid metric");
-        let service_count =
-            GaugeVec::new(Opts::new("gateway_service_count", "Replicas of each function"), &["function_name"])
-                .expect("valid metric");
-        let target_load = GaugeVec::new(
-            Opts::new("gateway_service_target_load", "Load per replica an autoscaled function is meant to carry"),
-            &["function_name", "scaling_type"],
-        )
-        .expect("valid metric");
-        let load = GaugeVec::new(
-            Opts::new("switchboard_function_load", "An autoscaled function's load: the mean over the last 10 s"),
-            &["function_name", "scaling_type"],
-        )
-        .expect("valid metric");
-        let decisions = CounterVec::new(
-            Opts::new("switchboard_autoscaler_decisions_total", "Replica changes the autoscaler made"),
-            &["function_name", "direction"],
-        )
-        .expect("valid metric");
-        let registry = Registry::new();
-        for c in [
-            Box::new(invocations.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(seconds.clone()),
-            Box::new(started.clone()),
-            Box::new(service_count.clone()),
-            Box::new(target_load.clone()),
-            Box::new(load.clone()),
-            Box::new(decisions.clone()),
-        ] {
-            registry.register(c).expect("metric registered once");
+        let by_type = ["function_name", "scaling_type"];
+        Self {
+            invocations: counter(
+                "gateway_function_invocation_total",
+                "Function invocations by status code",
+                &["function_name", "code"],
+            ),
+            seconds: registered(&registry, seconds),
+            started: counter("gateway_function_invocation_started", "Function invocations started", &["function_name"]),
+            service_count: gauge("gateway_service_count", "Replicas of each function", &["function_name"]),
+            target_load: gauge(
+                "gateway_service_target_load",
+                "Load per replica an autoscaled function is meant to carry",
+                &by_type,
+            ),
+            load: gauge(
+                "switchboard_function_load",
+                "An autoscaled function's load: the mean over the last 10 s",
+                &by_type,
+            ),
+            decisions: counter(
+                "switchboard_autoscaler_decisions_total",
+                "Replica changes the autoscaler made",
+                &["function_name", "direction"],
+            ),
+            registry,
         }
-        Self { registry, invocations, seconds, started, service_count, target_load, load, decisions }
     }
 }
 
@@ -92,7 +90,6 @@ impl Metrics {
             self.target_load.with_label_values(&labels).set(s.target);
             self.load.with_label_values(&labels).set(s.load);
             if let Some(to) = s.scaled_to {
-                self.service_count.with_label_values(&[&s.function]).set(to as f64);
                 let direction = if to > s.replicas { "up" } else { "down" };
                 self.decisions.with_label_values(&[&s.function, direction]).inc();
             }

@@ -529,7 +529,6 @@ pub fn envlog(file: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A stack with one envlog.sh function subscribed to `topic`.
 /// A stack.yml entry for the record.sh fixture, recording to `dir/NAME.log`.
 pub fn recorder_fn(name: &str, dir: &Path, extra_env: &str, annotations: &str) -> String {
     format!(
@@ -539,6 +538,7 @@ pub fn recorder_fn(name: &str, dir: &Path, extra_env: &str, annotations: &str) -
     )
 }
 
+/// A stack with one envlog.sh function subscribed to `topic`.
 pub fn envlog_stack(name: &str, topic: &str, record: &Path, extra_env: &str, annotations: &str) -> String {
     format!(
         "functions:\n  {name}:\n    fprocess: {}\n    environment:\n      RECORD_FILE: {}\n{extra_env}    annotations:\n      topic: \"{topic}\"\n{annotations}",

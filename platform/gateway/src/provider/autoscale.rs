@@ -132,19 +132,41 @@ impl Policy {
     }
 }
 
-/// What calls add to a function's load, counted as they are made.
-#[derive(Default)]
+/// What calls add to a function's load, counted as they are made: what
+/// it scales by, and whether it is idle (every call counts, from the hub
+/// and the queue too, since they call through `/function/`).
 pub struct Load {
     calls: AtomicU64,
     in_flight: AtomicU64,
+    /// When a call last began or ended, in milliseconds after `since`.
+    last_call: AtomicU64,
+    since: Instant,
 }
 
 impl Load {
+    pub(super) fn new() -> Self {
+        let (calls, in_flight, last_call) = Default::default();
+        Self { calls, in_flight, last_call, since: Instant::now() }
+    }
+
     /// A call begins; it is in flight until the guard is dropped.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
         InFlight(self.clone())
+    }
+
+    fn touch(&self) {
+        self.last_call.store(self.since.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long it has had no call in flight.
+    pub(super) fn idle(&self) -> Duration {
+        if self.in_flight() > 0 {
+            return Duration::ZERO;
+        }
+        self.since.elapsed().saturating_sub(Duration::from_millis(self.last_call.load(Ordering::Relaxed)))
     }
 
     pub(super) fn calls(&self) -> u64 {
@@ -161,6 +183,7 @@ pub struct InFlight(Arc<Load>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -147,12 +147,9 @@ struct Function {
     created_at: String,
     replicas: RwLock<Vec<Replica>>,
     next: AtomicUsize,
-    /// When it was last routed to, in milliseconds since the Unix epoch:
-    /// calls, queued calls and events all count.
-    last_used: AtomicU64,
     /// `com.openfaas.scale.zero-duration` when it scales to zero when idle.
     idle_limit: Option<Duration>,
-    /// What its calls add to its load.
+    /// What its calls add to its load, and when it last had one.
     load: Arc<Load>,
     /// How it scales by load, when it does.
     scaler: Option<std::sync::Mutex<Scaler>>,
@@ -378,7 +375,6 @@ impl ReplicaProvider {
         let Some(f) = self.find(name, namespace) else {
             return Route::Unknown;
         };
-        f.last_used.store(now_millis(), Ordering::Relaxed);
         let replicas = f.replicas.read().expect("replicas lock");
         let n = replicas.len();
         let start = f.next.fetch_add(1, Ordering::Relaxed);
@@ -412,8 +408,7 @@ impl ReplicaProvider {
         let functions: Vec<Arc<Function>> = self.functions.read().expect("functions lock").values().cloned().collect();
         for f in functions {
             let Some(limit) = f.idle_limit else { continue };
-            let idle = Duration::from_millis(now_millis().saturating_sub(f.last_used.load(Ordering::Relaxed)));
-            if idle >= limit && !f.replicas.read().expect("replicas lock").is_empty() {
+            if f.load.idle() >= limit && !f.replicas.read().expect("replicas lock").is_empty() {
                 // Logged as decided: the replicas drain before they are gone.
                 tracing::info!(function = %f.qualified(), idle = %humantime::format_duration(limit), "scaled to zero: idle ({SCALE_ZERO_DURATION})");
                 f.scale(0, &self.starter).await;
@@ -425,8 +420,7 @@ impl ReplicaProvider {
     /// asks for; what each one's scaler measured and decided. A function at
     /// zero is left there: its next call starts it.
     pub async fn scale_by_load(&self) -> Vec<Scaled> {
-        let functions: Vec<Arc<Function>> =
-            self.functions.read().expect("functions lock").values().filter(|f| f.scaler.is_some()).cloned().collect();
+        let functions: Vec<Arc<Function>> = self.functions.read().expect("functions lock").values().cloned().collect();
         let mut report = vec![];
         for f in functions {
             let Some(scaler) = &f.scaler else { continue };
@@ -460,31 +454,22 @@ impl ReplicaProvider {
     async fn cpu_used(&self, f: &Function) -> u64 {
         let endpoints: Vec<Arc<Endpoint>> =
             f.replicas.read().expect("replicas lock").iter().map(|r| r.endpoint.clone()).collect();
-        let running: Vec<(Arc<Endpoint>, Instance)> = endpoints
-            .into_iter()
-            .filter_map(|e| {
-                let instance = e.instance.lock().expect("instance lock").clone();
-                instance.map(|i| (e, i))
-            })
-            .collect();
-        let mut used = 0;
-        match &self.starter.settings.runtime {
-            Runtime::Process { .. } => {
-                let roots: Vec<u32> = running
-                    .iter()
-                    .filter_map(|(_, i)| if let Instance::Process(pid) = i { Some(*pid) } else { None })
-                    .collect();
-                for ((e, _), total) in running.iter().zip(process::cpu_nanos(&roots)) {
-                    used += e.cpu_since(total);
-                }
+        let (mut processes, mut containers) = (vec![], vec![]);
+        for e in endpoints {
+            let instance = e.instance.lock().expect("instance lock").clone();
+            match instance {
+                Some(Instance::Process(pid)) => processes.push((e, pid)),
+                Some(Instance::Container(id)) => containers.push((e, id)),
+                None => {}
             }
-            Runtime::Container(engine) => {
-                for (e, i) in &running {
-                    if let Instance::Container(id) = i
-                        && let Some(total) = engine.cpu_nanos(id).await
-                    {
-                        used += e.cpu_since(total);
-                    }
+        }
+        let pids: Vec<u32> = processes.iter().map(|(_, pid)| *pid).collect();
+        let mut used: u64 =
+            processes.iter().zip(process::cpu_nanos(&pids)).map(|((e, _), total)| e.cpu_since(total)).sum();
+        if let Runtime::Container(engine) = &self.starter.settings.runtime {
+            for (e, id) in containers {
+                if let Some(total) = engine.cpu_nanos(&id).await {
+                    used += e.cpu_since(total);
                 }
             }
         }
@@ -833,10 +818,6 @@ fn idle_limit(d: &FunctionDeployment) -> Result<Option<Duration>, ProviderError>
     }
 }
 
-fn now_millis() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 fn initial_replicas(d: &FunctionDeployment) -> u64 {
     d.labels.get(SCALE_MIN).and_then(|v| v.parse().ok()).unwrap_or(1)
 }
@@ -850,7 +831,7 @@ impl Function {
     ) -> Self {
         Self {
             scaler: policy.map(|p| std::sync::Mutex::new(Scaler::new(p))),
-            load: Default::default(),
+            load: Arc::new(Load::new()),
             retired: AtomicBool::new(false),
             // Checked when the function was deployed.
             idle_limit: idle_limit(&deployment).unwrap_or_default(),
@@ -860,7 +841,6 @@ impl Function {
             created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             replicas: RwLock::new(vec![]),
             next: AtomicUsize::new(0),
-            last_used: AtomicU64::new(now_millis()),
         }
     }
 
@@ -1096,11 +1076,9 @@ async fn mark_ready(endpoint: Arc<Endpoint>, port: u16) {
 /// to the replica, and another process may have taken it since, whose
 /// answers the gateway would pass off as the function's.
 async fn healthy(port: u16) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
-    let probe = b"GET /_/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    let mut head = [0u8; 12];
-    stream.write_all(probe).await.is_ok()
-        && tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut head)).await.is_ok_and(|r| r.is_ok())
-        && head.ends_with(b" 200")
+    let links = switchboard_http::Links::<http_body_util::Empty<bytes::Bytes>>::default();
+    let probe = http::Request::get("/_/health").header(http::header::HOST, "127.0.0.1").body(Default::default());
+    let Ok(probe) = probe else { return false };
+    let answer = tokio::time::timeout(Duration::from_secs(1), links.send(&format!("127.0.0.1:{port}"), probe)).await;
+    matches!(answer, Ok(Ok(res)) if res.status() == http::StatusCode::OK)
 }
