@@ -28,6 +28,11 @@ crate::hub::sources! {
 pub struct QueueConfig {
     /// Serve `/async-function` at all.
     pub enabled: bool,
+    /// Where queued calls are kept.
+    pub backend: QueueBackend,
+    /// Whether this process runs a worker on the queue. With `jetstream`,
+    /// a gateway may only publish and leave the calls to queue-workers.
+    pub consume: bool,
     /// The embedded durable store.
     pub path: PathBuf,
     /// Publish to a separate `switchboard queue-worker` at this URL instead
@@ -41,18 +46,37 @@ pub struct QueueConfig {
     pub invoke_timeout: Duration,
     /// Default retry policy; `com.openfaas.retry.*` annotations override it per function.
     pub retry: RetryPolicy,
+    /// The stream, its limits and the dead letters' stream, for `backend: jetstream`.
+    #[cfg(feature = "nats")]
+    pub jetstream: switchboard_nats::QueueStreamConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// A redb file on this machine, with its worker in the same process
+    /// (or in one `switchboard queue-worker` at `queue.url`).
+    #[default]
+    Embedded,
+    /// A NATS JetStream stream, reached through the `nats:` section's URL,
+    /// credentials and TLS, shared by every gateway and queue-worker.
+    Jetstream,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            backend: QueueBackend::Embedded,
+            consume: true,
             path: PathBuf::from("data/queue.redb"),
             url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
             max_inflight: 8,
             invoke_timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
+            #[cfg(feature = "nats")]
+            jetstream: Default::default(),
         }
     }
 }

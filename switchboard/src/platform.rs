@@ -1,7 +1,7 @@
 //! Starting the compact platform: gateway, provider, queue and worker.
 
 use crate::PlatformArgs;
-use crate::config::{Config, check_stack};
+use crate::config::{Config, QueueBackend, check_stack};
 use anyhow::{Context, Result};
 use openfaas::Credentials;
 use std::net::SocketAddr;
@@ -12,7 +12,7 @@ use switchboard_gateway::{
     Containers, Gateway, GatewayConfig, Isolation, Provider, ProviderConfig, ReplicaProvider, ReplicaSettings, Runtime,
     Sandbox, StaticProvider,
 };
-use switchboard_queue::{EmbeddedQueue, Queue, RemoteQueue, Worker, WorkerConfig};
+use switchboard_queue::{Backlog, EmbeddedQueue, Queue, RemoteQueue, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
 fn local_url(config: &GatewayConfig, port: u16) -> String {
@@ -191,17 +191,11 @@ pub async fn up(args: PlatformArgs, with_hub: bool) -> Result<()> {
     let url = local_url(&config.gateway, listener.local_addr()?.port());
     let stop = CancellationToken::new();
 
-    let (queue, worker): (Option<Arc<dyn Queue>>, _) = match (&config.queue.enabled, &config.queue.url) {
-        (false, _) => (None, None),
-        (true, Some(remote)) => (Some(Arc::new(RemoteQueue::new(remote))), None),
-        (true, None) => {
-            let q = EmbeddedQueue::open(&config.queue.path)?;
-            let worker = Worker::new(q.clone(), worker_config(&config, &url));
-            let token = stop.clone();
-            let handle = tokio::spawn(async move { worker.run(token.cancelled_owned()).await });
-            (Some(Arc::new(q)), Some(handle))
-        }
-    };
+    let (queue, backlog) = queue(&config)?;
+    let worker = backlog.map(|backlog| {
+        let worker = Worker::new(backlog, worker_config(&config, &url));
+        tokio::spawn(worker.run(stop.clone().cancelled_owned()))
+    });
     let provider = provider(&config).await?;
     let gateway = Arc::new(Gateway::new(config.gateway.clone(), provider, queue, credentials.clone()));
 
@@ -256,6 +250,38 @@ pub async fn up(args: PlatformArgs, with_hub: bool) -> Result<()> {
     }
 }
 
+type QueueParts = (Option<Arc<dyn Queue>>, Option<Arc<dyn Backlog>>);
+
+/// Where `/async-function` publishes, and what this process's worker takes
+/// from, if it runs one.
+fn queue(config: &Config) -> Result<QueueParts> {
+    let q = &config.queue;
+    Ok(match (q.enabled, &q.url, q.backend) {
+        (false, ..) => (None, None),
+        (true, Some(remote), QueueBackend::Embedded) => (Some(Arc::new(RemoteQueue::new(remote))), None),
+        (true, None, QueueBackend::Embedded) => {
+            anyhow::ensure!(
+                q.consume,
+                "queue.consume: false needs queue.backend: jetstream; nothing else would run the embedded queue's calls"
+            );
+            let embedded = EmbeddedQueue::open(&q.path)?;
+            (Some(Arc::new(embedded.clone())), Some(Arc::new(embedded)))
+        }
+        (true, Some(_), QueueBackend::Jetstream) => {
+            anyhow::bail!(
+                "queue.url is for the embedded queue's separate worker; with queue.backend: jetstream gateways publish to JetStream themselves"
+            )
+        }
+        #[cfg(feature = "nats")]
+        (true, None, QueueBackend::Jetstream) => {
+            let shared = switchboard_nats::JetStreamQueue::new(&config.nats, &q.jetstream, q.max_inflight)?;
+            (Some(Arc::new(shared.clone())), q.consume.then(|| Arc::new(shared) as Arc<dyn Backlog>))
+        }
+        #[cfg(not(feature = "nats"))]
+        (true, None, QueueBackend::Jetstream) => anyhow::bail!("queue.backend: jetstream needs the nats cargo feature"),
+    })
+}
+
 fn worker_config(config: &Config, gateway_url: &str) -> WorkerConfig {
     WorkerConfig {
         gateway_url: gateway_url.to_string(),
@@ -280,12 +306,19 @@ fn print_banner(
         .iter()
         .flat_map(|ns| gateway.provider.list(ns).into_iter().map(move |f| format!("{}.{ns}", f.name)))
         .collect();
-    let queue = match (&config.queue.enabled, &config.queue.url) {
-        (false, _) => "disabled".to_string(),
-        (true, Some(u)) => format!("remote queue-worker at {u}"),
-        (true, None) => {
-            format!("embedded at {} ({} in flight)", config.queue.path.display(), config.queue.max_inflight)
+    let q = &config.queue;
+    let worker =
+        if q.consume { format!("a worker here runs {} at once", q.max_inflight) } else { "no worker here".into() };
+    let queue = match (q.enabled, &q.url, q.backend) {
+        (false, ..) => "disabled".to_string(),
+        (true, Some(u), _) => format!("remote queue-worker at {u}"),
+        (true, None, QueueBackend::Embedded) => format!("embedded at {} ({worker})", q.path.display()),
+        #[cfg(feature = "nats")]
+        (true, None, QueueBackend::Jetstream) => {
+            format!("JetStream stream {} at {} ({worker})", q.jetstream.stream, config.nats.url)
         }
+        #[cfg(not(feature = "nats"))]
+        (true, None, QueueBackend::Jetstream) => "JetStream".into(),
     };
     println!("switchboard {} is up", env!("CARGO_PKG_VERSION"));
     match credentials {
@@ -319,24 +352,38 @@ fn print_banner(
     println!("Press Ctrl-C to stop.");
 }
 
-/// `switchboard queue-worker`: owns the durable store, takes requests from
-/// gateways on `queue.listen`, and invokes them through `gateway`.
+/// `switchboard queue-worker`: invokes queued calls through `gateway`. With
+/// the embedded queue it owns the durable store and takes requests from
+/// gateways on `queue.listen`; with JetStream it pulls from the stream, as
+/// many of it as wanted, and `queue.listen` serves only `/healthz`.
 pub async fn queue_worker(config_path: Option<&Path>, listen: Option<SocketAddr>, gateway: &str) -> Result<()> {
-    let config = Config::load(config_path)?;
+    let mut config = Config::load(config_path)?;
+    config.queue.url = None;
+    config.queue.consume = true;
     let listen = listen.unwrap_or(config.queue.listen);
-    let queue = EmbeddedQueue::open(&config.queue.path)?;
+    let (queue, backlog) = queue(&config)?;
+    let (Some(queue), Some(backlog)) = (queue, backlog) else {
+        anyhow::bail!("queue.enabled is false: there is no queue to work on");
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (queue.listen)"))?;
     let stop = CancellationToken::new();
-    let worker = Worker::new(queue.clone(), worker_config(&config, gateway));
+    let worker = Worker::new(backlog, worker_config(&config, gateway));
     let worker = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    let routes = match config.queue.backend {
+        QueueBackend::Embedded => switchboard_queue::intake_router(queue),
+        QueueBackend::Jetstream => switchboard_queue::health_router(queue),
+    };
     println!(
-        "queue-worker listening on http://{} (store {}), invoking through {gateway}",
+        "queue-worker listening on http://{} ({}), invoking through {gateway}",
         listener.local_addr()?,
-        config.queue.path.display()
+        match config.queue.backend {
+            QueueBackend::Embedded => format!("store {}", config.queue.path.display()),
+            QueueBackend::Jetstream => "JetStream; /healthz only".into(),
+        }
     );
-    let intake = switchboard_http::Routes(switchboard_queue::intake_router(queue));
+    let intake = switchboard_http::Routes(routes);
     let limits = switchboard_http::Limits { body_timeout: config.gateway.read_timeout, ..Default::default() };
     let server = tokio::spawn(switchboard_http::serve(listener, intake, limits, stop.clone().cancelled_owned()));
     switchboard_http::shutdown_signal().await;

@@ -14,10 +14,12 @@
 //! subject gets the function's response published to it.
 
 mod config;
+mod queue;
 mod sink;
 mod store;
 
 pub use config::{JetStreamConfig, NatsConfig};
+pub use queue::{JetStreamQueue, QueueStreamConfig};
 pub use sink::NatsSink;
 pub use store::KvStore;
 

@@ -1,15 +1,16 @@
 //! The async queue behind `/async-function`. The gateway publishes through
-//! the [`Queue`] trait; [`EmbeddedQueue`] keeps requests in a durable redb
-//! file and [`worker`] invokes them with retries, posts results to
-//! `X-Callback-Url`, and dead-letters what retries could not deliver.
-//! [`RemoteQueue`] publishes to a separate `switchboard queue-worker`.
+//! the [`Queue`] trait; [`worker`] takes requests from a [`Backlog`], invokes
+//! them with retries, posts results to `X-Callback-Url`, and dead-letters
+//! what retries could not deliver. [`EmbeddedQueue`] is both, on a durable
+//! redb file; a NATS JetStream queue (in the nats connector) is both across
+//! machines; [`RemoteQueue`] publishes to a separate `switchboard queue-worker`.
 
 mod remote;
 mod store;
 pub mod worker;
 
-pub use remote::{RemoteQueue, intake_router};
-pub use store::Store;
+pub use remote::{RemoteQueue, health_router, intake_router};
+pub use store::{Store, now_ms};
 pub use worker::{Worker, WorkerConfig};
 
 use futures_util::future::BoxFuture;
@@ -17,6 +18,7 @@ use openfaas::QueueRequest;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -67,8 +69,7 @@ pub struct DeadLetter {
     pub request: QueueRequest,
 }
 
-/// Where `/async-function` puts requests. A NATS JetStream backend implements
-/// this trait beside the embedded store.
+/// Where `/async-function` puts requests.
 pub trait Queue: Send + Sync {
     fn enqueue(&self, request: QueueRequest) -> BoxFuture<'_, Result<(), QueueError>>;
     fn dead_letters(&self) -> BoxFuture<'_, Result<Vec<DeadLetter>, QueueError>>;
@@ -76,6 +77,31 @@ pub trait Queue: Send + Sync {
     fn health(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
+}
+
+/// Where a worker takes requests from.
+pub trait Backlog: Send + Sync + 'static {
+    /// Waits for the next request that is due. Cancel-safe: nothing is
+    /// taken unless it is returned.
+    fn take(&self) -> BoxFuture<'_, Result<Taken, QueueError>>;
+}
+
+/// A request taken from a [`Backlog`], to be settled through its lease once.
+pub struct Taken {
+    pub envelope: Envelope,
+    pub lease: Box<dyn Lease>,
+}
+
+/// How a taken request is settled. Until it is, the backlog keeps it and
+/// hands it out again if the worker dies.
+pub trait Lease: Send {
+    /// Delivered, or answered for good: remove it.
+    fn complete(self: Box<Self>) -> BoxFuture<'static, Result<(), QueueError>>;
+    /// Run it again after `wait`, as `envelope` now says (its attempt counts,
+    /// the answer a callback still needs).
+    fn retry(self: Box<Self>, envelope: Envelope, wait: Duration) -> BoxFuture<'static, Result<(), QueueError>>;
+    /// Retries ran out: keep it among the dead letters, then remove it.
+    fn dead_letter(self: Box<Self>, letter: DeadLetter) -> BoxFuture<'static, Result<(), QueueError>>;
 }
 
 /// The durable store on this machine, shared by the gateway and the worker.
@@ -118,5 +144,58 @@ impl Queue for EmbeddedQueue {
 
     fn health(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move { self.blocking(|s| Ok(s.health())).await.map_err(|e| e.to_string())? })
+    }
+}
+
+impl Backlog for EmbeddedQueue {
+    fn take(&self) -> BoxFuture<'_, Result<Taken, QueueError>> {
+        Box::pin(async move {
+            loop {
+                // Registered before looking, so an enqueue in between wakes us.
+                let ready = self.ready.notified();
+                match self.blocking(|s| s.lease_due(store::now_ms())).await? {
+                    Ok(store::Leased { seq, envelope }) => {
+                        return Ok(Taken { envelope, lease: Box::new(EmbeddedLease { queue: self.clone(), seq }) });
+                    }
+                    Err(next_due) => {
+                        let wait = next_due.map_or(Duration::from_secs(3600), |due| {
+                            Duration::from_millis(due.saturating_sub(store::now_ms()))
+                        });
+                        tokio::select! {
+                            () = ready => {}
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// An item leased in the embedded store; a crash returns it to pending on the next open.
+struct EmbeddedLease {
+    queue: EmbeddedQueue,
+    seq: u64,
+}
+
+impl Lease for EmbeddedLease {
+    fn complete(self: Box<Self>) -> BoxFuture<'static, Result<(), QueueError>> {
+        let seq = self.seq;
+        Box::pin(async move { self.queue.blocking(move |s| s.complete(seq)).await })
+    }
+
+    fn retry(self: Box<Self>, envelope: Envelope, wait: Duration) -> BoxFuture<'static, Result<(), QueueError>> {
+        Box::pin(async move {
+            let (due, seq) = (store::now_ms() + wait.as_millis() as u64, self.seq);
+            self.queue.blocking(move |s| s.reschedule(seq, &envelope, due)).await?;
+            // A worker may be asleep until a later item is due.
+            self.queue.ready.notify_one();
+            Ok(())
+        })
+    }
+
+    fn dead_letter(self: Box<Self>, letter: DeadLetter) -> BoxFuture<'static, Result<(), QueueError>> {
+        let seq = self.seq;
+        Box::pin(async move { self.queue.blocking(move |s| s.dead_letter(seq, &letter)).await })
     }
 }

@@ -1,7 +1,7 @@
 //! A queue owned by a separate `switchboard queue-worker` process: the
 //! gateway publishes over HTTP to its intake.
 
-use crate::{DeadLetter, EmbeddedQueue, Queue, QueueError};
+use crate::{DeadLetter, Queue, QueueError};
 use axum::{
     Json, Router,
     extract::State,
@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use openfaas::QueueRequest;
+use std::sync::Arc;
 
 pub struct RemoteQueue {
     url: String,
@@ -59,26 +60,33 @@ impl Queue for RemoteQueue {
     }
 }
 
+type Shared = Arc<dyn Queue>;
+
 /// The queue-worker's intake: `POST /queue` (a QueueRequest), `GET /dead-letters`, `GET /healthz`.
-pub fn intake_router(queue: EmbeddedQueue) -> Router {
-    async fn enqueue(State(q): State<EmbeddedQueue>, Json(req): Json<QueueRequest>) -> (StatusCode, String) {
+pub fn intake_router(queue: Shared) -> Router {
+    async fn enqueue(State(q): State<Shared>, Json(req): Json<QueueRequest>) -> (StatusCode, String) {
         match q.enqueue(req).await {
             Ok(()) => (StatusCode::ACCEPTED, String::new()),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
-    async fn dead(State(q): State<EmbeddedQueue>) -> Result<Json<Vec<DeadLetter>>, (StatusCode, String)> {
+    async fn dead(State(q): State<Shared>) -> Result<Json<Vec<DeadLetter>>, (StatusCode, String)> {
         q.dead_letters().await.map(Json).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     }
-    async fn health(State(q): State<EmbeddedQueue>) -> (StatusCode, String) {
+    Router::new()
+        .route("/queue", post(enqueue))
+        .route("/dead-letters", get(dead))
+        .with_state(queue.clone())
+        .merge(health_router(queue))
+}
+
+/// `GET /healthz`: 200 while the queue can take calls, else 503 saying why.
+pub fn health_router(queue: Shared) -> Router {
+    async fn health(State(q): State<Shared>) -> (StatusCode, String) {
         match q.health().await {
             Ok(()) => (StatusCode::OK, "OK".into()),
             Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e),
         }
     }
-    Router::new()
-        .route("/queue", post(enqueue))
-        .route("/dead-letters", get(dead))
-        .route("/healthz", get(health))
-        .with_state(queue)
+    Router::new().route("/healthz", get(health)).with_state(queue)
 }

@@ -41,7 +41,7 @@ pub struct Store {
 }
 
 /// An item taken from the queue; the worker must settle it.
-pub struct Lease {
+pub struct Leased {
     pub seq: u64,
     pub envelope: Envelope,
 }
@@ -156,7 +156,7 @@ impl Store {
     }
 
     /// Leases the earliest item due by `now`; otherwise returns when the next one is due.
-    pub fn lease_due(&self, now: u64) -> Result<Result<Lease, Option<u64>>, QueueError> {
+    pub fn lease_due(&self, now: u64) -> Result<Result<Leased, Option<u64>>, QueueError> {
         self.read(|db| {
             let tx = db.begin_write()?;
             let taken = {
@@ -166,7 +166,7 @@ impl Store {
                     Some(((due, seq), bytes)) if due <= now => {
                         pending.remove((due, seq))?;
                         tx.open_table(LEASED)?.insert(seq, bytes.as_slice())?;
-                        Ok(Lease { seq, envelope: serde_json::from_slice(&bytes)? })
+                        Ok(Leased { seq, envelope: serde_json::from_slice(&bytes)? })
                     }
                     Some(((due, _), _)) => Err(Some(due)),
                     None => Err(None),

@@ -2,8 +2,8 @@
 //! gateway with the original method, path, query, headers and body, retries
 //! by the function's retry policy, and reports the result to its callback.
 
-use crate::store::{Lease, now_ms};
-use crate::{DeadLetter, EmbeddedQueue, Envelope};
+use crate::store::now_ms;
+use crate::{Backlog, DeadLetter, Envelope, Taken};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request};
 use http_body_util::Full;
@@ -28,7 +28,7 @@ pub struct WorkerConfig {
 }
 
 pub struct Worker {
-    queue: EmbeddedQueue,
+    backlog: Arc<dyn Backlog>,
     config: WorkerConfig,
     client: Client<HttpConnector, Full<Bytes>>,
 }
@@ -50,15 +50,16 @@ pub struct Answer {
 }
 
 impl Worker {
-    pub fn new(queue: EmbeddedQueue, config: WorkerConfig) -> Self {
+    pub fn new(backlog: Arc<dyn Backlog>, config: WorkerConfig) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-        Self { queue, config, client }
+        Self { backlog, config, client }
     }
 
     /// Runs until `shutdown` resolves, then waits for invocations in flight.
-    /// Anything still leased when the process dies is redelivered on restart.
+    /// Anything taken but unsettled when the process dies is handed out
+    /// again by the backlog.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let worker = Arc::new(self);
         let slots = Arc::new(Semaphore::new(worker.config.max_inflight.max(1)));
@@ -69,24 +70,17 @@ impl Worker {
                 slot = slots.clone().acquire_owned() => slot.expect("semaphore is never closed"),
                 () = &mut shutdown => break,
             };
-            let taken = worker.queue.blocking(|s| s.lease_due(now_ms())).await;
+            let taken = tokio::select! {
+                taken = worker.backlog.take() => taken,
+                () = &mut shutdown => break,
+            };
             match taken {
-                Ok(Ok(lease)) => {
+                Ok(taken) => {
                     let w = worker.clone();
                     tokio::spawn(async move {
-                        w.deliver(lease).await;
+                        w.deliver(taken).await;
                         drop(slot);
                     });
-                }
-                Ok(Err(next_due)) => {
-                    drop(slot);
-                    let wait = next_due
-                        .map_or(Duration::from_secs(3600), |due| Duration::from_millis(due.saturating_sub(now_ms())));
-                    tokio::select! {
-                        () = worker.queue.ready.notified() => {}
-                        () = tokio::time::sleep(wait) => {}
-                        () = &mut shutdown => break,
-                    }
                 }
                 Err(e) => {
                     drop(slot);
@@ -100,8 +94,8 @@ impl Worker {
         tracing::info!("queue worker stopped");
     }
 
-    async fn deliver(&self, lease: Lease) {
-        let Lease { seq, mut envelope } = lease;
+    async fn deliver(&self, taken: Taken) {
+        let Taken { mut envelope, lease } = taken;
         let req = envelope.request.clone();
         let policy = self.config.retry.with_annotations(&req.annotations).unwrap_or_else(|e| {
             tracing::warn!(function = %req.function, error = %e, "ignoring the function's retry annotations");
@@ -111,6 +105,7 @@ impl Worker {
         let answer = match envelope.answer.clone() {
             Some(answer) => answer,
             None => {
+                tracing::debug!(function = %req.function, %call_id, attempt = envelope.attempts + 1, "invoking");
                 let mut answer = self.invoke(&req).await;
                 envelope.attempts += 1;
                 let n = envelope.attempts;
@@ -119,7 +114,7 @@ impl Worker {
                 if retryable && policy.has_attempts_after(n) {
                     let wait = policy.backoff(n, answer.retry_after);
                     tracing::info!(function = %req.function, %call_id, attempt = n, status = ?answer.status, error = %answer.error, ?wait, "retrying");
-                    return self.reschedule(seq, &envelope, wait).await;
+                    return settle(lease.retry(envelope, wait).await);
                 }
                 answer.dead |= retryable;
                 envelope.answer = Some(answer.clone());
@@ -134,47 +129,18 @@ impl Worker {
             if policy.has_attempts_after(n) {
                 let wait = policy.backoff(n, None);
                 tracing::info!(function = %req.function, %call_id, %url, attempt = n, error = %e, ?wait, "retrying the callback");
-                return self.reschedule(seq, &envelope, wait).await;
+                return settle(lease.retry(envelope, wait).await);
             }
             tracing::warn!(function = %req.function, %call_id, %url, attempts = n, error = %e, "callback never landed; dead-lettered");
             let error = format!("callback to {url} failed {n} times ({e}); the function answered {:?}", answer.status);
-            return self.dead_letter(seq, &envelope, answer.status, error).await;
+            return settle(lease.dead_letter(dead_letter(&envelope, answer.status, error)).await);
         }
         if answer.dead {
             tracing::warn!(function = %req.function, %call_id, attempts = envelope.attempts, status = ?answer.status, error = %answer.error, "retries exhausted; dead-lettered");
-            return self.dead_letter(seq, &envelope, answer.status, answer.error.clone()).await;
+            let letter = dead_letter(&envelope, answer.status, answer.error.clone());
+            return settle(lease.dead_letter(letter).await);
         }
-        self.settle(self.queue.blocking(move |s| s.complete(seq)).await);
-    }
-
-    async fn reschedule(&self, seq: u64, envelope: &Envelope, wait: Duration) {
-        let due = now_ms() + wait.as_millis() as u64;
-        let env = envelope.clone();
-        let rescheduled = self.queue.blocking(move |s| s.reschedule(seq, &env, due)).await;
-        // The run loop may be asleep until a later item is due.
-        self.queue.ready.notify_one();
-        self.settle(rescheduled);
-    }
-
-    async fn dead_letter(&self, seq: u64, envelope: &Envelope, last_status: Option<u16>, last_error: String) {
-        let req = &envelope.request;
-        let letter = DeadLetter {
-            call_id: req.call_id().unwrap_or_default().to_string(),
-            function: req.function.clone(),
-            attempts: envelope.attempts,
-            last_status,
-            last_error,
-            failed_at_ms: now_ms(),
-            request: req.clone(),
-        };
-        self.settle(self.queue.blocking(move |s| s.dead_letter(seq, &letter)).await);
-    }
-
-    fn settle(&self, result: Result<(), crate::QueueError>) {
-        if let Err(e) = result {
-            // The lease stays in the store and is redelivered on restart.
-            tracing::error!(error = %e, "cannot record the outcome of an invocation");
-        }
+        settle(lease.complete().await);
     }
 
     async fn invoke(&self, req: &QueueRequest) -> Answer {
@@ -299,6 +265,26 @@ impl Worker {
             Ok(Err(e)) => Err(format!("unreachable: {e}")),
             Err(_) => Err(format!("no answer within {:?}", self.config.invoke_timeout)),
         }
+    }
+}
+
+fn dead_letter(envelope: &Envelope, last_status: Option<u16>, last_error: String) -> DeadLetter {
+    let req = &envelope.request;
+    DeadLetter {
+        call_id: req.call_id().unwrap_or_default().to_string(),
+        function: req.function.clone(),
+        attempts: envelope.attempts,
+        last_status,
+        last_error,
+        failed_at_ms: now_ms(),
+        request: req.clone(),
+    }
+}
+
+fn settle(result: Result<(), crate::QueueError>) {
+    if let Err(e) = result {
+        // Unsettled, the request stays in the backlog, which hands it out again.
+        tracing::error!(error = %e, "cannot record the outcome of an invocation");
     }
 }
 
