@@ -134,6 +134,31 @@ async fn a_worker_killed_in_the_middle_of_a_call_loses_nothing() {
     assert!(duplicates >= 1, "the interrupted call had started, so it ran twice");
 }
 
+/// A worker stopped gracefully finishes its running calls and hands back
+/// the ones it held, which another worker runs at once rather than after
+/// the ack wait (a minute here).
+#[tokio::test]
+async fn a_stopped_worker_hands_back_the_calls_it_held() {
+    let records = tempdir();
+    let (_nats, url) = nats_server(records.path());
+    let stack = recorders(records.path(), &[("r", "1")]);
+    let cfg = config(&jetstream(&url, false, 1).replace("ack_wait: 3s", "ack_wait: 60s"));
+    let p = Platform::start(&cfg, &stack).await;
+    p.wait_ready(&["r"]).await;
+    let mut a = worker(&p).await;
+    let sent: Vec<String> = (0..4).map(|i| format!("job-{i}")).collect();
+    for body in &sent {
+        enqueue(&p.url, "r", body).await;
+    }
+    let started = eventually(Duration::from_secs(15), || async { !invoked(&a.output()).is_empty() }).await;
+    assert!(started, "worker a never took a call:\n{}", a.output());
+    let b = worker(&p).await;
+    a.stop();
+    let (lost, duplicates) = settled(records.path(), "r", &sent, Duration::from_secs(20)).await;
+    assert_eq!(lost, 0, "a held call waited for the ack wait:\n{}\n{}", a.output(), b.output());
+    assert_eq!(duplicates, 0, "a stopped worker's running call ran again");
+}
+
 #[tokio::test]
 async fn a_gateway_killed_right_after_its_202s_loses_nothing() {
     let records = tempdir();

@@ -310,11 +310,13 @@ struct Pulled<T = Held> {
     functions: Mutex<HashMap<String, Pulling<T>>>,
     /// A message was held: a take may find one.
     held: Notify,
+    /// The worker stopped taking: what is pulled from now on goes back.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl<T> Default for Pulled<T> {
     fn default() -> Self {
-        Self { functions: Mutex::default(), held: Notify::new() }
+        Self { functions: Mutex::default(), held: Notify::new(), stopped: Default::default() }
     }
 }
 
@@ -398,6 +400,20 @@ impl Backlog for JetStreamQueue {
             }
         })
     }
+
+    fn release(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(pulled) = self.0.pulled.get() else { return };
+            pulled.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+            let held: Vec<Held> = {
+                let mut functions = pulled.functions.lock().expect("pulled lock");
+                functions.values_mut().flat_map(|p| p.waiting.drain(..)).collect()
+            };
+            for Held { message, .. } in held {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+            }
+        })
+    }
 }
 
 /// Finds the functions' consumers and starts a puller for each.
@@ -469,7 +485,7 @@ async fn pull(
     room: Arc<Notify>,
 ) {
     let waiting = || pulled.functions.lock().expect("pulled lock").get(&name).map_or(0, |p| p.waiting.len());
-    loop {
+    while !pulled.stopped.load(std::sync::atomic::Ordering::Relaxed) {
         let free = queue.hold.saturating_sub(waiting());
         if free == 0 {
             room.notified().await;
@@ -491,6 +507,10 @@ async fn pull(
                     break;
                 }
             };
+            if pulled.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+                continue;
+            }
             let Some(envelope) = receive(&message).await else { continue };
             let alive = KeepAlive::start(message.clone(), queue.config.ack_wait);
             if let Some(p) = pulled.functions.lock().expect("pulled lock").get_mut(&name) {

@@ -84,6 +84,12 @@ pub trait Backlog: Send + Sync + 'static {
     /// Waits for the next request that is due. Cancel-safe: nothing is
     /// taken unless it is returned.
     fn take(&self) -> BoxFuture<'_, Result<Taken, QueueError>>;
+
+    /// The worker stops taking: hand back at once whatever is held for it
+    /// but not started, so another worker need not wait for it.
+    fn release(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// A request taken from a [`Backlog`], to be settled through its lease once.

@@ -89,6 +89,7 @@ impl Worker {
                 }
             }
         }
+        worker.backlog.release().await;
         let all = worker.config.max_inflight.max(1) as u32;
         let _ = tokio::time::timeout(worker.config.invoke_timeout, slots.acquire_many(all)).await;
         tracing::info!("queue worker stopped");
