@@ -211,13 +211,10 @@ pub fn static_function(watchdog: &str, annotations: &[(&str, String)]) -> String
     )
 }
 
-pub async fn function_chain(
-    switchboard: &str,
-    upstream: &str,
-    dir: &std::path::Path,
-    annotations: &[(&str, String)],
-) -> Result<Chain> {
-    let (up, wd, gw) = (free_port()?, free_port()?, free_port()?);
+/// A watchdog in http mode starting `upstream` as its function, as the
+/// process provider runs one; its URL.
+pub fn http_watchdog(switchboard: &str, upstream: &str) -> Result<(Proc, String)> {
+    let (up, wd) = (free_port()?, free_port()?);
     let watchdog = Proc::start(
         switchboard,
         &["watchdog"],
@@ -232,7 +229,17 @@ pub async fn function_chain(
             ("healthcheck_interval", "0s"),
         ],
     )?;
-    let watchdog_url = format!("http://127.0.0.1:{wd}");
+    Ok((watchdog, format!("http://127.0.0.1:{wd}")))
+}
+
+pub async fn function_chain(
+    switchboard: &str,
+    upstream: &str,
+    dir: &std::path::Path,
+    annotations: &[(&str, String)],
+) -> Result<Chain> {
+    let gw = free_port()?;
+    let (watchdog, watchdog_url) = http_watchdog(switchboard, upstream)?;
     let cfg = dir.join("gateway.yml");
     std::fs::write(
         &cfg,

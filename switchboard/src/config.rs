@@ -174,14 +174,68 @@ fn cron_store(config: &Config) -> Result<Option<connector_core::shared::Shared>>
     Ok(Some(connector_core::shared::Shared(store)))
 }
 
-/// Parses YAML so that an error names the full key path, e.g. `gateway.upstream_timeout`.
+/// Parses YAML so that an error names the full key path, e.g.
+/// `gateway.upstream_timeout`, after putting the environment into it.
 fn parse(text: &str) -> Result<Config> {
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    parse_with(text, &|k| std::env::var(k).ok())
+}
+
+fn parse_with(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+    let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)?;
+    interpolate(&mut value, env, "")?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
         // Some YAML errors name the key themselves.
         let (path, inner) = (e.path().to_string(), e.inner().to_string());
         if inner.starts_with(&path) { anyhow::anyhow!(inner) } else { anyhow::anyhow!("{path}: {inner}") }
     })
+}
+
+/// Replaces `${NAME}` in every string value with the environment variable
+/// NAME, so credentials can come from elsewhere than the file (a
+/// Kubernetes Secret's key, say); `$${` is a literal `${`. A variable that
+/// is not set is an error naming it and the key.
+fn interpolate(value: &mut serde_yaml_ng::Value, env: &dyn Fn(&str) -> Option<String>, path: &str) -> Result<()> {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::String(s) if s.contains("${") => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(at) = rest.find("${") {
+                if rest[..at].ends_with('$') {
+                    out.push_str(&rest[..at]);
+                    out.push('{');
+                    rest = &rest[at + 2..];
+                    continue;
+                }
+                out.push_str(&rest[..at]);
+                let Some(end) = rest[at..].find('}') else {
+                    bail!("{path}: {s:?} opens ${{ without closing it; write $${{ for a literal ${{")
+                };
+                let name = &rest[at + 2..at + end];
+                match env(name) {
+                    Some(v) => out.push_str(&v),
+                    None => bail!("{path}: ${{{name}}} is not set in the environment"),
+                }
+                rest = &rest[at + end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        Value::Mapping(map) => {
+            for (key, v) in map.iter_mut() {
+                let key = key.as_str().map_or_else(|| format!("{key:?}"), str::to_string);
+                let path = if path.is_empty() { key } else { format!("{path}.{key}") };
+                interpolate(v, env, &path)?;
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                interpolate(v, env, &format!("{path}[{i}]"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, InvalidSetting> {
@@ -208,6 +262,19 @@ pub fn check_stack(config: &Config) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_environment_fills_in_credentials() {
+        let env = |k: &str| (k == "PASSWORD").then(|| "s3cr#t: {x}".to_string());
+        let text = "hub:\n  gateway: http://u:${PASSWORD}@gw:8080\n  dead_letter_file: a$${b}\n";
+        let config = parse_with(text, &env).unwrap();
+        assert_eq!(config.hub.gateway, "http://u:s3cr#t: {x}@gw:8080", "the value is taken as it is, YAML or not");
+        assert_eq!(config.hub.dead_letter_file, std::path::PathBuf::from("a${b}"));
+        let err = parse_with("hub:\n  gateway: ${GATEWAY}\n", &env).unwrap_err().to_string();
+        assert!(err.contains("hub.gateway") && err.contains("${GATEWAY} is not set"), "{err}");
+        let err = parse_with("hub:\n  gateway: ${GATEWAY\n", &env).unwrap_err().to_string();
+        assert!(err.contains("hub.gateway") && err.contains("without closing"), "{err}");
+    }
     use super::*;
 
     /// The sample config documents the defaults: it may not say one thing

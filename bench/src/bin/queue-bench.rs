@@ -33,24 +33,10 @@ const NATS: &str = "nats://127.0.0.1:4222";
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let (up, wd) = (free_port()?, free_port()?);
-    let _watchdog = Proc::start(
-        &a.bin.switchboard,
-        &["watchdog"],
-        &[
-            ("fprocess", &a.bin.upstream),
-            ("mode", "http"),
-            ("upstream_url", &format!("http://127.0.0.1:{up}")),
-            ("PORT", &up.to_string()),
-            ("port", &wd.to_string()),
-            ("bind_address", "127.0.0.1"),
-            ("suppress_lock", "true"),
-            ("healthcheck_interval", "0s"),
-        ],
-    )?;
-    let dir = std::env::temp_dir().join(format!("switchboard-queue-bench-{wd}"));
+    let (_watchdog, watchdog) = bench::http_watchdog(&a.bin.switchboard, &a.bin.upstream)?;
+    let dir = std::env::temp_dir().join(format!("switchboard-queue-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let function = bench::static_function(&format!("http://127.0.0.1:{wd}"), &[("x", "y".into())]);
+    let function = bench::static_function(&watchdog, &[("x", "y".into())]);
     let js = async_nats::jetstream::new(
         async_nats::connect(NATS)
             .await
