@@ -191,9 +191,10 @@ fn parse_with(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config
 }
 
 /// Replaces `${NAME}` in every string value with the environment variable
-/// NAME, so credentials can come from elsewhere than the file (a
-/// Kubernetes Secret's key, say); `$${` is a literal `${`. A variable that
-/// is not set is an error naming it and the key.
+/// NAME, and `${file:PATH}` with the file's text (its final newline
+/// dropped), so credentials can live elsewhere than the config (a
+/// Kubernetes Secret, mounted or as variables); `$${` is a literal `${`.
+/// A variable not set, or a file not read, is an error naming the key.
 fn interpolate(value: &mut serde_yaml_ng::Value, env: &dyn Fn(&str) -> Option<String>, path: &str) -> Result<()> {
     use serde_yaml_ng::Value;
     match value {
@@ -212,9 +213,14 @@ fn interpolate(value: &mut serde_yaml_ng::Value, env: &dyn Fn(&str) -> Option<St
                     bail!("{path}: {s:?} opens ${{ without closing it; write $${{ for a literal ${{")
                 };
                 let name = &rest[at + 2..at + end];
-                match env(name) {
-                    Some(v) => out.push_str(&v),
-                    None => bail!("{path}: ${{{name}}} is not set in the environment"),
+                match (name.strip_prefix("file:"), env(name)) {
+                    (Some(file), _) => {
+                        let text = std::fs::read_to_string(file)
+                            .with_context(|| format!("{path}: ${{{name}}}: cannot read {file}"))?;
+                        out.push_str(text.trim_end_matches(['\n', '\r']));
+                    }
+                    (None, Some(v)) => out.push_str(&v),
+                    (None, None) => bail!("{path}: ${{{name}}} is not set in the environment"),
                 }
                 rest = &rest[at + end + 1..];
             }
@@ -270,6 +276,15 @@ mod tests {
         let config = parse_with(text, &env).unwrap();
         assert_eq!(config.hub.gateway, "http://u:s3cr#t: {x}@gw:8080", "the value is taken as it is, YAML or not");
         assert_eq!(config.hub.dead_letter_file, std::path::PathBuf::from("a${b}"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("password"), "from a file\n").unwrap();
+        let text = format!("hub:\n  gateway: \"${{file:{}/password}}\"\n", dir.path().display());
+        assert_eq!(parse_with(&text, &env).unwrap().hub.gateway, "from a file");
+        let err = parse_with("hub:\n  gateway: ${file:/nonexistent/pw}\n", &env).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("hub.gateway") && format!("{err:#}").contains("/nonexistent/pw"),
+            "{err:#}"
+        );
         let err = parse_with("hub:\n  gateway: ${GATEWAY}\n", &env).unwrap_err().to_string();
         assert!(err.contains("hub.gateway") && err.contains("${GATEWAY} is not set"), "{err}");
         let err = parse_with("hub:\n  gateway: ${GATEWAY\n", &env).unwrap_err().to_string();

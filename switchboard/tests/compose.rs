@@ -96,7 +96,11 @@ impl Deployment {
 
     fn logs(&self) -> String {
         let mut all = String::new();
-        for service in CONNECTORS.iter().map(|c| format!("connect-{c}")).chain(["gateway".into(), "thumbnail".into()]) {
+        for service in CONNECTORS.iter().map(|c| format!("connect-{c}")).chain([
+            "gateway".into(),
+            "queue-worker".into(),
+            "thumbnail".into(),
+        ]) {
             let out = Command::new("podman").args(["logs", "--tail", "30", &self.container(&service)]).output();
             let out = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr));
             all += &format!("--- {service}\n{}\n", out.unwrap_or_default());
@@ -183,6 +187,16 @@ async fn the_compose_deployment_delivers_from_every_source() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(d.received("events", "hello from cloudevents").await);
+
+    // An async call goes through JetStream to the queue-worker service.
+    let worker = eventually(Duration::from_secs(60), || async {
+        d.exec("queue-worker", &["curl", "-fsS", "http://127.0.0.1:8083/healthz"]).is_some()
+    });
+    assert!(worker.await, "the queue-worker never became healthy:\n{}", d.logs());
+    let r = call("POST", &format!("{}/async-function/inbox-events", d.gateway), &[], "hello through the queue").await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let queued = eventually(Duration::from_secs(30), || d.received("events", "hello through the queue"));
+    assert!(queued.await, "the queued call never ran:\n{}", d.logs());
     let ticked = eventually(Duration::from_secs(25), || async { !d.inbox("cron").await.is_empty() });
     assert!(ticked.await, "no cron tick reached inbox-cron:\n{}", d.logs());
     let tick = &d.inbox("cron").await[0];
