@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -118,14 +118,18 @@ async fn a_worker_killed_in_the_middle_of_a_call_loses_nothing() {
     let (mut a, b) = (worker(&p).await, worker(&p).await);
 
     let sent: Vec<String> = (0..6).map(|i| format!("job-{i}")).collect();
+    let mut ids = HashMap::new();
     for body in &sent {
-        enqueue(&p.url, "r", body).await;
+        ids.insert(enqueue(&p.url, "r", body).await, body.clone());
     }
     let started = eventually(Duration::from_secs(15), || async { !invoked(&a.output()).is_empty() }).await;
     assert!(started, "worker a never took a call:\n{}", a.output());
-    // Each call takes a second: a's call is running when it dies.
+    let interrupted = invoked(&a.output()).remove(0);
+    // Killed once the function has started a's call, which takes a second.
+    let body = &ids[&interrupted];
+    let running = eventually(Duration::from_secs(15), || async { bodies(records.path(), "r").contains(body) }).await;
+    assert!(running, "a's call never reached the function:\n{}", a.output());
     a.crash();
-    let interrupted = invoked(&a.output()).pop().expect("a invoked a call");
 
     let (lost, duplicates) = settled(records.path(), "r", &sent, Duration::from_secs(60)).await;
     assert_eq!(lost, 0, "{}", b.output());

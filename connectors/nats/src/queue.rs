@@ -454,7 +454,9 @@ async fn discover(queue: Arc<Inner>, context: jetstream::Context, pulled: Arc<Pu
                             pulled.functions.lock().expect("pulled lock").insert(name.clone(), pulling);
                             tokio::spawn(pull(queue.clone(), consumer, pulled.clone(), name, room));
                         }
-                        Ok(_) => {}
+                        Ok(_) => {
+                            known.insert(name);
+                        }
                         Err(e) => tracing::warn!(consumer = %name, error = %e, "cannot read a queue consumer"),
                     }
                 }
@@ -464,7 +466,10 @@ async fn discover(queue: Arc<Inner>, context: jetstream::Context, pulled: Arc<Pu
         let next = async {
             match &mut created {
                 Some(s) => {
-                    s.next().await;
+                    if s.next().await.is_none() {
+                        // Closed: the listing alone finds new consumers from now on.
+                        created = None;
+                    }
                 }
                 None => std::future::pending().await,
             }
