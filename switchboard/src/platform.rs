@@ -192,12 +192,12 @@ pub async fn up(args: PlatformArgs, with_hub: bool) -> Result<()> {
     let stop = CancellationToken::new();
 
     let (queue, backlog) = queue(&config)?;
-    let worker = backlog.map(|backlog| {
-        let worker = Worker::new(backlog, worker_config(&config, &url));
-        tokio::spawn(worker.run(stop.clone().cancelled_owned()))
-    });
     let provider = provider(&config).await?;
     let gateway = Arc::new(Gateway::new(config.gateway.clone(), provider, queue, credentials.clone()));
+    let worker = backlog.map(|backlog| {
+        let worker = Worker::new(backlog, worker_config(&config, &url), gateway.metrics.registry());
+        tokio::spawn(worker.run(stop.clone().cancelled_owned()))
+    });
 
     let token = stop.clone();
     let server = tokio::spawn(switchboard_gateway::serve(gateway.clone(), listener, token.cancelled_owned()));
@@ -355,7 +355,8 @@ fn print_banner(
 /// `switchboard queue-worker`: invokes queued calls through `gateway`. With
 /// the embedded queue it owns the durable store and takes requests from
 /// gateways on `queue.listen`; with JetStream it pulls from the stream, as
-/// many of it as wanted, and `queue.listen` serves only `/healthz`.
+/// many of it as wanted, and `queue.listen` serves `/healthz`. Both serve
+/// the worker's `/metrics` there.
 pub async fn queue_worker(config_path: Option<&Path>, listen: Option<SocketAddr>, gateway: &str) -> Result<()> {
     let mut config = Config::load(config_path)?;
     config.queue.url = None;
@@ -369,18 +370,20 @@ pub async fn queue_worker(config_path: Option<&Path>, listen: Option<SocketAddr>
         .await
         .with_context(|| format!("cannot listen on {listen} (queue.listen)"))?;
     let stop = CancellationToken::new();
-    let worker = Worker::new(backlog, worker_config(&config, gateway));
+    let registry = switchboard_queue::Registry::new();
+    let worker = Worker::new(backlog, worker_config(&config, gateway), &registry);
     let worker = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
     let routes = match config.queue.backend {
         QueueBackend::Embedded => switchboard_queue::intake_router(queue),
         QueueBackend::Jetstream => switchboard_queue::health_router(queue),
     };
+    let routes = routes.merge(switchboard_queue::metrics_router(registry));
     println!(
         "queue-worker listening on http://{} ({}), invoking through {gateway}",
         listener.local_addr()?,
         match config.queue.backend {
             QueueBackend::Embedded => format!("store {}", config.queue.path.display()),
-            QueueBackend::Jetstream => "JetStream; /healthz only".into(),
+            QueueBackend::Jetstream => "JetStream; /healthz and /metrics".into(),
         }
     );
     let intake = switchboard_http::Routes(routes);

@@ -90,6 +90,18 @@ async fn retries_until_success() {
     assert_eq!(got[0].body, "third time lucky");
     let dead = p.api("GET", "/system/async/dead-letters", "").await.json();
     assert_eq!(dead, serde_json::json!([]));
+    // The worker's own counts, among the gateway's metrics (the call is
+    // counted once settled, just after its callback).
+    let url = format!("{}/metrics", p.url);
+    for line in [
+        r#"switchboard_queue_calls_total{function_name="flaky.openfaas-fn",outcome="retried"} 2"#,
+        r#"switchboard_queue_calls_total{function_name="flaky.openfaas-fn",outcome="answered"} 1"#,
+        "switchboard_queue_in_flight 0",
+    ] {
+        let counted =
+            eventually(Duration::from_secs(5), || async { get(&url).await.text().lines().any(|l| l == line) }).await;
+        assert!(counted, "no {line} in\n{}", get(&url).await.text());
+    }
 }
 
 #[tokio::test]

@@ -35,6 +35,11 @@ fn recorders(dir: &Path, functions: &[(&str, &str)]) -> String {
 
 /// `switchboard queue-worker` on the platform's config, invoking through it.
 async fn worker(p: &Platform) -> Proc {
+    worker_at(p).await.0
+}
+
+/// [`worker`], and the address of its `/healthz` and `/metrics`.
+async fn worker_at(p: &Platform) -> (Proc, String) {
     let listen = format!("127.0.0.1:{}", free_port());
     let args = ["queue-worker", "--config", "switchboard.yml", "--listen", &listen, "--gateway", &p.url];
     let proc = Proc::spawn(&args, p.dir.path(), &[("RUST_LOG", "info,switchboard_queue=debug")]);
@@ -42,7 +47,7 @@ async fn worker(p: &Platform) -> Proc {
         eventually(Duration::from_secs(15), || async { get(&format!("http://{listen}/healthz")).await.status == 200 })
             .await;
     assert!(up, "queue-worker never became healthy:\n{}", proc.output());
-    proc
+    (proc, listen)
 }
 
 /// Queues `body` for `function` and returns its call id.
@@ -93,18 +98,28 @@ async fn two_workers_share_one_queue_and_run_each_call_once() {
     let stack = recorders(records.path(), &[("r", "0.2")]);
     let p = Platform::start(&config(&jetstream(&url, false, 2)), &stack).await;
     p.wait_ready(&["r"]).await;
-    let workers = [worker(&p).await, worker(&p).await];
+    let workers = [worker_at(&p).await, worker_at(&p).await];
 
     let sent: Vec<String> = (0..40).map(|i| format!("job-{i}")).collect();
     for body in &sent {
         enqueue(&p.url, "r", body).await;
     }
     let (lost, duplicates) = settled(records.path(), "r", &sent, Duration::from_secs(60)).await;
-    assert_eq!(lost, 0, "{}\n{}", workers[0].output(), workers[1].output());
+    assert_eq!(lost, 0, "{}\n{}", workers[0].0.output(), workers[1].0.output());
     assert_eq!(duplicates, 0, "no worker failed, yet a call ran twice");
-    let shares = workers.each_ref().map(|w| invoked(&w.output()).len());
+    let shares = workers.each_ref().map(|(w, _)| invoked(&w.output()).len());
     println!("each worker's share: {shares:?}");
     assert!(shares.iter().all(|n| *n >= 5), "one worker did (nearly) all the work: {shares:?}");
+    // Each worker counts what it ran on its /metrics (a call is recorded as
+    // it starts, and counted once it is settled).
+    for ((_, listen), share) in workers.iter().zip(shares) {
+        let url = format!("http://{listen}/metrics");
+        let line =
+            format!(r#"switchboard_queue_calls_total{{function_name="r.openfaas-fn",outcome="answered"}} {share}"#);
+        let counted =
+            eventually(Duration::from_secs(10), || async { get(&url).await.text().lines().any(|l| l == line) }).await;
+        assert!(counted, "no {line} in\n{}", get(&url).await.text());
+    }
     assert!(p.proc.output().contains("JetStream stream SWITCHBOARD_QUEUE"), "{}", p.proc.output());
 }
 

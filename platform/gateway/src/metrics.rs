@@ -67,6 +67,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Where other parts in the gateway's process (the queue's worker) register theirs.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Invocations of `function_name` (name.namespace) so far, all codes.
     pub fn invocation_count(&self, function_name: &str) -> u64 {
         self.registry

@@ -9,7 +9,9 @@ mod remote;
 mod store;
 pub mod worker;
 
-pub use remote::{RemoteQueue, health_router, intake_router};
+/// Where the worker registers its metrics (the gateway's, or a queue-worker's own).
+pub use prometheus::Registry;
+pub use remote::{RemoteQueue, health_router, intake_router, metrics_router};
 pub use store::{Store, now_ms};
 pub use worker::{Worker, WorkerConfig};
 

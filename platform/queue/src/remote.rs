@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use openfaas::QueueRequest;
+use prometheus::Encoder;
 use std::sync::Arc;
 
 pub struct RemoteQueue {
@@ -78,6 +79,17 @@ pub fn intake_router(queue: Shared) -> Router {
         .route("/dead-letters", get(dead))
         .with_state(queue.clone())
         .merge(health_router(queue))
+}
+
+/// `GET /metrics`: the worker's metrics, in Prometheus's text format.
+pub fn metrics_router(registry: prometheus::Registry) -> Router {
+    async fn metrics(State(registry): State<prometheus::Registry>) -> String {
+        let mut out = vec![];
+        let encoded = prometheus::TextEncoder::new().encode(&registry.gather(), &mut out);
+        encoded.expect("text encoding cannot fail");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+    Router::new().route("/metrics", get(metrics)).with_state(registry)
 }
 
 /// `GET /healthz`: 200 while the queue can take calls, else 503 saying why.

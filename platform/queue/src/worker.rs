@@ -9,6 +9,7 @@ use http::{HeaderName, HeaderValue, Request};
 use http_body_util::Full;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use openfaas::{QueueRequest, RetryPolicy, headers as h};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
@@ -31,6 +32,32 @@ pub struct Worker {
     backlog: Arc<dyn Backlog>,
     config: WorkerConfig,
     client: Client<HttpConnector, Full<Bytes>>,
+    metrics: Metrics,
+}
+
+/// What the worker did with each call, by function.
+struct Metrics {
+    calls: IntCounterVec,
+    in_flight: IntGauge,
+}
+
+impl Metrics {
+    fn new(registry: &Registry) -> Self {
+        let calls = IntCounterVec::new(
+            Opts::new(
+                "switchboard_queue_calls_total",
+                "Queued calls the worker ran, by what became of them: answered, retried, callback_retried, dead_lettered, unsettled",
+            ),
+            &["function_name", "outcome"],
+        )
+        .expect("valid metric");
+        let in_flight =
+            IntGauge::new("switchboard_queue_in_flight", "Queued calls the worker is running").expect("valid metric");
+        for m in [Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>, Box::new(in_flight.clone())] {
+            registry.register(m).expect("the queue's metrics are registered once");
+        }
+        Self { calls, in_flight }
+    }
 }
 
 /// What an invocation produced: the function's answer, or why there was none.
@@ -50,11 +77,12 @@ pub struct Answer {
 }
 
 impl Worker {
-    pub fn new(backlog: Arc<dyn Backlog>, config: WorkerConfig) -> Self {
+    /// A worker taking from `backlog`, its metrics in `registry`.
+    pub fn new(backlog: Arc<dyn Backlog>, config: WorkerConfig, registry: &Registry) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-        Self { backlog, config, client }
+        Self { backlog, config, client, metrics: Metrics::new(registry) }
     }
 
     /// Runs until `shutdown` resolves, then waits for invocations in flight.
@@ -78,7 +106,9 @@ impl Worker {
                 Ok(taken) => {
                     let w = worker.clone();
                     tokio::spawn(async move {
+                        w.metrics.in_flight.inc();
                         w.deliver(taken).await;
+                        w.metrics.in_flight.dec();
                         drop(slot);
                     });
                 }
@@ -115,7 +145,7 @@ impl Worker {
                 if retryable && policy.has_attempts_after(n) {
                     let wait = policy.backoff(n, answer.retry_after);
                     tracing::info!(function = %req.function, %call_id, attempt = n, status = ?answer.status, error = %answer.error, ?wait, "retrying");
-                    return settle(lease.retry(envelope, wait).await);
+                    return self.settle(&req.function, "retried", lease.retry(envelope, wait).await);
                 }
                 answer.dead |= retryable;
                 envelope.answer = Some(answer.clone());
@@ -130,18 +160,31 @@ impl Worker {
             if policy.has_attempts_after(n) {
                 let wait = policy.backoff(n, None);
                 tracing::info!(function = %req.function, %call_id, %url, attempt = n, error = %e, ?wait, "retrying the callback");
-                return settle(lease.retry(envelope, wait).await);
+                return self.settle(&req.function, "callback_retried", lease.retry(envelope, wait).await);
             }
             tracing::warn!(function = %req.function, %call_id, %url, attempts = n, error = %e, "callback never landed; dead-lettered");
             let error = format!("callback to {url} failed {n} times ({e}); the function answered {:?}", answer.status);
-            return settle(lease.dead_letter(dead_letter(&envelope, answer.status, error)).await);
+            let letter = dead_letter(&envelope, answer.status, error);
+            return self.settle(&req.function, "dead_lettered", lease.dead_letter(letter).await);
         }
         if answer.dead {
             tracing::warn!(function = %req.function, %call_id, attempts = envelope.attempts, status = ?answer.status, error = %answer.error, "retries exhausted; dead-lettered");
             let letter = dead_letter(&envelope, answer.status, answer.error.clone());
-            return settle(lease.dead_letter(letter).await);
+            return self.settle(&req.function, "dead_lettered", lease.dead_letter(letter).await);
         }
-        settle(lease.complete().await);
+        self.settle(&req.function, "answered", lease.complete().await);
+    }
+
+    fn settle(&self, function: &str, outcome: &str, result: Result<(), crate::QueueError>) {
+        let outcome = match result {
+            Ok(()) => outcome,
+            Err(e) => {
+                // Unsettled, the request stays in the backlog, which hands it out again.
+                tracing::error!(%function, error = %e, "cannot record the outcome of an invocation");
+                "unsettled"
+            }
+        };
+        self.metrics.calls.with_label_values(&[function, outcome]).inc();
     }
 
     async fn invoke(&self, req: &QueueRequest) -> Answer {
@@ -279,13 +322,6 @@ fn dead_letter(envelope: &Envelope, last_status: Option<u16>, last_error: String
         last_error,
         failed_at_ms: now_ms(),
         request: req.clone(),
-    }
-}
-
-fn settle(result: Result<(), crate::QueueError>) {
-    if let Err(e) = result {
-        // Unsettled, the request stays in the backlog, which hands it out again.
-        tracing::error!(error = %e, "cannot record the outcome of an invocation");
     }
 }
 
