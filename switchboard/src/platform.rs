@@ -192,6 +192,11 @@ pub async fn up(args: PlatformArgs, with_hub: bool) -> Result<()> {
     let stop = CancellationToken::new();
 
     let (queue, backlog) = queue(&config)?;
+    // The hub's listeners bind after the replicas start: none may take their ports.
+    let mut own = vec![config.hub.listen.port()];
+    #[cfg(feature = "cloudevents")]
+    own.push(config.cloudevents.listen.port());
+    switchboard_gateway::provider::reserve_ports(own);
     let provider = provider(&config).await?;
     let gateway = Arc::new(Gateway::new(config.gateway.clone(), provider, queue, credentials.clone()));
     let worker = backlog.map(|backlog| {

@@ -15,7 +15,7 @@ mod static_fns;
 
 pub use autoscale::{Kind, Load, Scaled};
 pub use container::Containers;
-pub use replicas::{ReplicaProvider, ReplicaSettings, Runtime};
+pub use replicas::{ReplicaProvider, ReplicaSettings, Runtime, reserve_ports};
 pub use sandbox::Sandbox;
 pub use static_fns::StaticProvider;
 

@@ -943,8 +943,25 @@ impl Function {
     }
 }
 
+/// Ports this process's own listeners are configured with (the hub's, the
+/// CloudEvents receiver's), which may not be bound yet when replicas start:
+/// a replica is never given one, or the two would fight over it.
+static RESERVED: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+
+/// Keeps `ports` from the replicas; set once, before any replica starts.
+pub fn reserve_ports(ports: Vec<u16>) {
+    let _ = RESERVED.set(ports);
+}
+
+/// A port nothing listens on now, and not a reserved one.
 pub(super) fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    let reserved = RESERVED.get().map_or(&[][..], Vec::as_slice);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if !reserved.contains(&port) {
+            return Ok(port);
+        }
+    }
 }
 
 /// One replica, as its runtime runs it.
