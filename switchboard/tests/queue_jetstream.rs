@@ -57,6 +57,15 @@ async fn enqueue(gateway: &str, function: &str, body: &str) -> String {
     r.header("x-call-id").expect("X-Call-Id")
 }
 
+/// Queues `n` calls to `function` with the bodies `PREFIX-0`, `PREFIX-1`, …, and returns the bodies.
+async fn enqueue_numbered(gateway: &str, function: &str, prefix: &str, n: usize) -> Vec<String> {
+    let bodies: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    for body in &bodies {
+        enqueue(gateway, function, body).await;
+    }
+    bodies
+}
+
 /// The bodies `function` recorded, one per call.
 fn bodies(dir: &Path, function: &str) -> Vec<String> {
     let log = std::fs::read_to_string(dir.join(format!("{function}.log"))).unwrap_or_default();
@@ -100,10 +109,7 @@ async fn two_workers_share_one_queue_and_run_each_call_once() {
     p.wait_ready(&["r"]).await;
     let workers = [worker_at(&p).await, worker_at(&p).await];
 
-    let sent: Vec<String> = (0..40).map(|i| format!("job-{i}")).collect();
-    for body in &sent {
-        enqueue(&p.url, "r", body).await;
-    }
+    let sent = enqueue_numbered(&p.url, "r", "job", 40).await;
     let (lost, duplicates) = settled(records.path(), "r", &sent, Duration::from_secs(60)).await;
     assert_eq!(lost, 0, "{}\n{}", workers[0].0.output(), workers[1].0.output());
     assert_eq!(duplicates, 0, "no worker failed, yet a call ran twice");
@@ -165,10 +171,7 @@ async fn a_stopped_worker_hands_back_the_calls_it_held() {
     let p = Platform::start(&cfg, &stack).await;
     p.wait_ready(&["r"]).await;
     let mut a = worker(&p).await;
-    let sent: Vec<String> = (0..4).map(|i| format!("job-{i}")).collect();
-    for body in &sent {
-        enqueue(&p.url, "r", body).await;
-    }
+    let sent = enqueue_numbered(&p.url, "r", "job", 4).await;
     let started = eventually(Duration::from_secs(15), || async { !invoked(&a.output()).is_empty() }).await;
     assert!(started, "worker a never took a call:\n{}", a.output());
     let b = worker(&p).await;
@@ -188,10 +191,7 @@ async fn a_gateway_killed_right_after_its_202s_loses_nothing() {
     let back = Platform::start(&config(&jetstream(&url, true, 4)), &stack).await;
     back.wait_ready(&["r"]).await;
 
-    let sent: Vec<String> = (0..50).map(|i| format!("job-{i}")).collect();
-    for body in &sent {
-        enqueue(&front.url, "r", body).await;
-    }
+    let sent = enqueue_numbered(&front.url, "r", "job", 50).await;
     front.proc.crash();
     let (lost, duplicates) = settled(records.path(), "r", &sent, Duration::from_secs(60)).await;
     assert_eq!(lost, 0, "an accepted call never ran:\n{}", back.proc.output());
@@ -206,10 +206,7 @@ async fn calls_queued_across_a_nats_restart_all_run() {
     let p = Platform::start(&config(&jetstream(&url, true, 1)), &stack).await;
     p.wait_ready(&["r"]).await;
 
-    let mut sent: Vec<String> = (0..10).map(|i| format!("before-{i}")).collect();
-    for body in &sent {
-        enqueue(&p.url, "r", body).await;
-    }
+    let mut sent = enqueue_numbered(&p.url, "r", "before", 10).await;
     let running = eventually(Duration::from_secs(15), || async { !bodies(records.path(), "r").is_empty() }).await;
     assert!(running, "no call ran:\n{}", p.proc.output());
     nats.kill();
@@ -239,14 +236,8 @@ async fn a_slow_function_does_not_starve_the_others() {
     let p = Platform::start(&config(&jetstream(&url, true, 2)), &stack).await;
     p.wait_ready(&["slow", "fast"]).await;
 
-    let slow: Vec<String> = (0..8).map(|i| format!("slow-{i}")).collect();
-    for body in &slow {
-        enqueue(&p.url, "slow", body).await;
-    }
-    let fast: Vec<String> = (0..4).map(|i| format!("fast-{i}")).collect();
-    for body in &fast {
-        enqueue(&p.url, "fast", body).await;
-    }
+    let slow = enqueue_numbered(&p.url, "slow", "slow", 8).await;
+    let fast = enqueue_numbered(&p.url, "fast", "fast", 4).await;
     let (lost, _) = settled(records.path(), "fast", &fast, Duration::from_secs(30)).await;
     assert_eq!(lost, 0, "{}", p.proc.output());
     // First come, first served would run all eight slow calls (4 s on two slots) first.
@@ -308,15 +299,9 @@ async fn retries_callbacks_and_dead_letters_work_as_on_the_embedded_queue() {
     let r = call("POST", &format!("{}/async-function/r", p.url), &[("X-Callback-Url", &late_url)], "once").await;
     assert_eq!(r.status, 202);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", late)).await.unwrap();
-    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
-        .await
-        .unwrap_or_else(|_| panic!("the callback was not retried:\n{}", p.proc.output()))
-        .unwrap();
-    let mut head = vec![0u8; 4096];
-    let n = tokio::io::AsyncReadExt::read(&mut stream, &mut head).await.unwrap();
-    assert!(String::from_utf8_lossy(&head[..n]).to_ascii_lowercase().contains("x-function-status: 200"));
-    tokio::io::AsyncWriteExt::write_all(&mut stream, b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+    let head =
+        late_callback(late).await.unwrap_or_else(|| panic!("the callback was not retried:\n{}", p.proc.output()));
+    assert!(head.contains("x-function-status: 200"), "{head}");
     assert_eq!(bodies(records.path(), "r"), ["once"], "the function ran once");
     let ids: HashSet<String> = p
         .api("GET", "/system/async/dead-letters", "")
@@ -328,4 +313,25 @@ async fn retries_callbacks_and_dead_letters_work_as_on_the_embedded_queue() {
         .map(|l| l["call_id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, HashSet::from([doomed]), "only the doomed call is dead");
+}
+
+/// A full stream refuses a new call with 503 and keeps the ones it holds,
+/// rather than dropping the oldest queued calls to make room.
+#[tokio::test]
+async fn a_full_stream_refuses_new_calls_and_keeps_the_queued_ones() {
+    let records = tempdir();
+    let (_nats, url) = nats_server(records.path());
+    let stack = recorders(records.path(), &[("r", "0")]);
+    let queue = jetstream(&url, false, 2).replace("ack_wait: 3s", "ack_wait: 3s\n    max_messages: 2");
+    let p = Platform::start(&config(&queue), &stack).await;
+    p.wait_ready(&["r"]).await;
+    let sent = enqueue_numbered(&p.url, "r", "job", 2).await;
+    let refused = call("POST", &format!("{}/async-function/r", p.url), &[], "one too many").await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.header("retry-after").as_deref(), Some("5"));
+    assert!(refused.text().contains("cannot queue"), "{}", refused.text());
+    let _worker = worker(&p).await;
+    let (lost, duplicates) = settled(records.path(), "r", &sent, Duration::from_secs(30)).await;
+    assert_eq!((lost, duplicates), (0, 0), "the queued calls were dropped for the refused one");
+    assert!(!bodies(records.path(), "r").contains(&"one too many".to_string()));
 }

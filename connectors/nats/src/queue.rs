@@ -490,6 +490,8 @@ async fn pull(
     room: Arc<Notify>,
 ) {
     let waiting = || pulled.functions.lock().expect("pulled lock").get(&name).map_or(0, |p| p.waiting.len());
+    // The consumer's own: the gateway that made it may have been configured otherwise.
+    let ack_wait = consumer.cached_info().config.ack_wait;
     while !pulled.stopped.load(std::sync::atomic::Ordering::Relaxed) {
         let free = queue.hold.saturating_sub(waiting());
         if free == 0 {
@@ -517,7 +519,7 @@ async fn pull(
                 continue;
             }
             let Some(envelope) = receive(&message).await else { continue };
-            let alive = KeepAlive::start(message.clone(), queue.config.ack_wait);
+            let alive = KeepAlive::start(message.clone(), ack_wait);
             if let Some(p) = pulled.functions.lock().expect("pulled lock").get_mut(&name) {
                 p.waiting.push_back(Held { message, envelope, alive });
             }

@@ -481,6 +481,18 @@ pub async fn recorder() -> (String, tokio::sync::mpsc::UnboundedReceiver<Receive
     (url, rx)
 }
 
+/// A callback receiver that comes up late: it listens on `port` only now,
+/// answers the first request (within 10 s) with 200 and returns its head,
+/// lower-cased; `None` when none came.
+pub async fn late_callback(port: u16) -> Option<String> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await.ok()?.ok()?;
+    let mut head = vec![0u8; 4096];
+    let n = tokio::io::AsyncReadExt::read(&mut stream, &mut head).await.ok()?;
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.ok()?;
+    Some(String::from_utf8_lossy(&head[..n]).to_ascii_lowercase())
+}
+
 /// Receives until `n` requests arrived or `limit` passed.
 pub async fn receive(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Received>,
