@@ -1,5 +1,8 @@
-"""The thumbnail function. Its input is an S3 event notification: from
-S3 → SQS → the hub, or from the upload function under `switchboard up`.
+"""The thumbnail function of the sample functions' container image. Its
+input is an S3 event notification: from S3 → SQS → the hub, or from the
+upload function. `switchboard up` runs the same function built into the
+binary (`switchboard sample thumbnail`, switchboard/src/thumbnail.rs),
+which needs no Pillow but keeps to folders; this one also speaks S3.
 For each object created it reads the image, shrinks it to fit a
 THUMBNAIL_SIZE box (aspect and format kept) and writes it under the same
 key in THUMBNAIL_BUCKET. Objects are in S3 with STORE=s3 (boto3,
@@ -21,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 SIZE = int(os.environ.get("THUMBNAIL_SIZE", "128"))
 THUMBNAILS = os.environ.get("THUMBNAIL_BUCKET", "thumbnails")
-STORE_DIR = os.environ.get("STORE_DIR", "data/objects")
+STORE_DIR = os.environ.get("STORE_DIR", "objects")
 # A small file can claim billions of pixels; decoding it would take the
 # memory of the machine. Past this, the object is refused.
 Image.MAX_IMAGE_PIXELS = int(os.environ.get("MAX_PIXELS", "40000000"))

@@ -14,7 +14,7 @@ import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-STORE_DIR = os.environ.get("STORE_DIR", "data/objects")
+STORE_DIR = os.environ.get("STORE_DIR", "objects")
 BUCKET = os.environ.get("UPLOAD_BUCKET", "uploads")
 EVENTS_URL = os.environ.get("EVENTS_URL", "http://127.0.0.1:8082/")
 EVENT_TYPE = os.environ.get("EVENT_TYPE", "com.switchboard.object.created")

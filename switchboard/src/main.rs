@@ -3,6 +3,8 @@
 mod config;
 mod hub;
 mod platform;
+#[cfg(feature = "samples")]
+mod thumbnail;
 
 use anyhow::Result;
 
@@ -38,7 +40,26 @@ enum Command {
     QueueWorker(QueueWorkerArgs),
     /// Run one event source beside any OpenFaaS-compatible gateway (a sidecar)
     Connect(ConnectArgs),
+    /// Run one of the sample functions this build carries, as config/stack.yml does
+    #[cfg(feature = "samples")]
+    Sample {
+        #[command(subcommand)]
+        function: Sample,
+    },
 }
+
+#[cfg(feature = "samples")]
+#[derive(Subcommand)]
+enum Sample {
+    /// Thumbnails the images that S3 event notifications name (an HTTP function on $PORT)
+    #[command(long_about = THUMBNAIL_HELP)]
+    Thumbnail,
+}
+
+#[cfg(feature = "samples")]
+const THUMBNAIL_HELP: &str = "Thumbnails the images that S3 event notifications name: an HTTP function on 127.0.0.1:$PORT, \
+    run behind a watchdog in http mode. Environment: STORE_DIR (objects: a folder per bucket), THUMBNAIL_BUCKET \
+    (thumbnails), THUMBNAIL_SIZE (128: the box a thumbnail fits), MAX_PIXELS (40000000: larger images are refused).";
 
 #[derive(clap::Args)]
 struct ConnectArgs {
@@ -108,6 +129,8 @@ fn main() -> Result<()> {
             Command::Connect(args) => {
                 hub::connect(config::Config::load(args.config.as_deref())?, args.source, args.gateway).await
             }
+            #[cfg(feature = "samples")]
+            Command::Sample { function: Sample::Thumbnail } => thumbnail::run().await,
         }
     })
 }

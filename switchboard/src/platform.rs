@@ -80,11 +80,12 @@ async fn provider(config: &Config) -> Result<Provider> {
         // With room for the fields the gateway adds as it forwards a request
         // (X-Call-Id, X-Start-Time, X-Forwarded-For…).
         watchdog_env: [
-            ("max_header_size", config.gateway.max_header_size + 4096),
-            ("max_headers", config.gateway.max_headers + 16),
+            ("max_header_size", (config.gateway.max_header_size + 4096).to_string()),
+            ("max_headers", (config.gateway.max_headers + 16).to_string()),
+            ("PATH", replica_path()?),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v)| (k.to_string(), v))
         .collect(),
     });
     if let Some(stack) = stack {
@@ -122,6 +123,18 @@ fn state_paths(config: &Config, state: Option<&Path>, secrets: &Path) -> Vec<Pat
     // A hidden folder hides what is in it.
     let nested = |p: &PathBuf| paths.iter().any(|other| other != p && p.starts_with(other));
     paths.iter().filter(|p| !nested(p)).cloned().collect()
+}
+
+/// The replicas' PATH: this executable's folder first, so that a stack's
+/// `switchboard sample …` runs this very build (a `cargo run` installs
+/// nothing), then the gateway's own PATH.
+fn replica_path() -> Result<String> {
+    let exe = std::env::current_exe().context("cannot find the switchboard executable")?;
+    let folders = exe.parent().map(Path::to_path_buf).into_iter();
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(folders.chain(std::env::split_paths(&inherited)))
+        .context("the switchboard executable's folder cannot be put on PATH (it holds a ':')")?;
+    Ok(path.to_string_lossy().into_owned())
 }
 
 /// The small `switchboard-watchdog` beside this executable when it runs

@@ -2,9 +2,11 @@
 //! (PNG and JPEG, several sizes) and checked with an image library of our
 //! own, not the function's:
 //! - on one machine: the sample `upload` function stores a file and sends
-//!   the hub an S3-style notification; `thumbnail` subscribes to it;
+//!   the hub an S3-style notification; `thumbnail`, the one built into the
+//!   binary (`switchboard sample thumbnail`), subscribes to it;
 //! - on AWS's pattern: an upload to an S3 bucket (moto) notifies an SQS
-//!   queue, the SQS source delivers it, `thumbnail` reads and writes S3.
+//!   queue, the SQS source delivers it, `thumbnail.py` (the container
+//!   images' function) reads and writes S3.
 
 mod common;
 
@@ -34,12 +36,11 @@ async fn uploads_are_thumbnailed_on_one_machine() {
     fprocess: python3 {upload}
     environment: {{mode: http, STORE_DIR: {store}, EVENTS_URL: 'http://127.0.0.1:CE_PORT/'}}
   thumbnail:
-    fprocess: python3 {thumbnail}
+    fprocess: switchboard sample thumbnail
     environment: {{mode: http, STORE_DIR: {store}, MAX_PIXELS: '1000000'}}
     annotations: {{topic: com.switchboard.object.created}}
 ",
         upload = function("upload.py"),
-        thumbnail = function("thumbnail.py"),
     );
     let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
     p.wait_ready(&["upload", "thumbnail"]).await;
@@ -61,6 +62,12 @@ async fn uploads_are_thumbnailed_on_one_machine() {
         assert_eq!(t.status, 200, "{key}: {}", t.text());
         assert_eq!(measure(&t.body), (format, tw, th), "{key}");
     }
+
+    // A camera's portrait: stored 300×100 on its side, EXIF orientation 6
+    // (turn 90° clockwise to show it). The thumbnail stands upright.
+    let r = upload("photos/portrait.jpg", sideways_jpeg(300, 100)).await;
+    assert_eq!(r.json()["event"]["delivered"], 1, "{}", r.text());
+    assert_eq!(measure(&thumbnail("photos/portrait.jpg").await.body), (ImageFormat::Jpeg, 43, 128));
 
     // Fifty at once, all thumbnailed.
     let uploads = (0..50).map(|i| {
@@ -99,6 +106,21 @@ async fn uploads_are_thumbnailed_on_one_machine() {
     // A key that would leave its bucket is refused before anything is stored.
     let r = upload("..%2Fescape.png", picture(10, 10, ImageFormat::Png)).await;
     assert_eq!(r.status, 400, "{}", r.text());
+}
+
+/// A JPEG of `width`×`height` whose EXIF says to show it turned 90°
+/// clockwise (orientation 6), as a phone held upright writes it.
+fn sideways_jpeg(width: u32, height: u32) -> Vec<u8> {
+    use image::ImageEncoder;
+    // A little-endian TIFF header and one IFD entry: Orientation (0x0112), SHORT, 1, 6.
+    let exif =
+        [b"II*\0".as_slice(), &[8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0]].concat();
+    let img = image::RgbImage::from_fn(width, height, |x, _| image::Rgb([(x % 256) as u8, 64, 128]));
+    let mut out = vec![];
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new(&mut out);
+    encoder.set_exif_metadata(exif).unwrap();
+    encoder.write_image(&img, width, height, image::ExtendedColorType::Rgb8).unwrap();
+    out
 }
 
 #[tokio::test]
