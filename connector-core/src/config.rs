@@ -50,14 +50,24 @@ pub struct HubConfig {
     pub retry: RetryPolicy,
     /// Defaults; `com.switchboard.{rate_limit,burst,max_inflight}` annotations override them.
     pub limits: LimitSettings,
-    /// JSON-lines file of events that could not be delivered.
-    pub dead_letter_file: PathBuf,
-    /// The most bytes `dead_letter_file` may hold; past it letters are
-    /// refused and their events left with their sources.
+    /// The durable store of events that could not be delivered, browsed,
+    /// replayed and purged through `/dead-letters`; by default
+    /// `data/dead-letters.redb`, and `data/dead-letters-SOURCE.redb` for a
+    /// `connect SOURCE` (one process holds a store at a time).
+    pub dead_letter_store: Option<PathBuf>,
+    /// A JSON-lines copy of each letter stored (none by default).
+    pub dead_letter_file: Option<PathBuf>,
+    /// The most bytes of letters the store (and the copy) may hold; past
+    /// it letters are refused and their events left with their sources.
     pub dead_letter_max_size: u64,
 }
 
 impl HubConfig {
+    /// Where the dead letters are kept: `hub.dead_letter_store`, or the default.
+    pub fn dead_letter_store(&self) -> PathBuf {
+        self.dead_letter_store.clone().unwrap_or_else(|| PathBuf::from("data/dead-letters.redb"))
+    }
+
     /// Checks what serde cannot; errors name the key (`hub.retry.max_wait`).
     pub fn validate(&self) -> Result<(), openfaas::InvalidSetting> {
         self.retry.validate().map_err(|e| openfaas::InvalidSetting { key: format!("hub.{}", e.key), ..e })?;
@@ -105,7 +115,8 @@ impl Default for HubConfig {
                 max_wait: Duration::from_secs(10),
             },
             limits: LimitSettings { rate_limit: 0.0, burst: 0, max_inflight: 256 },
-            dead_letter_file: PathBuf::from("data/dead-letters.jsonl"),
+            dead_letter_store: None,
+            dead_letter_file: None,
             dead_letter_max_size: 1 << 30,
         }
     }

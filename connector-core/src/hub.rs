@@ -6,7 +6,9 @@ use crate::deadletter::{DeadLetterSink, FileSink};
 use crate::discovery::Discovery;
 use crate::dispatcher::Dispatcher;
 use crate::gateway::{Gateway, InProcess};
+use crate::letters::LetterStore;
 use crate::metrics::Metrics;
+use crate::replay::Replayer;
 use crate::source::{BrokerState, Source, SourceContext, SourceError};
 use axum::Router;
 use axum::extract::State;
@@ -19,11 +21,15 @@ use tokio_util::sync::CancellationToken;
 pub struct Hub {
     pub config: HubConfig,
     pub access: Arc<Access>,
+    /// Who may read, replay and purge dead letters: as `access`, but with
+    /// `hub.auth: off` the gateway's credentials when the hub has them, for
+    /// letters carry payloads and headers (an admin's API, as /system/* is).
+    admin: Arc<Access>,
     pub discovery: Arc<Discovery>,
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
-    dead_letters: Arc<dyn DeadLetterSink>,
+    letters: LetterStore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +46,8 @@ pub enum HubError {
     Listen(std::net::SocketAddr, std::io::Error),
     #[error("source {0}: {1}")]
     Source(&'static str, SourceError),
+    #[error("{0} (hub.dead_letter_store)")]
+    DeadLetters(String),
 }
 
 impl Hub {
@@ -52,24 +60,29 @@ impl Hub {
         } else {
             None
         };
+        let access = Arc::new(Access::new(&config.auth, &config.secret_mount_path, config.token_file.as_ref())?);
+        let admin = match (&*access, &credentials) {
+            (Access::Open, Some(credentials)) => Arc::new(Access::Basic(credentials.clone())),
+            _ => access.clone(),
+        };
         let gateway = match gateway {
             Some(call) => Gateway::in_process(&config.gateway, call, credentials, config.upstream_timeout),
             None => Gateway::new(&config.gateway, config.tls.as_ref(), credentials, config.upstream_timeout)?,
         };
-        let access = Arc::new(Access::new(&config.auth, &config.secret_mount_path, config.token_file.as_ref())?);
         let metrics = Arc::new(Metrics::default());
         let discovery = Arc::new(Discovery::new(&config, gateway.clone(), metrics.clone()));
-        let dead_letters: Arc<dyn DeadLetterSink> =
-            Arc::new(FileSink::new(&config.dead_letter_file, config.dead_letter_max_size));
+        let export = config.dead_letter_file.as_ref().map(|file| FileSink::new(file, config.dead_letter_max_size));
+        let letters = LetterStore::open(&config.dead_letter_store(), config.dead_letter_max_size, export)
+            .map_err(HubError::DeadLetters)?;
         let dispatcher = Dispatcher::new(
             &config,
             gateway,
             discovery.subscribe(),
-            dead_letters.clone(),
+            Arc::new(letters.clone()),
             metrics.clone(),
             shutdown.clone(),
         );
-        Ok(Self { config, access, discovery, dispatcher, metrics, shutdown, dead_letters })
+        Ok(Self { config, access, admin, discovery, dispatcher, metrics, shutdown, letters })
     }
 
     /// Runs until shutdown, or until a source fails for good.
@@ -80,18 +93,27 @@ impl Hub {
         tokio::spawn(self.discovery.clone().run(self.shutdown.clone()));
         let brokers: Vec<BrokerState> =
             sources.iter().map(|s| BrokerState::new(s.name(), self.metrics.source_connected.clone())).collect();
+        let replayer = Replayer::new(
+            self.letters.clone(),
+            self.dispatcher.clone(),
+            self.metrics.clone(),
+            sources.iter().map(|s| s.name()).collect(),
+        );
         let state = Ops {
             discovery: self.discovery.clone(),
             metrics: self.metrics.clone(),
             brokers: brokers.clone(),
-            access: self.access.clone(),
-            dead_letters: self.dead_letters.clone(),
+            letters: self.letters.clone(),
         };
         let guarded = Router::new()
             .route(
                 "/metrics",
                 get(|State(h): State<Ops>| async move {
                     h.dead_letters_refused();
+                    let letters = h.letters.clone();
+                    if let Ok(Ok((count, _))) = tokio::task::spawn_blocking(move || letters.size()).await {
+                        h.metrics.dead_letters_stored.set(count as i64);
+                    }
                     h.metrics.render()
                 }),
             )
@@ -102,12 +124,15 @@ impl Hub {
                     StatusCode::ACCEPTED
                 }),
             )
-            .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_access));
+            .route_layer(axum::middleware::from_fn_with_state(self.access.clone(), require));
+        let letters = crate::replay::routes(replayer)
+            .route_layer(axum::middleware::from_fn_with_state(self.admin.clone(), require));
         let ops = Router::new()
             .route("/healthz", get(|| async { "OK" }))
             .route("/readyz", get(ready))
             .merge(guarded)
-            .with_state(state);
+            .with_state(state)
+            .merge(letters);
         let limits = switchboard_http::Limits {
             hosts: switchboard_http::Hosts::Loopback(Arc::new([])),
             drain: std::time::Duration::from_secs(1),
@@ -161,25 +186,28 @@ struct Ops {
     discovery: Arc<Discovery>,
     metrics: Arc<Metrics>,
     brokers: Vec<BrokerState>,
-    access: Arc<Access>,
-    dead_letters: Arc<dyn DeadLetterSink>,
+    letters: LetterStore,
 }
 
 impl Ops {
     /// Why the dead-letter store refuses letters, if it does, kept in its metric.
     fn dead_letters_refused(&self) -> Option<String> {
-        let refusing = self.dead_letters.refusing();
+        let refusing = self.letters.refusing();
         self.metrics.dead_letters_refused.set(refusing.is_some() as i64);
         refusing
     }
 }
 
-async fn require_access(State(h): State<Ops>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if h.access.allows(req.headers()) {
+async fn require(
+    State(access): State<Arc<Access>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if access.allows(req.headers()) {
         return next.run(req).await;
     }
     let mut res = (StatusCode::UNAUTHORIZED, "credentials required (hub.auth)\n").into_response();
-    res.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static(h.access.challenge()));
+    res.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static(access.challenge()));
     res
 }
 

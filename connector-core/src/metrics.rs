@@ -19,6 +19,9 @@ pub struct Metrics {
     pub discovery_errors: IntCounter,
     pub source_connected: GaugeVec,
     pub dead_letters_refused: IntGauge,
+    pub dead_letters_stored: IntGauge,
+    pub letters_replayed: CounterVec,
+    pub replay_failures: CounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
@@ -61,7 +64,23 @@ impl Default for Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(dead_letters_refused.clone())).expect("registered once");
+        let dead_letters_stored =
+            IntGauge::new("switchboard_dead_letters_stored", "Dead letters in the hub's store").expect("valid metric");
+        r.register(Box::new(dead_letters_stored.clone())).expect("registered once");
         Self {
+            letters_replayed: counter(
+                &r,
+                "switchboard_dead_letters_replayed_total",
+                "Dead letters replayed and delivered (then removed from the store)",
+                &["function"],
+            ),
+            replay_failures: counter(
+                &r,
+                "switchboard_dead_letter_replay_failures_total",
+                "Dead letters replayed that failed again (kept in the store with the new failure)",
+                &["function"],
+            ),
+            dead_letters_stored,
             received: counter(&r, "switchboard_events_received_total", "Events received", &["source", "topic"]),
             delivered: counter(&r, "switchboard_events_delivered_total", "Events delivered", by_fn),
             retried: counter(&r, "switchboard_events_retried_total", "Delivery attempts retried", by_fn),

@@ -275,7 +275,7 @@ mod tests {
         let text = "hub:\n  gateway: http://u:${PASSWORD}@gw:8080\n  dead_letter_file: a$${b}\n";
         let config = parse_with(text, &env).unwrap();
         assert_eq!(config.hub.gateway, "http://u:s3cr#t: {x}@gw:8080", "the value is taken as it is, YAML or not");
-        assert_eq!(config.hub.dead_letter_file, std::path::PathBuf::from("a${b}"));
+        assert_eq!(config.hub.dead_letter_file, Some(std::path::PathBuf::from("a${b}")));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("password"), "from a file\n").unwrap();
         let text = format!("hub:\n  gateway: \"${{file:{}/password}}\"\n", dir.path().display());

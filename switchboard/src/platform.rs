@@ -111,7 +111,9 @@ async fn provider(config: &Config) -> Result<Provider> {
 fn state_paths(config: &Config, state: Option<&Path>, secrets: &Path) -> Vec<PathBuf> {
     let cwd = std::env::current_dir().unwrap_or_default();
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let files = [state, Some(config.queue.path.as_path()), Some(config.hub.dead_letter_file.as_path())];
+    let store = config.hub.dead_letter_store();
+    let files =
+        [state, Some(config.queue.path.as_path()), Some(store.as_path()), config.hub.dead_letter_file.as_deref()];
     let folders = [config.gateway.secret_mount_path.as_path(), secrets].into_iter().map(absolute);
     let files = files.into_iter().flatten().map(absolute).map(|f| match f.parent() {
         Some(folder) if !cwd.starts_with(folder) => folder.to_path_buf(),

@@ -274,8 +274,7 @@ async fn a_call_to_a_deleted_function_is_dead_lettered() {
 async fn an_unwritable_dead_letter_is_not_acknowledged() {
     let dir = tempdir();
     let disk = SmallDisk::mount(&dir.path().join("disk"), "1m");
-    let config =
-        config_with("", "").replace("dead_letter_file: data/dead-letters.jsonl", "dead_letter_file: disk/dead.jsonl");
+    let config = config_with("  dead_letter_store: disk/dead.redb\n", "");
     let p = Platform::start_in(dir, &config, &failing_function("broken", "fail"), &[]).await;
     p.wait_ready(&["broken"]).await;
     p.receiving().await;
@@ -287,8 +286,10 @@ async fn an_unwritable_dead_letter_is_not_acknowledged() {
     std::fs::remove_file(filler).unwrap();
     let r = call("POST", &p.ce_url, &headers, "x").await;
     assert_eq!((r.status, r.json()["dead_lettered"].as_u64()), (200, Some(1)), "{}", r.text());
-    let letters = std::fs::read_to_string(p.dir.path().join("disk/dead.jsonl")).unwrap();
-    assert_eq!(letters.lines().count(), 1, "{letters}");
+    assert_eq!(p.dead_letters().len(), 1, "the store's copy");
+    let auth = p.auth.clone().unwrap();
+    let listed = call("GET", &format!("{}/dead-letters", p.hub_url), &[("Authorization", &auth)], "").await;
+    assert_eq!(listed.json()["letters"].as_array().map(Vec::len), Some(1), "{}", listed.text());
 }
 
 /// A small filesystem of the test's own (tmpfs, needs root as CI has),

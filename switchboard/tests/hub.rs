@@ -375,10 +375,9 @@ async fn cloudevents_answer_429_when_the_hub_is_full() {
 
 #[tokio::test]
 async fn cloudevents_answer_503_when_an_event_is_neither_delivered_nor_dead_lettered() {
-    let dir = tempdir();
-    // The dead-letter file cannot be written: its path is a directory.
-    std::fs::create_dir_all(dir.path().join("data/dead-letters.jsonl")).unwrap();
-    let p = Platform::start_in(dir, &config(""), &failing_function("broken", "order.failed"), &[]).await;
+    // The dead-letter store refuses the letter: it would not fit.
+    let cfg = config_with("  dead_letter_max_size: 10\n", "");
+    let p = Platform::start(&cfg, &failing_function("broken", "order.failed")).await;
     hub_ready(&p).await;
     let r = ce(&p, "order.failed", "f-1", "x").await;
     assert_eq!(r.status, 503, "{}", r.text());
@@ -637,12 +636,12 @@ async fn an_answer_too_large_to_read_is_dead_lettered_at_once() {
     assert_eq!(calls, 1, "the function ran again");
 }
 
-/// The dead-letter file has a size bound: past it, letters are refused and
-/// their events left with their sender (503 here, redelivery for a broker),
-/// the hub is unready and says why, and a metric shows it; room made by
-/// hand ends it.
+/// The dead-letter store has a size bound: past it, letters are refused
+/// and their events left with their sender (503 here, redelivery for a
+/// broker), the hub is unready and says why, and a metric shows it; a
+/// purge ends it.
 #[tokio::test]
-async fn a_full_dead_letter_file_refuses_letters_and_says_so() {
+async fn a_full_dead_letter_store_refuses_letters_and_says_so() {
     let stack = failing_function("broken", "fail");
     let p = Platform::start(&config_with("  dead_letter_max_size: 2000\n", ""), &stack).await;
     p.wait_ready(&["broken"]).await;
@@ -663,8 +662,11 @@ async fn a_full_dead_letter_file_refuses_letters_and_says_so() {
     let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
     assert!(metrics.contains("switchboard_dead_letters_refused 1"), "{metrics}");
 
-    // The operator moves the letters away: the hub takes letters again.
-    std::fs::rename(p.dir.path().join("data/dead-letters.jsonl"), p.dir.path().join("kept.jsonl")).unwrap();
+    // The operator purges the letters: the hub takes letters again.
+    let auth = p.auth.clone().unwrap();
+    let purge = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let r = call("POST", &format!("{}/dead-letters/purge", p.hub_url), &purge, r#"{"all":true}"#).await;
+    assert_eq!(r.json()["purged"].as_u64(), Some(2), "{}", r.text());
     hub_ready(&p).await;
     let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
     assert!(metrics.contains("switchboard_dead_letters_refused 0"), "{metrics}");

@@ -512,18 +512,17 @@ async fn large_messages_flow_and_one_over_the_bound_is_dead_lettered() {
 /// A stall is never silent: messages held unacked with none settling make
 /// `/readyz` fail and say why. Here every message can be neither delivered
 /// (the function fails, one attempt) nor dead-lettered (the dead-letter
-/// file cannot be written), so each waits unacked for a reconnect.
+/// store is too small for any letter), so each waits unacked for a reconnect.
 #[tokio::test]
 async fn messages_held_and_not_moving_make_the_hub_unready() {
     let topic = unique("sbtest/stall/");
     let cfg = config_with(
-        "  upstream_timeout: 1s\n",
+        "  upstream_timeout: 1s\n  dead_letter_max_size: 10\n",
         &format!(
             "mqtt:\n  enabled: true\n  url: mqtt://127.0.0.1:1883\n  qos: 1\n  client_id: {}\n",
             unique("sbtest-hub-")
         ),
-    )
-    .replace("data/dead-letters.jsonl", "/proc/no-such-dir/dead-letters.jsonl");
+    );
     let stack = failing_function("failing", &topic);
     let p = Platform::start_in(tempdir(), &cfg, &stack, &[]).await;
     p.wait_ready(&["failing"]).await;

@@ -110,6 +110,10 @@ async fn the_readme_quick_start_works_on_a_first_run() {
     assert!(output_of("/system/functions").contains(r#""name":"echo""#), "{out}");
     assert!(output_of("scale-function/shout").is_empty(), "{out}");
     assert!(output_of("127.0.0.1:8081/metrics").contains("switchboard_events_received_total"), "{out}");
+    let letters: serde_json::Value = serde_json::from_str(&output_of("/dead-letters?function=order-created")).unwrap();
+    assert_eq!(letters["letters"], serde_json::json!([]), "{out}");
+    let replayed: serde_json::Value = serde_json::from_str(&output_of("/dead-letters/replay")).unwrap();
+    assert_eq!(replayed["letters"], 0, "{out}");
     let sent = output_of("127.0.0.1:8082/");
     assert!(sent.starts_with("HTTP/1.1 200") && sent.contains(r#""delivered":1"#), "{sent}");
     let uploaded: serde_json::Value = serde_json::from_str(&output_of("--data-binary @photo.jpg")).unwrap();

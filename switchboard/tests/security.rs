@@ -295,6 +295,7 @@ async fn the_queue_and_the_dead_letters_are_private_files() {
     assert_eq!(p.dead_letters().len(), 1);
     let mode = |f: &str| std::fs::metadata(p.dir.path().join(f)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode("data/queue.redb"), 0o600);
+    assert_eq!(mode("data/dead-letters.redb"), 0o600);
     assert_eq!(mode("data/dead-letters.jsonl"), 0o600);
     assert_eq!(mode("data"), 0o700);
 }

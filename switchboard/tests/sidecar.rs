@@ -71,7 +71,7 @@ async fn the_connector_survives_a_gateway_restart() {
     let bodies: Vec<String> =
         std::fs::read_to_string(&record).unwrap().lines().map(|l| l.rsplit('|').next().unwrap().to_string()).collect();
     assert!(bodies.contains(&"before".to_string()) && bodies.contains(&"after".to_string()), "{bodies:?}");
-    assert!(d.join("data/dead-letters.jsonl").exists());
+    assert!(d.join("data/dead-letters-cloudevents.redb").exists());
 }
 
 /// Discovery beside a gateway with basic auth, the connector configured by
@@ -193,7 +193,9 @@ async fn an_https_gateway_with_a_private_ca() {
         let file = format!("connector-{ca}.yml");
         std::fs::write(
             d.join(&file),
-            format!("hub:\n  listen: 127.0.0.1:{hub_port}\n{tls}cloudevents:\n  listen: 127.0.0.1:{ce_port}\n"),
+            format!(
+                "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_store: data/dead-{ca}.redb\n{tls}cloudevents:\n  listen: 127.0.0.1:{ce_port}\n"
+            ),
         )
         .unwrap();
         let auth = [("basic_auth", "true"), ("secret_mount_path", &p.secrets())];

@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(
         &cfg,
         format!(
-            "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nredis:\n  group: hub\n  consumer: hub-1\n  start: \"0\"\n",
+            "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_store: {}/dead-{hub_port}.redb\nredis:\n  group: hub\n  consumer: hub-1\n  start: \"0\"\n",
             dir.display()
         ),
     )?;
@@ -124,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(
             &cfg,
             format!(
-                "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nmqtt:\n  url: mqtt://127.0.0.1:{}\n  client_id: bench-hub-{id}-{version}\n  clean_session: true\n  version: {version}\n",
+                "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_store: {}/dead-{hub_port}.redb\nmqtt:\n  url: mqtt://127.0.0.1:{}\n  client_id: bench-hub-{id}-{version}\n  clean_session: true\n  version: {version}\n",
                 dir.display(),
                 broker.port
             ),
@@ -264,7 +264,7 @@ async fn kafka_runs(a: &Args, chain: &Chain, dir: &std::path::Path, topic: &str,
     for (topology, ordering) in [("sidecar", "key"), ("up", "key"), ("up", "none"), ("up", "partition")] {
         let hub_port = free_port()?;
         let section = format!(
-            "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nkafka:\n  enabled: true\n  bootstrap_servers: {KAFKA}\n  group: hub-{topology}-{ordering}-{topic}\n  client_id: hub-{topology}-{ordering}\n  offset_reset: earliest\n  ordering: {ordering}\n",
+            "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_store: {}/dead-{hub_port}.redb\nkafka:\n  enabled: true\n  bootstrap_servers: {KAFKA}\n  group: hub-{topology}-{ordering}-{topic}\n  client_id: hub-{topology}-{ordering}\n  offset_reset: earliest\n  ordering: {ordering}\n",
             dir.display()
         );
         let cfg = dir.join(format!("kafka-{topology}-{ordering}.yml"));
@@ -383,7 +383,7 @@ async fn sqs_runs(a: &Args, chain: &Chain, dir: &std::path::Path, queue: &str) -
         std::fs::write(
             &cfg,
             format!(
-                "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nsqs:\n  enabled: true\n  region: us-east-1\n  endpoint_url: {SQS}\n  wait_time: 1s\n  pollers: {receivers}\n",
+                "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_store: {}/dead-{hub_port}.redb\nsqs:\n  enabled: true\n  region: us-east-1\n  endpoint_url: {SQS}\n  wait_time: 1s\n  pollers: {receivers}\n",
                 dir.display()
             ),
         )?;

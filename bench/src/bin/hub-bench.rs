@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(
             &hub_cfg,
             format!(
-                "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\ncloudevents:\n  listen: 127.0.0.1:{ce_port}\n",
+                "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_store: {}/dead-{hub_port}.redb\ncloudevents:\n  listen: 127.0.0.1:{ce_port}\n",
                 dir.display()
             ),
         )?;
@@ -236,7 +236,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let hub_port = free_port()?;
         let nats = format!(
-            "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_file: {}/dead.jsonl\nnats:\n  enabled: true\n  jetstream:\n    stream: {stream}\n    durable: bench\n",
+            "hub:\n  listen: 127.0.0.1:{hub_port}\n  dead_letter_store: {}/dead-{hub_port}.redb\nnats:\n  enabled: true\n  jetstream:\n    stream: {stream}\n    durable: bench\n",
             dir.display()
         );
         let chain_pids = [vec![gateway_pid, watchdog, upstream_pid], nats_pid.into_iter().collect()].concat();
