@@ -20,6 +20,13 @@ pub struct DeadLetter {
     pub event: DeadEvent,
 }
 
+impl DeadLetter {
+    /// A letter's `time` for now: RFC 3339, UTC, to the millisecond.
+    pub fn now() -> String {
+        humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeadEvent {
     pub id: String,

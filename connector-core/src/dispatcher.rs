@@ -12,7 +12,7 @@ use crate::settle::{Outcome, Settle};
 use crate::subscription::Subscription;
 use crate::topics::TopicMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -405,7 +405,7 @@ impl Dispatcher {
         error: String,
     ) -> Result<(), String> {
         let letter = DeadLetter {
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            time: DeadLetter::now(),
             source: self.source.to_string(),
             topic: event.topic.clone(),
             function: function.map(String::from),

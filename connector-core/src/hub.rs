@@ -93,12 +93,7 @@ impl Hub {
         tokio::spawn(self.discovery.clone().run(self.shutdown.clone()));
         let brokers: Vec<BrokerState> =
             sources.iter().map(|s| BrokerState::new(s.name(), self.metrics.source_connected.clone())).collect();
-        let replayer = Replayer::new(
-            self.letters.clone(),
-            self.dispatcher.clone(),
-            self.metrics.clone(),
-            sources.iter().map(|s| s.name()).collect(),
-        );
+        let replayer = Replayer::new(self.letters.clone(), self.dispatcher.clone(), self.metrics.clone(), &sources);
         let state = Ops {
             discovery: self.discovery.clone(),
             metrics: self.metrics.clone(),

@@ -198,6 +198,23 @@ impl LetterStore {
         })
     }
 
+    /// As [`LetterStore::write`], but an `Err` of `op`'s own (not the
+    /// store's) aborts the transaction: nothing of it is kept.
+    fn write_all_or_none<T, R>(
+        &self,
+        op: impl FnOnce(&redb::WriteTransaction) -> StoreResult<Result<T, R>>,
+    ) -> StoreResult<Result<T, R>> {
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(failed)?;
+            let out = op(&tx)?;
+            match out {
+                Ok(_) => tx.commit().map_err(failed)?,
+                Err(_) => tx.abort().map_err(failed)?,
+            }
+            Ok(out)
+        })
+    }
+
     fn read<T>(&self, op: impl FnOnce(&redb::ReadTransaction) -> StoreResult<T>) -> StoreResult<T> {
         self.with_db(|db| op(&db.begin_read().map_err(failed)?))
     }
@@ -220,32 +237,50 @@ impl LetterStore {
 
     /// Keeps `letter`; its id, or why not (the store is full or cannot write).
     pub fn add(&self, letter: &DeadLetter) -> StoreResult<u64> {
+        self.add_all(std::slice::from_ref(letter)).map(|ids| ids[0])
+    }
+
+    /// Keeps `letters`, all or none, in one transaction; their ids.
+    pub fn add_all(&self, letters: &[DeadLetter]) -> StoreResult<Vec<u64>> {
         let max = self.0.max_bytes;
-        let added = self.write(|tx| {
-            let mut meta = tx.open_table(META).map_err(failed)?;
-            let held = meta.get("bytes").map_err(failed)?.map_or(0, |v| v.value());
-            let id = meta.get("seq").map_err(failed)?.map_or(0, |v| v.value()) + 1;
-            let row = serde_json::to_vec(&Stored { id, letter: letter.clone(), replays: 0 }).map_err(failed)?;
-            let n = row.len() as u64;
-            if held + n > max {
-                return Ok(Err((held, n)));
+        let added = self.write_all_or_none(|tx| {
+            let mut ids = vec![];
+            for letter in letters {
+                match Self::insert(tx, letter, max)? {
+                    Ok(id) => ids.push(id),
+                    Err(refused) => return Ok(Err(refused)),
+                }
             }
-            meta.insert("seq", id).map_err(failed)?;
-            meta.insert("bytes", held + n).map_err(failed)?;
-            tx.open_table(LETTERS).map_err(failed)?.insert(id, row.as_slice()).map_err(failed)?;
-            Ok(Ok(id))
+            Ok(Ok(ids))
         })?;
         let mut refused = self.0.refused.lock().expect("refused lock");
         match added {
-            Ok(id) => {
+            Ok(ids) => {
                 *refused = None;
-                Ok(id)
+                Ok(ids)
             }
             Err((held, n)) => {
                 *refused = Some(n);
                 Err(self.full(held, n))
             }
         }
+    }
+
+    /// One letter into the open transaction; `Err((held, size))` when it
+    /// would not fit (the transaction is then left uncommitted).
+    fn insert(tx: &redb::WriteTransaction, letter: &DeadLetter, max: u64) -> StoreResult<Result<u64, (u64, u64)>> {
+        let mut meta = tx.open_table(META).map_err(failed)?;
+        let held = meta.get("bytes").map_err(failed)?.map_or(0, |v| v.value());
+        let id = meta.get("seq").map_err(failed)?.map_or(0, |v| v.value()) + 1;
+        let row = serde_json::to_vec(&Stored { id, letter: letter.clone(), replays: 0 }).map_err(failed)?;
+        let n = row.len() as u64;
+        if held + n > max {
+            return Ok(Err((held, n)));
+        }
+        meta.insert("seq", id).map_err(failed)?;
+        meta.insert("bytes", held + n).map_err(failed)?;
+        tx.open_table(LETTERS).map_err(failed)?.insert(id, row.as_slice()).map_err(failed)?;
+        Ok(Ok(id))
     }
 
     fn full(&self, held: u64, letter: u64) -> String {

@@ -44,7 +44,7 @@ pub use hub::{Hub, HubError};
 pub use reconcile::{Changes, Subscribed};
 pub use settle::{NoAck, Outcome, Settle};
 pub use shared::SharedStore;
-pub use source::{BrokerState, Source, SourceConfig, SourceContext, SourceError};
+pub use source::{BrokerBatch, BrokerLetters, BrokerState, Source, SourceConfig, SourceContext, SourceError};
 pub use tls::{TlsFiles, TlsPem, install_crypto_provider};
 pub use topics::{CRON_TOPIC, TopicMap};
 pub use watermark::Watermark;

@@ -11,9 +11,11 @@
 use crate::deadletter::{DeadLetter, DeadLetterSink};
 use crate::dispatcher::Dispatcher;
 use crate::event::Event;
+use crate::letters::MAX_REPLAY;
 use crate::letters::{Filter, LetterStore, Stored};
 use crate::metrics::Metrics;
 use crate::settle::{Outcome, Settle};
+use crate::source::{BrokerLetters, Source};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -24,6 +26,7 @@ use base64::Engine;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -39,6 +42,8 @@ pub struct Replayer {
     metrics: Arc<Metrics>,
     /// The sources running here, so that a letter is delivered as its source's.
     sources: Arc<[&'static str]>,
+    /// Where their brokers keep dead letters of their own, by source.
+    queues: Arc<BTreeMap<&'static str, Arc<dyn BrokerLetters>>>,
 }
 
 /// How a replay ended, once every letter it took is settled.
@@ -72,8 +77,36 @@ impl Progress {
 }
 
 impl Replayer {
-    pub fn new(store: LetterStore, dispatcher: Dispatcher, metrics: Arc<Metrics>, sources: Vec<&'static str>) -> Self {
-        Self { store, dispatcher: dispatcher.with_key_order(true), metrics, sources: sources.into() }
+    pub fn new(store: LetterStore, dispatcher: Dispatcher, metrics: Arc<Metrics>, sources: &[Box<dyn Source>]) -> Self {
+        let queues = sources.iter().filter_map(|s| Some((s.name(), s.dead_letter_queue()?))).collect();
+        let sources = sources.iter().map(|s| s.name()).collect();
+        Self { store, dispatcher: dispatcher.with_key_order(true), metrics, sources, queues: Arc::new(queues) }
+    }
+
+    /// Moves the letters a broker keeps at `from` (`SOURCE:PLACE`) into the
+    /// store, stored before they are removed there; their ids.
+    async fn import(&self, from: &str) -> Result<Vec<u64>, Refusal> {
+        let known = || self.queues.keys().map(|s| format!("{s}:")).collect::<Vec<_>>().join(", ");
+        let (source, place) = from.split_once(':').filter(|(_, place)| !place.is_empty()).ok_or_else(|| {
+            Refusal::BadRequest(format!("from={from}: expected SOURCE:PLACE, such as kafka:switchboard.dead-letters"))
+        })?;
+        let queue = self.queues.get(source).ok_or_else(|| {
+            Refusal::BadRequest(format!(
+                "from={from}: no source here reads dead letters from a broker of that name (here: {})",
+                if self.queues.is_empty() { "none".into() } else { known() }
+            ))
+        })?;
+        let batch =
+            queue.read(place, MAX_REPLAY).await.map_err(|e| Refusal::Unavailable(format!("from={from}: {e}")))?;
+        let store = self.store.clone();
+        let letters = batch.letters;
+        let ids = blocking(move || store.add_all(&letters)).await.map_err(Refusal::Unavailable)?;
+        if let Err(e) = batch.remove.await {
+            // Kept twice rather than lost: a later import brings them again.
+            tracing::warn!(from, error = %e, "dead letters moved into the store could not be removed from the broker");
+        }
+        tracing::info!(from, letters = ids.len(), "moved a broker's dead letters into the store");
+        Ok(ids)
     }
 
     /// Claims the letters `filter` names and replays them in a task of its
@@ -224,6 +257,8 @@ struct Selection {
     until: Option<String>,
     #[serde(default)]
     all: bool,
+    /// A broker's own dead letters (`SOURCE:PLACE`), moved into the store and replayed.
+    from: Option<String>,
     /// Answer once every letter is settled, with the counts.
     #[serde(default)]
     wait: bool,
@@ -231,17 +266,35 @@ struct Selection {
 
 /// The letters a replay or purge request names, and whether to wait; or
 /// why the request is not one.
-fn selection(body: Result<Json<Selection>, JsonRejection>) -> Result<(Filter, bool), String> {
-    let Json(Selection { ids, function, topic, source, status, since, until, all, wait }) =
+fn selection(body: Result<Json<Selection>, JsonRejection>) -> Result<Selected, String> {
+    let Json(Selection { ids, function, topic, source, status, since, until, all, from, wait }) =
         body.map_err(|e| e.body_text())?;
     let filter = Filter { function, topic, source, status, since, until, ids };
     filter.validate()?;
-    if filter.is_empty() && !all {
-        return Err(
-            "name the letters: ids, a filter (function, topic, source, status, since, until), or \"all\": true".into(),
-        );
+    match from {
+        Some(from) if filter.is_empty() && !all => return Ok(Selected { filter, from: Some(from), wait }),
+        Some(from) => return Err(format!("from={from} takes every letter there: no filter, ids or all beside it")),
+        None => {}
     }
-    Ok((filter, wait))
+    if filter.is_empty() && !all {
+        return Err("name the letters: ids, a filter (function, topic, source, status, since, until), \"all\": true, \
+                    or a broker's (\"from\": \"SOURCE:PLACE\")"
+            .into());
+    }
+    Ok(Selected { filter, from: None, wait })
+}
+
+struct Selected {
+    filter: Filter,
+    from: Option<String>,
+    wait: bool,
+}
+
+/// Why a replay was not made: the request's fault (400) or the store's or
+/// broker's (503).
+enum Refusal {
+    BadRequest(String),
+    Unavailable(String),
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -317,10 +370,17 @@ async fn remove(State(r): State<Replayer>, Path(id): Path<u64>) -> Response {
 }
 
 async fn replay(State(r): State<Replayer>, body: Result<Json<Selection>, JsonRejection>) -> Response {
-    let (filter, wait) = match selection(body) {
+    let Selected { mut filter, from, wait } = match selection(body) {
         Ok(selected) => selected,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
+    if let Some(from) = from {
+        match r.import(&from).await {
+            Ok(ids) => filter.ids = Some(ids),
+            Err(Refusal::BadRequest(why)) => return error(StatusCode::BAD_REQUEST, why),
+            Err(Refusal::Unavailable(why)) => return unavailable(why),
+        }
+    }
     match r.replay(filter, wait).await {
         Ok(summary) => (if wait { StatusCode::OK } else { StatusCode::ACCEPTED }, Json(summary)).into_response(),
         Err(e) => unavailable(e),
@@ -329,7 +389,10 @@ async fn replay(State(r): State<Replayer>, body: Result<Json<Selection>, JsonRej
 
 async fn purge(State(r): State<Replayer>, body: Result<Json<Selection>, JsonRejection>) -> Response {
     let filter = match selection(body) {
-        Ok((filter, _)) => filter,
+        Ok(Selected { from: Some(from), .. }) => {
+            return error(StatusCode::BAD_REQUEST, format!("from={from}: a broker's letters are purged on the broker"));
+        }
+        Ok(selected) => selected.filter,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     let store = r.store.clone();

@@ -117,4 +117,25 @@ pub trait Source: Send + 'static {
     /// Runs until `ctx.shutdown`; an error is fatal (connection problems
     /// are retried inside the source).
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>>;
+    /// Where this source's broker keeps dead letters of its own (a Kafka
+    /// topic, a Redis stream, a JetStream stream, an SQS queue), read back
+    /// so that a replay can take them; none for a source without.
+    fn dead_letter_queue(&self) -> Option<Arc<dyn BrokerLetters>> {
+        None
+    }
+}
+
+/// A broker's own dead letters, as a replay takes them (`"from":
+/// "kafka:switchboard.dead-letters"`): read, moved into the hub's store,
+/// then removed from the broker, so that none is lost on the way.
+pub trait BrokerLetters: Send + Sync {
+    /// Up to `max` letters kept at `place` (a topic, stream or queue),
+    /// oldest first, and how to remove them once they are stored.
+    fn read(&self, place: &str, max: usize) -> BoxFuture<'_, Result<BrokerBatch, String>>;
+}
+
+/// Letters read from a broker, still there until [`BrokerBatch::remove`].
+pub struct BrokerBatch {
+    pub letters: Vec<crate::DeadLetter>,
+    pub remove: BoxFuture<'static, Result<(), String>>,
 }

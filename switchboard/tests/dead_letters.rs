@@ -165,6 +165,8 @@ async fn concurrent_replays_deliver_once_and_purge_removes() {
     let ids: Vec<u64> = listed(&p, "").await.iter().map(|l| l["id"].as_u64().unwrap()).collect();
     assert_eq!(letters(&p, "DELETE", &format!("/dead-letters/{}", ids[0]), Value::Null).await.status, 204);
     assert_eq!(letters(&p, "DELETE", &format!("/dead-letters/{}", ids[0]), Value::Null).await.status, 404);
+    let r = letters(&p, "POST", "/dead-letters/replay", json!({"from": "kafka:switchboard.dead-letters"})).await;
+    assert!(r.status == 400 && r.text().contains("no source here"), "no Kafka source runs here: {}", r.text());
     let r = letters(&p, "POST", "/dead-letters/purge", json!({"topic": ty})).await;
     assert_eq!(r.json()["purged"].as_u64(), Some(2), "{}", r.text());
     assert!(listed(&p, "").await.is_empty());
@@ -215,4 +217,159 @@ async fn a_replay_killed_midway_loses_nothing() {
     println!("kill -9 mid-replay: {before} answered before the kill, lost 0, delivered twice {duplicates}");
     assert_eq!(bodies.len(), 200, "every letter delivered");
     assert!(duplicates <= inflight, "{duplicates} delivered twice: more than were in flight");
+}
+
+/// Fixes the function, replays what the broker keeps at `from`, and checks
+/// that the `n` events were each delivered once, that nothing is left in
+/// the hub's store, and that a second replay from the broker finds none.
+async fn replayed_from_the_broker(p: &Platform, work: &Path, from: &str, n: usize) {
+    std::fs::remove_file(work.join("broken")).unwrap();
+    let r = letters(p, "POST", "/dead-letters/replay", json!({"from": from, "wait": true})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (r.json()["letters"].as_u64(), r.json()["delivered"].as_u64()),
+        (Some(n as u64), Some(n as u64)),
+        "{}",
+        r.text()
+    );
+    let calls = recorded(work);
+    let mut bodies: Vec<&str> = calls.iter().map(|c| c["body"].as_str().unwrap()).collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!((calls.len(), bodies.len()), (n, n), "each delivered once: {calls:?}");
+    assert!(listed(p, "").await.is_empty(), "replayed letters leave the store");
+    let again = letters(p, "POST", "/dead-letters/replay", json!({"from": from, "wait": true})).await;
+    assert_eq!(again.json()["letters"].as_u64(), Some(0), "taken from the broker once: {}", again.text());
+}
+
+/// The letters a broker keeps (`kafka.dead_letter_topic`,
+/// `redis.dead_letter_stream`, a stream capturing `nats.dead_letter_subject`,
+/// an SQS redrive policy's queue) are replayed from there.
+#[tokio::test]
+async fn letters_kept_by_redis_are_replayed_from_its_stream() {
+    let (stream, dead) = (unique("sbtest:orders:"), unique("sbtest:dead:"));
+    let dir = tempdir();
+    let work = dir.path().to_path_buf();
+    std::fs::write(work.join("broken"), "").unwrap();
+    let cfg = config(&format!(
+        "redis:\n  enabled: true\n  group: {stream}\n  start: \"0\"\n  dead_letter_stream: \"{dead}\"\n"
+    ));
+    let p = Platform::start_in(dir, &cfg, &switched_fn(&work, &format!("redis:{stream}"), ""), &[]).await;
+    p.wait_ready(&["fixme"]).await;
+    let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+    let mut con =
+        client.get_multiplexed_async_connection().await.expect("Redis at 127.0.0.1:6379: scripts/services starts it");
+    for i in 0..20 {
+        let _: String =
+            redis::AsyncCommands::xadd(&mut con, &stream, "*", &[("payload", format!("r-{i}"))]).await.unwrap();
+    }
+    let moved = eventually(Duration::from_secs(20), || {
+        let mut con = con.clone();
+        let dead = dead.clone();
+        async move { redis::AsyncCommands::xlen::<_, usize>(&mut con, &dead).await.unwrap_or(0) == 20 }
+    });
+    assert!(moved.await, "not 20 letters in {dead}:\n{}", p.proc.output());
+    replayed_from_the_broker(&p, &work, &format!("redis:{dead}"), 20).await;
+    let left: usize = redis::AsyncCommands::xlen(&mut con, &dead).await.unwrap();
+    assert_eq!(left, 0, "taken from the stream");
+}
+
+#[tokio::test]
+async fn letters_kept_by_kafka_are_replayed_from_its_topic() {
+    let (topic, dead) = (unique("sbtest.orders."), unique("sbtest.dead."));
+    kafka_topic(&topic, 2).await;
+    kafka_topic(&dead, 2).await;
+    let dir = tempdir();
+    let work = dir.path().to_path_buf();
+    std::fs::write(work.join("broken"), "").unwrap();
+    let cfg = config(&format!("{}  dead_letter_topic: {dead}\n", kafka_section(&unique("sbtest-group-"))));
+    let p = Platform::start_in(dir, &cfg, &switched_fn(&work, &format!("kafka:{topic}"), ""), &[]).await;
+    p.wait_ready(&["fixme"]).await;
+    let producer = kafka_producer();
+    for i in 0..20 {
+        kafka_send(&producer, &topic, Some(&format!("k{}", i % 3)), &[("trace", "abc")], &format!("k-{i}")).await;
+    }
+    let dead_lettered = eventually(Duration::from_secs(60), || async {
+        get(&format!("{}/metrics", p.hub_url)).await.text().lines().any(|l| {
+            l.starts_with("switchboard_events_dead_lettered_total{") && l.contains(&topic) && l.ends_with(" 20")
+        })
+    });
+    assert!(dead_lettered.await, "not 20 records dead-lettered:\n{}", p.proc.output());
+    replayed_from_the_broker(&p, &work, &format!("kafka:{dead}"), 20).await;
+}
+
+#[tokio::test]
+async fn letters_kept_by_jetstream_are_replayed_from_its_stream() {
+    let (subject, dead) = (unique("sbtest.orders."), unique("sbtest.dead."));
+    let js = async_nats::jetstream::new(nats().await);
+    let letters_stream = unique("SBTEST_DEAD_");
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: letters_stream.clone(),
+        subjects: vec![dead.clone()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempdir();
+    let work = dir.path().to_path_buf();
+    std::fs::write(work.join("broken"), "").unwrap();
+    let stream = unique("SBTEST_ORDERS_");
+    let cfg = config(&format!(
+        "nats:\n  enabled: true\n  url: nats://127.0.0.1:4222\n  dead_letter_subject: {dead}\n  jetstream:\n    stream: {stream}\n    subjects: [\"{subject}\"]\n    durable: sbtest\n"
+    ));
+    let p = Platform::start_in(dir, &cfg, &switched_fn(&work, &format!("nats:{subject}"), ""), &[]).await;
+    p.wait_ready(&["fixme"]).await;
+    assert!(link_reported(&p, "nats", true).await, "{}", p.proc.output());
+    for i in 0..20 {
+        js.publish(subject.clone(), format!("n-{i}").into()).await.unwrap().await.unwrap();
+    }
+    let moved = eventually(Duration::from_secs(20), || async {
+        js.get_stream(&letters_stream).await.unwrap().info().await.unwrap().state.messages == 20
+    });
+    assert!(moved.await, "not 20 letters in {letters_stream}:\n{}", p.proc.output());
+    replayed_from_the_broker(&p, &work, &format!("nats:{dead}"), 20).await;
+    let left = js.get_stream(&letters_stream).await.unwrap().info().await.unwrap().state.messages;
+    assert_eq!(left, 0, "taken from the stream");
+    let _ = js.delete_stream(&letters_stream).await;
+    let _ = js.delete_stream(&stream).await;
+}
+
+#[tokio::test]
+async fn letters_an_sqs_redrive_policy_moved_are_replayed_from_its_queue() {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let queue = unique("sbtest-orders-");
+    let dlq_name = format!("{queue}-dlq");
+    let dlq = sqs_queue(&dlq_name).await;
+    let policy = json!({"deadLetterTargetArn": sqs_arn(&dlq).await, "maxReceiveCount": "1"});
+    let url = sqs_client()
+        .create_queue()
+        .queue_name(&queue)
+        .attributes(A::RedrivePolicy, policy.to_string())
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let dir = tempdir();
+    let work = dir.path().to_path_buf();
+    std::fs::write(work.join("broken"), "").unwrap();
+    let cfg = config(&format!("{}  redrive: queue\n", sqs_section()));
+    let p = Platform::start_in(dir, &cfg, &switched_fn(&work, &format!("sqs:{queue}"), ""), &[]).await;
+    p.wait_ready(&["fixme"]).await;
+    for i in 0..10 {
+        sqs_client().send_message().queue_url(&url).message_body(format!("s-{i}")).send().await.unwrap();
+    }
+    let moved = eventually(Duration::from_secs(60), || async {
+        let attrs = sqs_client()
+            .get_queue_attributes()
+            .queue_url(&dlq)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .unwrap();
+        attrs.attributes.unwrap_or_default().get(&A::ApproximateNumberOfMessages).map(String::as_str) == Some("10")
+    });
+    assert!(moved.await, "not 10 messages in {dlq_name}:\n{}", p.proc.output());
+    replayed_from_the_broker(&p, &work, &format!("sqs:{dlq_name}"), 10).await;
+    assert_eq!(sqs_settled(&dlq).await, Some(true), "taken from the dead-letter queue");
 }

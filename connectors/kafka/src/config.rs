@@ -211,6 +211,19 @@ impl KafkaConfig {
         Ok(c)
     }
 
+    /// librdkafka's settings for reading a dead-letter topic back: a group
+    /// of its own (`GROUP.dead-letters`), whose committed offsets mark the
+    /// letters already moved into the hub's store.
+    pub fn letters_config(&self) -> Result<ClientConfig, ConfigError> {
+        let mut c = self.common()?;
+        c.set("group.id", format!("{}.dead-letters", self.group))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            // As the source's own consumer, which kafka.properties may tune around it.
+            .set("session.timeout.ms", self.session_timeout.as_millis().to_string());
+        Ok(self.with_properties(c))
+    }
+
     /// `kafka.properties` last: they override anything set here.
     fn with_properties(&self, mut c: ClientConfig) -> ClientConfig {
         for (k, v) in &self.properties {

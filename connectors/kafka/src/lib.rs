@@ -10,6 +10,7 @@
 //! every `kafka.commit_interval` and for partitions being revoked.
 
 mod config;
+mod letters;
 mod metrics;
 mod record;
 mod sink;
@@ -17,7 +18,8 @@ mod sink;
 pub use config::{ConfigError, KafkaConfig, OffsetReset, Ordering, Sasl, Tombstones};
 
 use connector_core::{
-    BrokerState, Event, Outcome, Settle, Source, SourceConfig, SourceContext, SourceError, Subscribed, Watermark,
+    BrokerLetters, BrokerState, Event, Outcome, Settle, Source, SourceConfig, SourceContext, SourceError, Subscribed,
+    Watermark,
 };
 use futures_util::future::BoxFuture;
 use metrics::KafkaMetrics;
@@ -190,6 +192,10 @@ impl Source for KafkaSource {
             self.config.ordering,
             dead_letters.unwrap_or_default()
         )
+    }
+
+    fn dead_letter_queue(&self) -> Option<Arc<dyn BrokerLetters>> {
+        Some(Arc::new(letters::TopicLetters { config: self.config.clone() }))
     }
 
     fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {

@@ -14,6 +14,7 @@
 //! subject gets the function's response published to it.
 
 mod config;
+mod letters;
 mod queue;
 mod sink;
 mod store;
@@ -25,8 +26,8 @@ pub use store::KvStore;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use connector_core::{
-    Backoff, BrokerState, CloudEventAttrs, Dispatcher, Event, NoAck, Outcome, Response, Settle, Source, SourceContext,
-    SourceError, Subscribed,
+    Backoff, BrokerLetters, BrokerState, CloudEventAttrs, Dispatcher, Event, NoAck, Outcome, Response, Settle, Source,
+    SourceContext, SourceError, Subscribed,
 };
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -124,6 +125,10 @@ impl Source for NatsSource {
             Some(js) => format!("{} (JetStream stream {})", self.config.url, js.stream),
             None => format!("{} (core NATS, at most once)", self.config.url),
         }
+    }
+
+    fn dead_letter_queue(&self) -> Option<Arc<dyn BrokerLetters>> {
+        Some(Arc::new(letters::SubjectLetters { config: self.config.clone() }))
     }
 
     fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {

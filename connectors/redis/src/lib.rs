@@ -22,8 +22,8 @@ pub use config::{ConfigError, Mode, RedisConfig};
 pub use store::RedisStore;
 
 use connector_core::{
-    Backoff, Batcher, DeadLetter, DeadLetterSink, Dispatcher, Event, NoAck, Outcome, Settle, Source, SourceConfig,
-    SourceContext, SourceError, Subscribed,
+    Backoff, Batcher, BrokerBatch, BrokerLetters, DeadLetter, DeadLetterSink, Dispatcher, Event, NoAck, Outcome,
+    Settle, Source, SourceConfig, SourceContext, SourceError, Subscribed,
 };
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -70,6 +70,11 @@ impl Source for RedisSource {
             Mode::Streams => format!("{} (streams, group {})", self.config.redacted_url(), self.config.group),
             Mode::Pubsub => format!("{} (pub/sub, at most once)", self.config.redacted_url()),
         }
+    }
+
+    fn dead_letter_queue(&self) -> Option<Arc<dyn BrokerLetters>> {
+        let streams = self.config.mode == Mode::Streams;
+        streams.then(|| Arc::new(StreamLetters { client: self.client.clone() }) as Arc<dyn BrokerLetters>)
     }
 
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
@@ -460,5 +465,41 @@ impl DeadLetterSink for StreamSink {
 
     fn describe(&self) -> String {
         format!("redis stream {}", self.stream)
+    }
+}
+
+/// The letters of a dead-letter stream, read back for a replay (`"from":
+/// "redis:STREAM"`): each entry's `letter` field, as [`StreamSink`] writes
+/// it; entries removed (`XDEL`) once the hub has stored them.
+struct StreamLetters {
+    client: redis::Client,
+}
+
+impl BrokerLetters for StreamLetters {
+    fn read(&self, stream: &str, max: usize) -> BoxFuture<'_, Result<BrokerBatch, String>> {
+        let stream = stream.to_string();
+        Box::pin(async move {
+            let mut con = self.client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+            let reply: redis::streams::StreamRangeReply =
+                con.xrange_count(&stream, "-", "+", max).await.map_err(|e| e.to_string())?;
+            let (mut letters, mut ids) = (vec![], vec![]);
+            for entry in reply.ids {
+                let letter = entry.get::<String>("letter").and_then(|json| serde_json::from_str(&json).ok());
+                match letter {
+                    Some(letter) => {
+                        letters.push(letter);
+                        ids.push(entry.id);
+                    }
+                    None => tracing::warn!(stream, id = %entry.id, "not a dead letter (no letter field); left there"),
+                }
+            }
+            let remove = Box::pin(async move {
+                if !ids.is_empty() {
+                    let _: usize = con.xdel(&stream, &ids).await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            });
+            Ok(BrokerBatch { letters, remove })
+        })
     }
 }

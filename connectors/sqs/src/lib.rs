@@ -12,6 +12,7 @@
 //! FIFO messages keep their group's order, retried in place.
 
 mod config;
+mod letters;
 mod message;
 mod metrics;
 
@@ -20,8 +21,8 @@ pub use config::{ConfigError, Redrive, SqsConfig, queue_name};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 use connector_core::{
-    Backoff, Batcher, BrokerState, Dispatcher, Outcome, Settle, Source, SourceConfig, SourceContext, SourceError,
-    Subscribed,
+    Backoff, Batcher, BrokerLetters, BrokerState, Dispatcher, Outcome, Settle, Source, SourceConfig, SourceContext,
+    SourceError, Subscribed,
 };
 use futures_util::future::BoxFuture;
 use metrics::SqsMetrics;
@@ -61,6 +62,10 @@ impl Source for SqsSource {
             Redrive::Queue => "queues' redrive policies dead-letter",
         };
         format!("{endpoint} ({region}, {} poller(s) per queue, {redrive})", self.config.pollers)
+    }
+
+    fn dead_letter_queue(&self) -> Option<Arc<dyn BrokerLetters>> {
+        Some(Arc::new(letters::QueueLetters { config: self.config.clone() }))
     }
 
     fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {
