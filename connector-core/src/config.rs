@@ -52,8 +52,9 @@ pub struct HubConfig {
     pub limits: LimitSettings,
     /// The durable store of events that could not be delivered, browsed,
     /// replayed and purged through `/dead-letters`; by default
-    /// `data/dead-letters.redb`, and `data/dead-letters-SOURCE.redb` for a
-    /// `connect SOURCE` (one process holds a store at a time).
+    /// `data/dead-letters.redb`, and `data/dead-letters-SOURCE-PORT.redb` for a
+    /// `connect SOURCE` listening on PORT (one process holds a store at a
+    /// time, and no two hubs on one machine listen on one port).
     pub dead_letter_store: Option<PathBuf>,
     /// A JSON-lines copy of each letter stored (none by default).
     pub dead_letter_file: Option<PathBuf>,

@@ -69,8 +69,9 @@ pub async fn connect(mut config: Config, kind: crate::config::SourceKind, gatewa
         config.hub.gateway = g;
     }
     let source = crate::config::build(&config, kind)?;
-    // Sidecars of several sources may share a working folder.
-    let store = format!("data/dead-letters-{}.redb", source.name());
+    // Sidecars may share a working folder, replicas of one source too; on
+    // one machine no two listen on one port.
+    let store = format!("data/dead-letters-{}-{}.redb", source.name(), config.hub.listen.port());
     config.hub.dead_letter_store.get_or_insert_with(|| store.into());
     println!(
         "switchboard connect {}: {}; gateway {}, health and metrics on http://{}",

@@ -71,7 +71,7 @@ async fn the_connector_survives_a_gateway_restart() {
     let bodies: Vec<String> =
         std::fs::read_to_string(&record).unwrap().lines().map(|l| l.rsplit('|').next().unwrap().to_string()).collect();
     assert!(bodies.contains(&"before".to_string()) && bodies.contains(&"after".to_string()), "{bodies:?}");
-    assert!(d.join("data/dead-letters-cloudevents.redb").exists());
+    assert!(d.join(format!("data/dead-letters-cloudevents-{hub_port}.redb")).exists());
 }
 
 /// Discovery beside a gateway with basic auth, the connector configured by
