@@ -6,10 +6,10 @@ use crate::backoff::Backoff;
 use crate::config::HubConfig;
 use crate::gateway::{Gateway, GatewayError};
 use crate::metrics::Metrics;
-use crate::subscription::{LimitSettings, Limits, Subscription};
+use crate::subscription::{LimitSettings, Limits, PAUSED, Subscription};
 use crate::topics::TopicMap;
 use openfaas::RetryPolicy;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -28,6 +28,8 @@ pub struct Discovery {
     ready: AtomicBool,
     first: Notify,
     metrics: Arc<Metrics>,
+    /// Functions paused through the hub's API (the annotation pauses too).
+    paused: std::sync::RwLock<BTreeSet<String>>,
 }
 
 impl Discovery {
@@ -44,7 +46,31 @@ impl Discovery {
             ready: AtomicBool::new(false),
             first: Notify::new(),
             metrics,
+            paused: Default::default(),
         }
+    }
+
+    /// Pauses or resumes `function` (`name.namespace`) and waits until the
+    /// topic map says so, within `hub.refresh_interval` and a few seconds.
+    /// False when no discovery has shown it yet (it may not exist).
+    pub async fn set_paused(&self, function: &str, paused: bool) -> bool {
+        {
+            let mut set = self.paused.write().expect("paused lock");
+            if paused {
+                set.insert(function.to_string())
+            } else {
+                set.remove(function)
+            };
+        }
+        self.refresh_now();
+        let mut map = self.subscribe();
+        let shown = map.wait_for(|m| m.functions.get(function).is_some_and(|s| s.paused == paused));
+        matches!(tokio::time::timeout(self.interval + Duration::from_secs(5), shown).await, Ok(Ok(_)))
+    }
+
+    /// The functions paused through the API, as they were when the hub stopped.
+    pub fn restore_paused(&self, functions: BTreeSet<String>) {
+        *self.paused.write().expect("paused lock") = functions;
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<TopicMap>> {
@@ -80,6 +106,9 @@ impl Discovery {
                     let map = TopicMap::new(subs);
                     self.metrics.topics.set(map.topics().len() as f64);
                     self.metrics.functions.set(map.functions.len() as f64);
+                    for (function, s) in &map.functions {
+                        self.metrics.paused.with_label_values(&[function]).set(f64::from(u8::from(s.paused)));
+                    }
                     let first = !self.ready.load(Ordering::Acquire);
                     if first {
                         tracing::info!(gateway = %self.gateway.url(), functions = map.functions.len(), "discovered functions");
@@ -150,7 +179,9 @@ impl Discovery {
                     Some(l) if l.settings == settings => l.clone(),
                     _ => Arc::new(Limits::new(settings)),
                 };
-                subs.push(Subscription { function, topics, annotations: f.annotations, retry, limits });
+                let paused = f.annotations.get(PAUSED).is_some_and(|v| v.trim() == "true")
+                    || self.paused.read().expect("paused lock").contains(&function);
+                subs.push(Subscription { function, topics, annotations: f.annotations, retry, limits, paused });
             }
         }
         Ok(subs)

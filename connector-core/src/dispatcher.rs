@@ -337,6 +337,9 @@ impl Dispatcher {
             };
         }
         loop {
+            if !self.resumed(&sub.function).await {
+                return self.failed(&labels, "shutting down".into());
+            }
             let permit = tokio::select! {
                 p = sub.limits.acquire() => p,
                 () = self.shared.shutdown.cancelled() => return self.failed(&labels, "shutting down".into()),
@@ -388,6 +391,46 @@ impl Dispatcher {
                 Err(e) => Delivery::Failed(e),
             };
         }
+    }
+
+    /// Waits while `function` is paused, holding its event unsettled (kept
+    /// alive meanwhile); false when the hub stops first.
+    async fn resumed(&self, function: &str) -> bool {
+        if !self.is_paused(function) {
+            return true;
+        }
+        let held = self.shared.metrics.held.with_label_values(&[function]);
+        held.inc();
+        let resumed = self.wait_resumed(function).await;
+        held.dec();
+        resumed
+    }
+
+    /// Whether `function` is paused now.
+    pub fn is_paused(&self, function: &str) -> bool {
+        self.shared.map.borrow().paused(function)
+    }
+
+    /// Returns once `function` is not paused: true, or false when the hub
+    /// stops first.
+    pub async fn wait_resumed(&self, function: &str) -> bool {
+        let mut map = self.shared.map.clone();
+        tokio::select! {
+            r = map.wait_for(|m| !m.paused(function)) => r.is_ok(),
+            () = self.shared.shutdown.cancelled() => false,
+        }
+    }
+
+    /// The topics of `events` some paused function subscribes to: for a
+    /// source that answers its sender (HTTP), which then asks it to send
+    /// them again later rather than hold them.
+    pub fn paused<'a>(&self, events: &'a [Event]) -> Vec<&'a str> {
+        let map = self.shared.map.borrow();
+        let paused = |e: &Event| match &e.function {
+            Some(f) => map.paused(f),
+            None => map.subscribers(self.source, &e.topic).iter().any(|s| s.paused),
+        };
+        events.iter().filter(|e| paused(e)).map(|e| e.topic.as_str()).collect()
     }
 
     fn failed(&self, labels: &[&str; 3], error: String) -> Delivery {

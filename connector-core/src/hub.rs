@@ -74,6 +74,7 @@ impl Hub {
         let export = config.dead_letter_file.as_ref().map(|file| FileSink::new(file, config.dead_letter_max_size));
         let letters = LetterStore::open(&config.dead_letter_store(), config.dead_letter_max_size, export)
             .map_err(HubError::DeadLetters)?;
+        discovery.restore_paused(letters.paused().map_err(HubError::DeadLetters)?);
         let dispatcher = Dispatcher::new(
             &config,
             gateway,
@@ -120,14 +121,16 @@ impl Hub {
                 }),
             )
             .route_layer(axum::middleware::from_fn_with_state(self.access.clone(), require));
-        let letters = crate::replay::routes(replayer)
+        // Letters carry payloads, and a pause stops events: an admin's.
+        let admin = crate::replay::routes(replayer)
+            .merge(crate::pause::routes(self.discovery.clone(), self.letters.clone()))
             .route_layer(axum::middleware::from_fn_with_state(self.admin.clone(), require));
         let ops = Router::new()
             .route("/healthz", get(|| async { "OK" }))
             .route("/readyz", get(ready))
             .merge(guarded)
             .with_state(state)
-            .merge(letters);
+            .merge(admin);
         let limits = switchboard_http::Limits {
             hosts: switchboard_http::Hosts::Loopback(Arc::new([])),
             drain: std::time::Duration::from_secs(1),

@@ -26,6 +26,9 @@ const LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("letters");
 const CLAIMED: TableDefinition<u64, &str> = TableDefinition::new("claimed");
 /// "seq": the last id given; "bytes": what the letters hold.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Functions paused through the hub's API: the hub's other durable state,
+/// kept here so that a pause outlives a restart.
+const PAUSED: TableDefinition<&str, ()> = TableDefinition::new("paused");
 
 /// The most letters one replay takes; the rest wait for the next.
 pub const MAX_REPLAY: usize = 10_000;
@@ -171,6 +174,7 @@ impl LetterStore {
         let returned = store.write(|tx| {
             tx.open_table(LETTERS).map_err(failed)?;
             tx.open_table(META).map_err(failed)?;
+            tx.open_table(PAUSED).map_err(failed)?;
             let mut claimed = tx.open_table(CLAIMED).map_err(failed)?;
             let n = claimed.len().map_err(failed)?;
             claimed.retain(|_, _| false).map_err(failed)?;
@@ -417,6 +421,28 @@ impl LetterStore {
                 }
             }
             Ok((purged, busy))
+        })
+    }
+}
+
+impl LetterStore {
+    /// The functions paused through the API.
+    pub fn paused(&self) -> StoreResult<std::collections::BTreeSet<String>> {
+        self.read(|tx| {
+            let table = tx.open_table(PAUSED).map_err(failed)?;
+            let rows = table.iter().map_err(failed)?;
+            rows.map(|row| row.map(|(k, _)| k.value().to_string()).map_err(failed)).collect()
+        })
+    }
+
+    pub fn set_paused(&self, function: &str, paused: bool) -> StoreResult<()> {
+        self.write(|tx| {
+            let mut table = tx.open_table(PAUSED).map_err(failed)?;
+            match paused {
+                true => table.insert(function, ()).map(|_| ()),
+                false => table.remove(function).map(|_| ()),
+            }
+            .map_err(failed)
         })
     }
 }

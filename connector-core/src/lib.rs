@@ -21,6 +21,7 @@ pub mod hub;
 pub mod letters;
 pub mod metrics;
 mod order;
+pub mod pause;
 mod reconcile;
 pub mod replay;
 mod settle;

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub source_connected: GaugeVec,
     pub dead_letters_refused: IntGauge,
     pub dead_letters_stored: IntGauge,
+    pub paused: GaugeVec,
+    pub held: GaugeVec,
     pub letters_replayed: CounterVec,
     pub replay_failures: CounterVec,
 }
@@ -67,7 +69,21 @@ impl Default for Metrics {
         let dead_letters_stored =
             IntGauge::new("switchboard_dead_letters_stored", "Dead letters in the hub's store").expect("valid metric");
         r.register(Box::new(dead_letters_stored.clone())).expect("registered once");
+        let paused = GaugeVec::new(
+            Opts::new("switchboard_function_paused", "1 while a function is paused (its events wait)"),
+            &["function"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(paused.clone())).expect("registered once");
+        let held = GaugeVec::new(
+            Opts::new("switchboard_events_held", "Events the hub holds for a paused function, unsettled"),
+            &["function"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(held.clone())).expect("registered once");
         Self {
+            paused,
+            held,
             letters_replayed: counter(
                 &r,
                 "switchboard_dead_letters_replayed_total",

@@ -41,9 +41,18 @@ pub struct SourceContext {
 }
 
 impl SourceContext {
-    /// The topics this source consumes now ([`TopicMap::topics_for`]).
+    /// The topics this source consumes now ([`TopicMap::topics_for`]),
+    /// paused functions' included: for a source that must stay subscribed
+    /// so as not to lose what is published meanwhile (MQTT, core NATS,
+    /// Redis pub/sub); their events wait in the hub until the resume.
     pub fn wanted(&self) -> BTreeSet<String> {
         self.topics.borrow().topics_for(self.dispatcher.source())
+    }
+
+    /// The topics this source consumes now but those only paused functions
+    /// subscribe to: for a source whose broker keeps what is not read.
+    pub fn wanted_unpaused(&self) -> BTreeSet<String> {
+        self.topics.borrow().unpaused_topics_for(self.dispatcher.source())
     }
 }
 

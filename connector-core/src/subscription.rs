@@ -15,6 +15,8 @@ pub const RATE_LIMIT: &str = "com.switchboard.rate_limit";
 pub const BURST: &str = "com.switchboard.burst";
 /// Invocations of the function in flight at once.
 pub const MAX_INFLIGHT: &str = "com.switchboard.max_inflight";
+/// `"true"`: the hub takes none of the function's events until it is resumed.
+pub const PAUSED: &str = "com.switchboard.paused";
 
 #[derive(Debug)]
 pub struct Subscription {
@@ -24,6 +26,9 @@ pub struct Subscription {
     pub annotations: BTreeMap<String, String>,
     pub retry: RetryPolicy,
     pub limits: Arc<Limits>,
+    /// Paused, by its annotation or through the hub's API: its events wait
+    /// where their brokers keep them, or in the hub, until it is resumed.
+    pub paused: bool,
 }
 
 impl Subscription {
@@ -35,6 +40,7 @@ impl Subscription {
             annotations: BTreeMap::new(),
             retry: RetryPolicy::default(),
             limits: Arc::new(Limits::new(LimitSettings::default())),
+            paused: false,
         }
     }
 }

@@ -123,7 +123,10 @@ impl TopicMap {
     pub fn same_subscriptions(&self, other: &TopicMap) -> bool {
         self.functions.len() == other.functions.len()
             && self.functions.iter().all(|(f, s)| {
-                other.functions.get(f).is_some_and(|o| o.topics == s.topics && o.annotations == s.annotations)
+                other
+                    .functions
+                    .get(f)
+                    .is_some_and(|o| o.topics == s.topics && o.annotations == s.annotations && o.paused == s.paused)
             })
     }
 
@@ -133,6 +136,22 @@ impl TopicMap {
     pub fn topics_for(&self, source: &str) -> BTreeSet<String> {
         let all = self.functions.values().flat_map(|s| s.topics.iter()).map(|t| qualified(t));
         all.filter(|(s, t)| s.map_or(*t != CRON_TOPIC, |s| s == source)).map(|(_, t)| t.to_string()).collect()
+    }
+
+    /// [`TopicMap::topics_for`] but those whose every subscriber is paused:
+    /// what a source whose broker keeps unread messages (a Kafka topic, a
+    /// JetStream consumer, an SQS queue, a Redis stream's group) reads.
+    pub fn unpaused_topics_for(&self, source: &str) -> BTreeSet<String> {
+        let unpaused = TopicMap {
+            functions: self.functions.iter().filter(|(_, s)| !s.paused).map(|(f, s)| (f.clone(), s.clone())).collect(),
+            ..Default::default()
+        };
+        unpaused.topics_for(source)
+    }
+
+    /// Whether `function` is paused now.
+    pub fn paused(&self, function: &str) -> bool {
+        self.functions.get(function).is_some_and(|s| s.paused)
     }
 
     /// Topics qualified with `source`'s name: the only ones for which it may

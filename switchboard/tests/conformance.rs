@@ -245,6 +245,38 @@ async fn a_long_invocation_is_kept_alive<A: Adapter>(a: A) {
 }
 
 /// One test per scenario a source runs.
+/// Paused: events published meanwhile reach the function neither then nor
+/// the dead letters; resumed, each is delivered once and settled.
+async fn a_paused_function_gets_its_events_once_resumed<A: Adapter>(a: A) {
+    let topic = a.topic("paused").await;
+    let dir = tempdir();
+    let record = dir.path().join("calls.jsonl");
+    let p = start(&a, dir, "", &conform_fn("conform", &topic, &record, "")).await;
+    let pause = |action: &'static str| {
+        let auth = p.auth.clone().unwrap();
+        let url = format!("{}/functions/conform/{action}", p.hub_url);
+        async move { call("POST", &url, &[("Authorization", &auth)], "").await }
+    };
+    let r = pause("pause").await;
+    assert_eq!((r.status, r.json()["paused"].as_bool()), (200, Some(true)), "{}", r.text());
+    let bodies: Vec<String> = (0..5).map(|i| format!("held-{i}")).collect();
+    for b in &bodies {
+        a.publish(&topic, b).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(calls(&record).is_empty(), "delivered while paused: {:?}", calls(&record));
+    assert!(a.dead_letters(&p).await.is_empty(), "dead-lettered while paused");
+
+    let r = pause("resume").await;
+    assert_eq!((r.status, r.json()["paused"].as_bool()), (200, Some(false)), "{}", r.text());
+    let all = eventually(Duration::from_secs(30), || async { bodies.iter().all(|b| !calls_of(&record, b).is_empty()) });
+    assert!(all.await, "not all delivered after the resume: {:?}\n{}", calls(&record), p.proc.output());
+    assert!(settled_eventually(&a, &topic).await, "delivered but not settled");
+    for b in &bodies {
+        assert_eq!(calls_of(&record, b).len(), 1, "{b} delivered more than once");
+    }
+}
+
 macro_rules! conformance {
     ($source:ident: $adapter:expr => $($scenario:ident),+ $(,)?) => {
         mod $source {
@@ -562,26 +594,30 @@ mod adapters {
 
 conformance!(kafka: adapters::Kafka::new() =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again,
-    topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured);
+    topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,
+    a_paused_function_gets_its_events_once_resumed);
 conformance!(sqs: adapters::Sqs =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again,
     topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,
-    a_long_invocation_is_kept_alive);
+    a_long_invocation_is_kept_alive, a_paused_function_gets_its_events_once_resumed);
 // JetStream, like SQS, pulls only what the hub has room for: the orphan
 // scenario's second message is never pulled while the first runs, and it
 // stays in the stream once its function is gone.
 conformance!(jetstream: adapters::JetStream::new().await =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again,
     topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,
-    a_long_invocation_is_kept_alive);
+    a_long_invocation_is_kept_alive, a_paused_function_gets_its_events_once_resumed);
 conformance!(redis_streams: adapters::RedisStreams::new().await =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again, no_subscriber_is_dead_lettered,
     topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,
-    a_long_invocation_is_kept_alive);
+    a_long_invocation_is_kept_alive, a_paused_function_gets_its_events_once_resumed);
 conformance!(mqtt: adapters::Mqtt::new().await =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again, no_subscriber_is_dead_lettered,
-    topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured);
+    topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,
+    a_paused_function_gets_its_events_once_resumed);
 conformance!(core_nats: adapters::CoreNats::new().await =>
-    delivered_is_acked_once, no_subscriber_is_dead_lettered, topics_follow_the_functions, retry_after_is_honoured);
+    delivered_is_acked_once, no_subscriber_is_dead_lettered, topics_follow_the_functions, retry_after_is_honoured,
+    a_paused_function_gets_its_events_once_resumed);
 conformance!(redis_pubsub: adapters::RedisPubsub::new().await =>
-    delivered_is_acked_once, no_subscriber_is_dead_lettered, topics_follow_the_functions, retry_after_is_honoured);
+    delivered_is_acked_once, no_subscriber_is_dead_lettered, topics_follow_the_functions, retry_after_is_honoured,
+    a_paused_function_gets_its_events_once_resumed);

@@ -114,6 +114,8 @@ async fn the_readme_quick_start_works_on_a_first_run() {
     assert_eq!(letters["letters"], serde_json::json!([]), "{out}");
     let replayed: serde_json::Value = serde_json::from_str(&output_of("/dead-letters/replay")).unwrap();
     assert_eq!(replayed["letters"], 0, "{out}");
+    assert!(output_of("/functions/order-created/pause").contains(r#""paused":true"#), "{out}");
+    assert!(output_of("/functions/order-created/resume").contains(r#""paused":false"#), "{out}");
     let sent = output_of("127.0.0.1:8082/");
     assert!(sent.starts_with("HTTP/1.1 200") && sent.contains(r#""delivered":1"#), "{sent}");
     let uploaded: serde_json::Value = serde_json::from_str(&output_of("--data-binary @photo.jpg")).unwrap();

@@ -226,6 +226,13 @@ impl Receiver {
             );
             return reply(StatusCode::NOT_FOUND, message);
         }
+        // A paused function's events are not taken: the sender keeps them
+        // and sends them again (HTTP cannot be held until the resume).
+        let paused = self.dispatcher.paused(&events);
+        if !paused.is_empty() {
+            let message = format!("a function subscribed to {paused:?} is paused; send again after it is resumed\n");
+            return retry_later(StatusCode::SERVICE_UNAVAILABLE, message);
+        }
         let mut tickets = Vec::with_capacity(events.len());
         for e in &events {
             match self.dispatcher.try_ticket(e) {

@@ -292,6 +292,8 @@ impl Job {
         }
         let delay = jitter(&self.function, self.config.jitter);
         let mut after = Utc::now();
+        // The latest slot passed while the function was paused.
+        let mut paused_slot: Option<DateTime<Utc>> = None;
         loop {
             let Some(next) = self.schedule.next_after(after) else {
                 tracing::error!(function = %self.function, schedule = %self.schedule, "schedule has no future time");
@@ -300,13 +302,29 @@ impl Job {
             };
             let slot = next.with_timezone(&Utc);
             let wait = (slot - Utc::now()).to_std().unwrap_or_default() + delay;
+            let catch_up = paused_slot.is_some() && self.config.missed == Missed::RunOnce;
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
+                // Resumed: the latest slot missed while paused runs once now.
+                true = self.dispatcher.wait_resumed(&self.function), if catch_up => {
+                    if let Some(missed) = paused_slot.take() {
+                        tracing::info!(function = %self.function, slot = %missed.to_rfc3339(), "resumed; the latest slot missed while paused runs once (cron.missed: run_once)");
+                        self.clone().take(missed, &stop).await;
+                    }
+                    continue;
+                }
                 () = stop.cancelled() => return,
             }
             // Slots passed while this process was not scheduled (a
             // suspended machine) are not fired in a burst.
             after = slot.max(Utc::now() - delay);
+            if self.dispatcher.is_paused(&self.function) {
+                // A slot of a paused function is missed, as cron.missed says.
+                self.count("paused");
+                paused_slot = Some(slot);
+                continue;
+            }
+            paused_slot = None;
             self.clone().take(slot, &stop).await;
         }
     }

@@ -225,7 +225,7 @@ impl Source for KafkaSource {
             let mut look = true;
             loop {
                 if std::mem::take(&mut look) {
-                    let changes = subscribed.update(&existing(&consumer, ctx.wanted()).await);
+                    let changes = subscribed.update(&existing(&consumer, ctx.wanted_unpaused()).await);
                     if !changes.added.is_empty() || !changes.removed.is_empty() {
                         for t in &changes.added {
                             subscribed.insert(t.clone(), ());
@@ -265,7 +265,7 @@ impl Source for KafkaSource {
                     () = dispatcher.ready(), if !waiting.records.is_empty() => {}
                     _ = commit.tick() => commit_settled(&consumer, &partitions),
                     _ = recheck.tick() => {
-                        look = subscribed.keys().count() < ctx.wanted().len();
+                        look = subscribed.keys().count() < ctx.wanted_unpaused().len();
                         // Back after losing every broker: join the group
                         // afresh. A broker restarted mid-rebalance can leave
                         // this replica with no partitions until the next

@@ -153,7 +153,11 @@ impl Source for NatsSource {
             // One task per subscribed topic; it stops when its token is cancelled.
             let mut subscribed: Subscribed<String, CancellationToken> = Subscribed::default();
             loop {
-                let changes = subscribed.update(&ctx.wanted());
+                // JetStream keeps what is not pulled: a subject only paused
+                // functions read is not pulled. Core NATS keeps nothing: its
+                // subjects stay subscribed, their events held in the hub.
+                let wanted = if stream.is_some() { ctx.wanted_unpaused() } else { ctx.wanted() };
+                let changes = subscribed.update(&wanted);
                 for (topic, token) in changes.removed {
                     tracing::info!(%topic, "unsubscribing: no function subscribes any more");
                     token.cancel();

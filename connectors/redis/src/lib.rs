@@ -177,7 +177,11 @@ impl RedisSource {
                 groups.insert(s, ());
             }
             missing.retain(|s| wanted.contains(s));
-            let streams: Vec<String> = groups.keys().cloned().collect();
+            // A stream only paused functions read waits in its group, unread
+            // (its group is made all the same, so nothing published
+            // meanwhile is skipped by a group made at the resume).
+            let unpaused = ctx.wanted_unpaused();
+            let streams: Vec<String> = groups.keys().filter(|s| unpaused.contains(*s)).cloned().collect();
             if streams.is_empty() {
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}

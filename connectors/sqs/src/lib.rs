@@ -81,7 +81,7 @@ impl Source for SqsSource {
             let mut recheck = tokio::time::interval(Duration::from_secs(10));
             loop {
                 let wanted: BTreeSet<String> =
-                    ctx.wanted().into_iter().filter(|t| c.queues.is_empty() || c.queues.contains(t)).collect();
+                    ctx.wanted_unpaused().into_iter().filter(|t| c.queues.is_empty() || c.queues.contains(t)).collect();
                 let changes = running.update(&wanted);
                 for (queue, stop) in changes.removed {
                     tracing::info!(%queue, "queue dropped");
