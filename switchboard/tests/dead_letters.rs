@@ -1,6 +1,7 @@
 //! The on-call day: a function broken for a while, its events in the dead
 //! letters; browse them, fix the function, replay them; a replay killed
-//! midway. Against `switchboard up` with real sources (CloudEvents, NATS).
+//! midway. Against `switchboard up` with real sources: CloudEvents, NATS
+//! JetStream, and each broker that keeps letters of its own.
 
 mod common;
 
@@ -66,7 +67,10 @@ async fn letters_of_two_sources_are_browsed_and_replayed_once_the_function_is_fi
     let dir = tempdir();
     let work = dir.path().to_path_buf();
     std::fs::write(work.join("broken"), "").unwrap();
-    let cfg = config(&format!("nats:\n  enabled: true\n  url: nats://127.0.0.1:4222\n  queue_group: {subject}\n"));
+    let stream = unique("SBTEST_LETTERS_");
+    let cfg = config(&format!(
+        "nats:\n  enabled: true\n  url: nats://127.0.0.1:4222\n  jetstream:\n    stream: {stream}\n    subjects: [\"{subject}\"]\n    durable: sbtest\n"
+    ));
     let p = Platform::start_in(dir, &cfg, &switched_fn(&work, &format!("{ty},nats:{subject}"), ""), &[]).await;
     p.wait_ready(&["fixme"]).await;
     p.receiving().await;
@@ -74,11 +78,10 @@ async fn letters_of_two_sources_are_browsed_and_replayed_once_the_function_is_fi
 
     // 250 events each way, every one dead-lettered at its first failure.
     send_events(&p, &ty, 250).await;
-    let nats = nats().await;
+    let js = async_nats::jetstream::new(nats().await);
     for i in 0..250 {
-        nats.publish(subject.clone(), format!("nats-{i}").into()).await.unwrap();
+        js.publish(subject.clone(), format!("nats-{i}").into()).await.unwrap().await.unwrap();
     }
-    nats.flush().await.unwrap();
     let all = eventually(Duration::from_secs(30), || async { listed(&p, "function=fixme").await.len() == 500 });
     assert!(all.await, "not 500 letters: {}\n{}", listed(&p, "").await.len(), p.proc.output());
 
@@ -138,6 +141,7 @@ async fn letters_of_two_sources_are_browsed_and_replayed_once_the_function_is_fi
     // Nothing left to replay: a second replay takes nothing.
     let r = letters(&p, "POST", "/dead-letters/replay", json!({"all": true, "wait": true})).await;
     assert_eq!(r.json()["letters"].as_u64(), Some(0), "{}", r.text());
+    let _ = js.delete_stream(&stream).await;
 }
 
 /// Two operators replaying the same letters at once deliver each once; a
@@ -296,6 +300,13 @@ async fn letters_kept_by_kafka_are_replayed_from_its_topic() {
     });
     assert!(dead_lettered.await, "not 20 records dead-lettered:\n{}", p.proc.output());
     replayed_from_the_broker(&p, &work, &format!("kafka:{dead}"), 20).await;
+    // Within a replay, a key's letters are delivered in their order.
+    let order: Vec<u32> =
+        recorded(&work).iter().filter_map(|c| c["body"].as_str()?.strip_prefix("k-")?.parse().ok()).collect();
+    for key in 0..3 {
+        let of_key: Vec<u32> = order.iter().copied().filter(|i| i % 3 == key).collect();
+        assert!(of_key.windows(2).all(|w| w[0] < w[1]), "key k{key} out of order: {of_key:?}");
+    }
 }
 
 #[tokio::test]
@@ -340,16 +351,7 @@ async fn letters_an_sqs_redrive_policy_moved_are_replayed_from_its_queue() {
     let queue = unique("sbtest-orders-");
     let dlq_name = format!("{queue}-dlq");
     let dlq = sqs_queue(&dlq_name).await;
-    let policy = json!({"deadLetterTargetArn": sqs_arn(&dlq).await, "maxReceiveCount": "1"});
-    let url = sqs_client()
-        .create_queue()
-        .queue_name(&queue)
-        .attributes(A::RedrivePolicy, policy.to_string())
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = sqs_queue_with_dlq(&queue, &dlq, 1).await;
     let dir = tempdir();
     let work = dir.path().to_path_buf();
     std::fs::write(work.join("broken"), "").unwrap();

@@ -309,19 +309,9 @@ async fn a_queue_created_and_subscribed_at_run_time_is_consumed() {
 /// the queue, whose redrive policy moves the message after maxReceiveCount.
 #[tokio::test]
 async fn with_redrive_queue_the_queues_policy_moves_what_fails() {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
     let queue = unique("sbtest-redrive-");
     let dlq = sqs_queue(&format!("{queue}-dlq")).await;
-    let policy = serde_json::json!({"deadLetterTargetArn": sqs_arn(&dlq).await, "maxReceiveCount": "3"});
-    let url = sqs_client()
-        .create_queue()
-        .queue_name(&queue)
-        .attributes(A::RedrivePolicy, policy.to_string())
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = sqs_queue_with_dlq(&queue, &dlq, 3).await;
     let dir = tempdir();
     let record = dir.path().join("calls.jsonl");
     // Fewer attempts than the queue allows receives: the hub would

@@ -884,6 +884,18 @@ pub async fn sqs_settled(url: &str) -> Option<bool> {
 }
 
 /// The `sqs:` section for a test: moto, short polls and a short visibility timeout.
+/// A queue `name` whose redrive policy moves a message to `dlq` after
+/// `max_receives` receives; its URL.
+pub async fn sqs_queue_with_dlq(name: &str, dlq: &str, max_receives: u32) -> String {
+    let policy =
+        serde_json::json!({"deadLetterTargetArn": sqs_arn(dlq).await, "maxReceiveCount": max_receives.to_string()});
+    let create = sqs_client()
+        .create_queue()
+        .queue_name(name)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy, policy.to_string());
+    create.send().await.unwrap().queue_url.unwrap()
+}
+
 pub fn sqs_section() -> String {
     format!(
         "sqs:\n  enabled: true\n  region: us-east-1\n  endpoint_url: {SQS}\n  wait_time: 1s\n  visibility_timeout: 2s\n"
