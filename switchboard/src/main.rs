@@ -1,5 +1,6 @@
 //! `switchboard`: one binary for the hub and the compact platform.
 
+mod cli;
 mod config;
 mod hub;
 mod platform;
@@ -40,6 +41,27 @@ enum Command {
     QueueWorker(QueueWorkerArgs),
     /// Run one event source beside any OpenFaaS-compatible gateway (a sidecar)
     Connect(ConnectArgs),
+    /// Browse, replay and purge the hub's dead letters
+    DeadLetters {
+        #[command(flatten)]
+        hub: cli::HubArgs,
+        #[command(subcommand)]
+        verb: cli::Letters,
+    },
+    /// Pause a function's events: they wait where their brokers keep them until it is resumed
+    Pause {
+        /// NAME or NAME.NAMESPACE
+        function: String,
+        #[command(flatten)]
+        hub: cli::HubArgs,
+    },
+    /// Resume a paused function: what waited is delivered
+    Resume {
+        /// NAME or NAME.NAMESPACE
+        function: String,
+        #[command(flatten)]
+        hub: cli::HubArgs,
+    },
     /// Run one of the sample functions this build carries, as config/stack.yml does
     #[cfg(feature = "samples")]
     Sample {
@@ -131,6 +153,9 @@ fn main() -> Result<()> {
             }
             #[cfg(feature = "samples")]
             Command::Sample { function: Sample::Thumbnail } => thumbnail::run().await,
+            Command::DeadLetters { hub, verb } => cli::report(cli::dead_letters(hub, verb).await),
+            Command::Pause { function, hub } => cli::report(cli::pause(hub, &function, true).await),
+            Command::Resume { function, hub } => cli::report(cli::pause(hub, &function, false).await),
         }
     })
 }

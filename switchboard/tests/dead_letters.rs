@@ -10,17 +10,6 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::Duration;
 
-/// A stack of `fixme` (tests/fixtures/switched.py): broken while `switch`
-/// exists, tried once per event, subscribed to `topics`.
-fn switched_fn(dir: &Path, topics: &str, extra: &str) -> String {
-    format!(
-        "functions:\n  fixme:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      SWITCH_FILE: {}\n      RECORD_FILE: {}\n{extra}    annotations:\n      topic: \"{topics}\"\n      com.openfaas.retry.attempts: \"1\"\n",
-        fixture("switched.py"),
-        dir.join("broken").display(),
-        dir.join("calls.jsonl").display(),
-    )
-}
-
 /// A request to the hub's dead-letter API, with the platform's credentials.
 async fn letters(p: &Platform, method: &str, path: &str, body: Value) -> Resp {
     let auth = p.auth.clone().expect("credentials");

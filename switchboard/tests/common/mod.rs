@@ -38,6 +38,17 @@ pub fn failing_function(name: &str, topic: &str) -> String {
     )
 }
 
+/// A stack of `fixme` (tests/fixtures/switched.py): broken while `switch`
+/// exists, tried once per event, subscribed to `topics`.
+pub fn switched_fn(dir: &Path, topics: &str, extra: &str) -> String {
+    format!(
+        "functions:\n  fixme:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      SWITCH_FILE: {}\n      RECORD_FILE: {}\n{extra}    annotations:\n      topic: \"{topics}\"\n      com.openfaas.retry.attempts: \"1\"\n",
+        fixture("switched.py"),
+        dir.join("broken").display(),
+        dir.join("calls.jsonl").display(),
+    )
+}
+
 /// A stack of `big`, an HTTP function answering 65 MiB (over the 64 MiB the
 /// platform reads) and recording each call in `record`; `extra` is YAML
 /// under it (annotations).

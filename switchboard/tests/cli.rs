@@ -1,0 +1,83 @@
+//! The hub's verbs for people (`switchboard dead-letters`, `pause`,
+//! `resume`), run as a person runs them against `switchboard up`: from the
+//! platform's folder, where the credentials are.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+/// Runs `switchboard ARGS` in `dir`, with `--hub` the platform's unless
+/// ARGS name one: exit code, stdout, stderr.
+fn run(p: &Platform, dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let hub = if args.contains(&"--hub") { vec![] } else { vec!["--hub", p.hub_url.as_str()] };
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .args(hub)
+        .current_dir(dir)
+        .env_remove("secret_mount_path")
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn dead_letters_pause_and_resume_from_the_command_line() {
+    let dir = tempdir();
+    let work = dir.path().to_path_buf();
+    std::fs::write(work.join("broken"), "").unwrap();
+    let stack = switched_fn(&work, "order.created", "");
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    p.wait_ready(&["fixme"]).await;
+    p.receiving().await;
+    let ce_url = p.ce_url.clone();
+    let ce = |id: &'static str| {
+        let url = ce_url.clone();
+        async move {
+            let headers =
+                [("ce-id", id), ("ce-source", "/shop"), ("ce-type", "order.created"), ("ce-specversion", "1.0")];
+            call("POST", &url, &headers, id).await
+        }
+    };
+    for id in ["a", "b", "c"] {
+        assert_eq!(ce(id).await.json()["dead_lettered"], 1);
+    }
+    let here = p.dir.path();
+
+    let (code, out, err) = run(&p, here, &["dead-letters", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("ID") && lines[0].contains("FUNCTION") && lines[0].contains("ERROR"), "{out}");
+    assert_eq!(lines.iter().filter(|l| l.contains("fixme.openfaas-fn") && l.contains("HTTP 500")).count(), 3, "{out}");
+    let (_, json, _) = run(&p, here, &["dead-letters", "list", "--json", "--source", "cloudevents"]);
+    let listed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(listed["letters"].as_array().unwrap().len(), 3, "{json}");
+    let id = listed["letters"][0]["id"].to_string();
+    assert_eq!(
+        run(&p, here, &["dead-letters", "list", "--function", "nobody"]).1,
+        "ID  TIME  SOURCE  TOPIC  FUNCTION  ATTEMPTS  ERROR\nno dead letters\n"
+    );
+    let (code, shown, _) = run(&p, here, &["dead-letters", "show", &id]);
+    assert!(code == 0 && shown.contains(r#""payload": "a""#), "{shown}");
+
+    let (code, out, err) = run(&p, here, &["pause", "fixme"]);
+    assert_eq!((code, out.as_str()), (0, "fixme.openfaas-fn paused: its events wait\n"), "{err}");
+    assert_eq!(ce("d").await.status, 503);
+    assert_eq!(run(&p, here, &["resume", "fixme.openfaas-fn"]).1, "fixme.openfaas-fn resumed\n");
+
+    std::fs::remove_file(work.join("broken")).unwrap();
+    let (code, out, err) = run(&p, here, &["dead-letters", "replay", "--all"]);
+    assert_eq!((code, out.as_str()), (0, "replayed 3: 3 delivered, 0 failed again\n"), "{err}");
+    assert_eq!(run(&p, here, &["dead-letters", "list", "--json"]).1.matches("\"id\"").count(), 0);
+
+    // Errors say what to do.
+    let (code, _, err) = run(&p, here, &["dead-letters", "purge"]);
+    assert!(code == 1 && err.starts_with("error: 400 Bad Request: name the letters"), "{err}");
+    let (code, _, err) = run(&p, here, &["pause", "nobody"]);
+    assert!(code == 1 && err.contains("no function nobody subscribes"), "{err}");
+    let (code, _, err) = run(&p, Path::new("/"), &["dead-letters", "list"]);
+    assert!(code == 1 && err.contains("the hub wants credentials") && err.contains("--secrets"), "{err}");
+    let (code, _, err) = run(&p, here, &["dead-letters", "list", "--hub", "http://127.0.0.1:9"]);
+    assert!(code == 1 && err.contains("cannot reach the hub at http://127.0.0.1:9"), "{err}");
+}
