@@ -113,6 +113,7 @@ impl Hub {
                     h.metrics.render()
                 }),
             )
+            .route("/topics", get(topics))
             .route(
                 "/refresh",
                 post(|State(h): State<Ops>| async move {
@@ -207,6 +208,40 @@ async fn require(
     let mut res = (StatusCode::UNAUTHORIZED, "credentials required (hub.auth)\n").into_response();
     res.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static(access.challenge()));
     res
+}
+
+/// The topic map as an operator reads it: each topic, the functions that
+/// subscribe to it (paused or not), and the sources here that serve it
+/// with whether each is connected to its broker.
+async fn topics(State(h): State<Ops>) -> axum::Json<serde_json::Value> {
+    let map = h.discovery.subscribe().borrow().clone();
+    let topics: Vec<serde_json::Value> = map
+        .topics()
+        .into_iter()
+        .map(|topic| {
+            let mut functions: Vec<_> = map
+                .functions
+                .values()
+                .filter(|s| s.topics.contains(&topic))
+                .map(|s| serde_json::json!({"function": s.function, "paused": s.paused}))
+                .collect();
+            functions.sort_by(|a, b| a["function"].as_str().cmp(&b["function"].as_str()));
+            let (only, plain) = crate::topics::qualified(&topic);
+            let serves = |source: &str| match only {
+                Some(only) => only == source,
+                None => (plain == crate::topics::CRON_TOPIC) == (source == "cron"),
+            };
+            let sources: Vec<_> = h
+                .brokers
+                .iter()
+                .map(BrokerState::report)
+                .filter(|(source, _)| serves(source))
+                .map(|(source, connected)| serde_json::json!({"source": source, "connected": connected}))
+                .collect();
+            serde_json::json!({"topic": topic, "functions": functions, "sources": sources})
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "topics": topics }))
 }
 
 /// Ready once functions are known and every broker source is connected.

@@ -90,6 +90,13 @@ impl BrokerState {
         self.state.load(Ordering::Acquire) == UP
     }
 
+    /// The source's name; whether it is connected to its broker (none for
+    /// a source without one, which never reports).
+    pub fn report(&self) -> (&'static str, Option<bool>) {
+        let state = self.state.load(Ordering::Acquire);
+        (self.source, (state != SILENT).then_some(state == UP))
+    }
+
     fn set(&self, state: u8) {
         self.state.store(state, Ordering::Release);
         self.gauge.with_label_values(&[self.source]).set(f64::from(u8::from(state == UP)));

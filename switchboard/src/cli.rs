@@ -1,5 +1,5 @@
-//! The verbs for people, against the hub's port: `dead-letters`, `pause`,
-//! `resume`. Tables by default, `--json` for scripts; the credentials are
+//! The verbs for people, against the hub's port: `topics`, `dead-letters`,
+//! `pause`, `resume`. Tables by default, `--json` for scripts; the credentials are
 //! those `switchboard up` wrote (data/secrets), and every error says what
 //! to do next.
 
@@ -224,6 +224,46 @@ pub async fn pause(args: HubArgs, function: &str, paused: bool) -> Result<()> {
     hub.print(&answer, |a| {
         let f = a["function"].as_str().unwrap_or(function);
         if paused { format!("{f} paused: its events wait\n") } else { format!("{f} resumed\n") }
+    });
+    Ok(())
+}
+
+/// `switchboard topics`: each topic, who subscribes, and which sources
+/// serve it here, connected or not.
+pub async fn topics(args: HubArgs) -> Result<()> {
+    let hub = Hub::new(&args);
+    let answer = hub.call("GET", "/topics", None).await?;
+    hub.print(&answer, |a| {
+        let topics = a["topics"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let rows: Vec<[String; 3]> = topics
+            .iter()
+            .map(|t| {
+                let list = |key: &str, name: &str, flag: &dyn Fn(&Value) -> Option<&'static str>| {
+                    let items = t[key].as_array().map(Vec::as_slice).unwrap_or_default();
+                    let shown: Vec<String> = items
+                        .iter()
+                        .map(|i| {
+                            let n = i[name].as_str().unwrap_or("?");
+                            flag(i).map_or(n.to_string(), |f| format!("{n} ({f})"))
+                        })
+                        .collect();
+                    if shown.is_empty() { "-".to_string() } else { shown.join(", ") }
+                };
+                let paused = |f: &Value| (f["paused"] == true).then_some("paused");
+                let connected = |s: &Value| match s["connected"].as_bool() {
+                    Some(true) => Some("connected"),
+                    Some(false) => Some("NOT CONNECTED"),
+                    None => None,
+                };
+                let topic = t["topic"].as_str().unwrap_or("?").to_string();
+                [topic, list("functions", "function", &paused), list("sources", "source", &connected)]
+            })
+            .collect();
+        let mut out = table(["TOPIC", "FUNCTIONS", "SOURCES"], &rows);
+        if rows.is_empty() {
+            out.push_str("no function subscribes to a topic\n");
+        }
+        out
     });
     Ok(())
 }

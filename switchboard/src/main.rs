@@ -41,6 +41,8 @@ enum Command {
     QueueWorker(QueueWorkerArgs),
     /// Run one event source beside any OpenFaaS-compatible gateway (a sidecar)
     Connect(ConnectArgs),
+    /// The hub's topics: who subscribes to each, and which sources serve it, connected or not
+    Topics(cli::HubArgs),
     /// Browse, replay and purge the hub's dead letters
     DeadLetters {
         #[command(flatten)]
@@ -153,6 +155,7 @@ fn main() -> Result<()> {
             }
             #[cfg(feature = "samples")]
             Command::Sample { function: Sample::Thumbnail } => thumbnail::run().await,
+            Command::Topics(hub) => cli::report(cli::topics(hub).await),
             Command::DeadLetters { hub, verb } => cli::report(cli::dead_letters(hub, verb).await),
             Command::Pause { function, hub } => cli::report(cli::pause(hub, &function, true).await),
             Command::Resume { function, hub } => cli::report(cli::pause(hub, &function, false).await),

@@ -1,5 +1,5 @@
-//! The hub's verbs for people (`switchboard dead-letters`, `pause`,
-//! `resume`), run as a person runs them against `switchboard up`: from the
+//! The hub's verbs for people (`switchboard topics`, `dead-letters`,
+//! `pause`, `resume`), run as a person runs them against `switchboard up`: from the
 //! platform's folder, where the credentials are.
 
 mod common;
@@ -28,7 +28,8 @@ async fn dead_letters_pause_and_resume_from_the_command_line() {
     let work = dir.path().to_path_buf();
     std::fs::write(work.join("broken"), "").unwrap();
     let stack = switched_fn(&work, "order.created", "");
-    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    let nats = format!("nats:\n  enabled: true\n  url: nats://127.0.0.1:4222\n  queue_group: {}\n", unique("cli"));
+    let p = Platform::start_in(dir, &config(&nats), &stack, &[]).await;
     p.wait_ready(&["fixme"]).await;
     p.receiving().await;
     let ce_url = p.ce_url.clone();
@@ -61,8 +62,16 @@ async fn dead_letters_pause_and_resume_from_the_command_line() {
     let (code, shown, _) = run(&p, here, &["dead-letters", "show", &id]);
     assert!(code == 0 && shown.contains(r#""payload": "a""#), "{shown}");
 
+    assert!(link_reported(&p, "nats", true).await, "{}", p.proc.output());
+    let (code, out, err) = run(&p, here, &["topics"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "TOPIC          FUNCTIONS          SOURCES\norder.created  fixme.openfaas-fn  cloudevents, nats (connected)\n"
+    );
     let (code, out, err) = run(&p, here, &["pause", "fixme"]);
     assert_eq!((code, out.as_str()), (0, "fixme.openfaas-fn paused: its events wait\n"), "{err}");
+    assert!(run(&p, here, &["topics"]).1.contains("fixme.openfaas-fn (paused)"));
     assert_eq!(ce("d").await.status, 503);
     assert_eq!(run(&p, here, &["resume", "fixme.openfaas-fn"]).1, "fixme.openfaas-fn resumed\n");
 
