@@ -1,5 +1,7 @@
-//! The verbs for people, against the hub's port: `topics`, `dead-letters`,
-//! `pause`, `resume`. Tables by default, `--json` for scripts; the credentials are
+//! The verbs for people: against any OpenFaaS-compatible gateway (`list`,
+//! `describe`, `invoke`, `scale`, `remove`, `logs`, in faas-cli's wire
+//! format) and against the hub's port (`topics`, `dead-letters`, `pause`,
+//! `resume`). Tables by default, `--json` for scripts; the credentials are
 //! those `switchboard up` wrote (data/secrets), and every error says what
 //! to do next.
 
@@ -19,6 +21,22 @@ pub struct HubArgs {
     #[arg(long, env = "secret_mount_path", default_value = "data/secrets", global = true)]
     secrets: PathBuf,
     /// Print the hub's JSON instead of a table
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct GatewayArgs {
+    /// The gateway's address
+    #[arg(long, short, env = "OPENFAAS_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    gateway: String,
+    /// Where the credentials are: basic-auth-user and basic-auth-password, as `up` writes them
+    #[arg(long, env = "secret_mount_path", default_value = "data/secrets", global = true)]
+    secrets: PathBuf,
+    /// The function namespace (the gateway's default when absent)
+    #[arg(long, short, global = true)]
+    namespace: Option<String>,
+    /// Print the gateway's JSON instead of a table
     #[arg(long, global = true)]
     json: bool,
 }
@@ -112,53 +130,91 @@ impl Filter {
     }
 }
 
-/// A client of one hub.
-struct Hub {
+/// A client of one hub or gateway.
+struct Api {
+    /// "hub" or "gateway", for the messages.
+    name: &'static str,
     url: String,
+    /// The flag and variable that set `url`, for the messages.
+    url_from: &'static str,
     auth: Option<String>,
     json: bool,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
-impl Hub {
-    fn new(args: &HubArgs) -> Self {
-        let read = |f: &str| std::fs::read_to_string(args.secrets.join(f)).ok().map(|s| s.trim().to_string());
-        let auth = read("basic-auth-user").zip(read("basic-auth-password")).map(|(user, password)| {
-            use base64::Engine;
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
-        });
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-        Self { url: args.hub.trim_end_matches('/').to_string(), auth, json: args.json, client }
+/// The credentials in `secrets`, as an `Authorization` value.
+fn credentials(secrets: &std::path::Path) -> Option<String> {
+    let read = |f: &str| std::fs::read_to_string(secrets.join(f)).ok().map(|s| s.trim().to_string());
+    read("basic-auth-user").zip(read("basic-auth-password")).map(|(user, password)| {
+        use base64::Engine;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    })
+}
+
+impl Api {
+    fn hub(args: &HubArgs) -> Self {
+        Self::new("hub", &args.hub, "--hub, SWITCHBOARD_HUB", &args.secrets, args.json)
     }
 
-    /// The hub's JSON answer to `method path`, or an error that says what to do.
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+    fn gateway(args: &GatewayArgs) -> Self {
+        Self::new("gateway", &args.gateway, "--gateway, OPENFAAS_URL", &args.secrets, args.json)
+    }
+
+    fn new(name: &'static str, url: &str, url_from: &'static str, secrets: &std::path::Path, json: bool) -> Self {
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let url = url.trim_end_matches('/').to_string();
+        Self { name, url, url_from, auth: credentials(secrets), json, client }
+    }
+
+    /// The answer to `method path` with `headers` and `body`, or an error
+    /// that says what to do; the body is read by the caller.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>> {
         let mut req = http::Request::builder().method(method).uri(format!("{}{path}", self.url));
         if let Some(auth) = &self.auth {
             req = req.header(http::header::AUTHORIZATION, auth);
         }
-        let body = match body {
-            Some(b) => {
-                req = req.header(http::header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(b.to_string()))
-            }
-            None => Full::new(Bytes::new()),
-        };
-        let res = self.client.request(req.body(body)?).await.with_context(|| {
-            format!("cannot reach the hub at {}: is `switchboard up` (or a `connect`) running there? (--hub, SWITCHBOARD_HUB)", self.url)
-        })?;
-        let status = res.status();
-        let bytes = res.into_body().collect().await.context("the hub's answer was cut short")?.to_bytes();
-        let answer: Value =
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes).trim()}));
-        match status.as_u16() {
-            200..=299 => Ok(answer),
-            401 if self.auth.is_none() => bail!(
-                "the hub wants credentials and none were found: run this where `switchboard up` keeps data/secrets, or give --secrets DIR"
-            ),
-            401 => bail!("the hub refused these credentials: are they this platform's? (--secrets DIR)"),
-            _ => bail!("{}: {}", status, answer["error"].as_str().unwrap_or(&answer.to_string())),
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
         }
+        let res = self.client.request(req.body(Full::new(body))?).await.with_context(|| {
+            format!(
+                "cannot reach the {} at {}: is `switchboard up` running there? ({})",
+                self.name, self.url, self.url_from
+            )
+        })?;
+        match res.status().as_u16() {
+            401 if self.auth.is_none() => bail!(
+                "the {} wants credentials and none were found: run this where `switchboard up` keeps data/secrets, or give --secrets DIR",
+                self.name
+            ),
+            401 => bail!("the {} refused these credentials: are they this platform's? (--secrets DIR)", self.name),
+            _ => Ok(res),
+        }
+    }
+
+    /// The JSON answer to `method path`, or an error that says what to do.
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let json = [("Content-Type".to_string(), "application/json".to_string())];
+        let headers: &[(String, String)] = if body.is_some() { &json } else { &[] };
+        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let res = self.send(method, path, headers, body).await?;
+        let status = res.status();
+        let bytes = res.into_body().collect().await.context("the answer was cut short")?.to_bytes();
+        let answer: Value = match bytes.is_empty() {
+            true => Value::Null,
+            false => serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes).trim()})),
+        };
+        if !status.is_success() {
+            bail!("{}: {}", status, answer["error"].as_str().map_or_else(|| answer.to_string(), str::to_string));
+        }
+        Ok(answer)
     }
 
     fn print(&self, answer: &Value, table: impl FnOnce(&Value) -> String) {
@@ -182,7 +238,7 @@ pub fn report(result: Result<()>) -> Result<()> {
 
 /// `switchboard dead-letters …`
 pub async fn dead_letters(args: HubArgs, verb: Letters) -> Result<()> {
-    let hub = Hub::new(&args);
+    let hub = Api::hub(&args);
     match verb {
         Letters::List { filter, after, limit } => {
             let mut query: Vec<String> = filter.pairs().iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
@@ -218,7 +274,7 @@ pub async fn dead_letters(args: HubArgs, verb: Letters) -> Result<()> {
 
 /// `switchboard pause|resume FUNCTION`
 pub async fn pause(args: HubArgs, function: &str, paused: bool) -> Result<()> {
-    let hub = Hub::new(&args);
+    let hub = Api::hub(&args);
     let action = if paused { "pause" } else { "resume" };
     let answer = hub.call("POST", &format!("/functions/{}/{action}", encode(function)), None).await?;
     hub.print(&answer, |a| {
@@ -231,7 +287,7 @@ pub async fn pause(args: HubArgs, function: &str, paused: bool) -> Result<()> {
 /// `switchboard topics`: each topic, who subscribes, and which sources
 /// serve it here, connected or not.
 pub async fn topics(args: HubArgs) -> Result<()> {
-    let hub = Hub::new(&args);
+    let hub = Api::hub(&args);
     let answer = hub.call("GET", "/topics", None).await?;
     hub.print(&answer, |a| {
         let topics = a["topics"].as_array().map(Vec::as_slice).unwrap_or_default();
@@ -321,4 +377,153 @@ fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
 /// A query value or path segment, percent-encoded.
 fn encode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// `?namespace=NS` when one is named.
+fn in_namespace(args: &GatewayArgs, sep: char) -> String {
+    args.namespace.as_deref().map(|ns| format!("{sep}namespace={}", encode(ns))).unwrap_or_default()
+}
+
+/// `switchboard list`: the functions, their replicas and invocations.
+pub async fn list(args: GatewayArgs) -> Result<()> {
+    let api = Api::gateway(&args);
+    let answer = api.call("GET", &format!("/system/functions{}", in_namespace(&args, '?')), None).await?;
+    api.print(&answer, |a| {
+        let functions = a.as_array().map(Vec::as_slice).unwrap_or_default();
+        let mut rows: Vec<[String; 5]> = functions
+            .iter()
+            .map(|f| {
+                let replicas = format!("{}/{}", f["availableReplicas"], f["replicas"]);
+                let text = |k: &str| f[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
+                [text("name"), text("namespace"), replicas, f["invocationCount"].to_string(), text("image")]
+            })
+            .collect();
+        rows.sort();
+        table(["NAME", "NAMESPACE", "REPLICAS", "INVOCATIONS", "IMAGE"], &rows)
+    });
+    Ok(())
+}
+
+/// `switchboard describe NAME`
+pub async fn describe(args: GatewayArgs, name: &str) -> Result<()> {
+    let api = Api::gateway(&args);
+    let path = format!("/system/function/{}{}", encode(name), in_namespace(&args, '?'));
+    let f = api.call("GET", &path, None).await?;
+    api.print(&f, |f| {
+        let text = |k: &str| f[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
+        let map = |k: &str| {
+            let entries = f[k].as_object().map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))));
+            entries.map(|e| e.collect::<Vec<_>>().join(", ")).filter(|s| !s.is_empty()).unwrap_or("-".into())
+        };
+        let status = if f["availableReplicas"].as_u64().unwrap_or(0) > 0 { "Ready" } else { "Not Ready" };
+        let lines = [
+            ("Name", text("name")),
+            ("Namespace", text("namespace")),
+            ("Status", status.to_string()),
+            ("Replicas", format!("{} of {} available", f["availableReplicas"], f["replicas"])),
+            ("Invocations", f["invocationCount"].to_string()),
+            ("Image", text("image")),
+            ("Process", text("envProcess")),
+            ("URL", format!("{}/function/{}.{}", api.url, text("name"), text("namespace"))),
+            ("Labels", map("labels")),
+            ("Annotations", map("annotations")),
+        ];
+        lines.iter().map(|(k, v)| format!("{:<12} {v}\n", format!("{k}:"))).collect()
+    });
+    Ok(())
+}
+
+/// `switchboard invoke NAME`: the request body is stdin; the answer's body
+/// goes to stdout as it is.
+pub async fn invoke(args: GatewayArgs, name: &str, asynchronous: bool, headers: &[String]) -> Result<()> {
+    use std::io::{Read, Write};
+    // A function is not the gateway's admin: it never sees the credentials.
+    let api = Api { auth: None, ..Api::gateway(&args) };
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|h| {
+            h.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .with_context(|| format!("--header {h}: expected NAME=VALUE"))
+        })
+        .collect::<Result<_>>()?;
+    let mut body = vec![];
+    std::io::stdin().read_to_end(&mut body).context("cannot read the request body from stdin")?;
+    let function = match &args.namespace {
+        Some(ns) => format!("{name}.{ns}"),
+        None => name.to_string(),
+    };
+    let route = if asynchronous { "async-function" } else { "function" };
+    let res = api.send("POST", &format!("/{route}/{}", encode(&function)), &headers, body.into()).await?;
+    let status = res.status();
+    let call_id = res.headers().get("x-call-id").and_then(|v| v.to_str().ok()).map(String::from);
+    let answer = res.into_body().collect().await.context("the answer was cut short")?.to_bytes();
+    if !status.is_success() {
+        bail!("{function} answered {status}: {}", String::from_utf8_lossy(&answer).trim());
+    }
+    if asynchronous {
+        println!("accepted ({status}): call id {}", call_id.as_deref().unwrap_or("-"));
+    } else {
+        std::io::stdout().write_all(&answer)?;
+    }
+    Ok(())
+}
+
+/// `switchboard scale NAME --replicas N`
+pub async fn scale(args: GatewayArgs, name: &str, replicas: u64) -> Result<()> {
+    let api = Api::gateway(&args);
+    let mut body = json!({"serviceName": name, "replicas": replicas});
+    if let Some(ns) = &args.namespace {
+        body["namespace"] = json!(ns);
+    }
+    api.call("POST", &format!("/system/scale-function/{}", encode(name)), Some(body)).await?;
+    println!("{name}: scaling to {replicas} replicas");
+    Ok(())
+}
+
+/// `switchboard remove NAME`
+pub async fn remove(args: GatewayArgs, name: &str) -> Result<()> {
+    let api = Api::gateway(&args);
+    let mut body = json!({"functionName": name});
+    if let Some(ns) = &args.namespace {
+        body["namespace"] = json!(ns);
+    }
+    api.call("DELETE", "/system/functions", Some(body)).await?;
+    println!("{name} removed");
+    Ok(())
+}
+
+/// `switchboard logs NAME [--tail N] [--follow]`: a line a log entry, as
+/// they come when following.
+pub async fn logs(args: GatewayArgs, name: &str, tail: Option<u64>, follow: bool) -> Result<()> {
+    use std::io::Write;
+    let api = Api::gateway(&args);
+    let mut path = format!("/system/logs?name={}&follow={follow}{}", encode(name), in_namespace(&args, '&'));
+    if let Some(tail) = tail {
+        path.push_str(&format!("&tail={tail}"));
+    }
+    let res = api.send("GET", &path, &[], Bytes::new()).await?;
+    let status = res.status();
+    let mut body = res.into_body();
+    if !status.is_success() {
+        let text = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        bail!("{status}: {}", String::from_utf8_lossy(&text).trim());
+    }
+    let (mut pending, mut out) = (Vec::new(), std::io::stdout());
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.context("the log stream broke off")?.into_data() else { continue };
+        pending.extend_from_slice(&data);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let entry: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+            if api.json || entry.is_null() {
+                out.write_all(&line)?;
+            } else {
+                let text = |k: &str| entry[k].as_str().unwrap_or("").to_string();
+                writeln!(out, "{} {} {}", text("timestamp"), text("instance"), text("text"))?;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(())
 }

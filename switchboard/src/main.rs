@@ -41,6 +41,51 @@ enum Command {
     QueueWorker(QueueWorkerArgs),
     /// Run one event source beside any OpenFaaS-compatible gateway (a sidecar)
     Connect(ConnectArgs),
+    /// List the gateway's functions: replicas, invocations, image
+    List(cli::GatewayArgs),
+    /// Describe one function: status, replicas, process, labels, annotations
+    Describe {
+        name: String,
+        #[command(flatten)]
+        gateway: cli::GatewayArgs,
+    },
+    /// Invoke a function with stdin as the request body; its answer goes to stdout
+    Invoke {
+        name: String,
+        /// Through the async queue: 202 and a call id
+        #[arg(long = "async")]
+        asynchronous: bool,
+        /// A request header, NAME=VALUE (repeatable)
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        #[command(flatten)]
+        gateway: cli::GatewayArgs,
+    },
+    /// Scale a function to a number of replicas
+    Scale {
+        name: String,
+        #[arg(long)]
+        replicas: u64,
+        #[command(flatten)]
+        gateway: cli::GatewayArgs,
+    },
+    /// Remove a function
+    Remove {
+        name: String,
+        #[command(flatten)]
+        gateway: cli::GatewayArgs,
+    },
+    /// A function's logs: the latest lines, or as they come with --follow
+    Logs {
+        name: String,
+        /// The last lines only
+        #[arg(long)]
+        tail: Option<u64>,
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        gateway: cli::GatewayArgs,
+    },
     /// The hub's topics: who subscribes to each, and which sources serve it, connected or not
     Topics(cli::HubArgs),
     /// Browse, replay and purge the hub's dead letters
@@ -155,6 +200,14 @@ fn main() -> Result<()> {
             }
             #[cfg(feature = "samples")]
             Command::Sample { function: Sample::Thumbnail } => thumbnail::run().await,
+            Command::List(gateway) => cli::report(cli::list(gateway).await),
+            Command::Describe { name, gateway } => cli::report(cli::describe(gateway, &name).await),
+            Command::Invoke { name, asynchronous, headers, gateway } => {
+                cli::report(cli::invoke(gateway, &name, asynchronous, &headers).await)
+            }
+            Command::Scale { name, replicas, gateway } => cli::report(cli::scale(gateway, &name, replicas).await),
+            Command::Remove { name, gateway } => cli::report(cli::remove(gateway, &name).await),
+            Command::Logs { name, tail, follow, gateway } => cli::report(cli::logs(gateway, &name, tail, follow).await),
             Command::Topics(hub) => cli::report(cli::topics(hub).await),
             Command::DeadLetters { hub, verb } => cli::report(cli::dead_letters(hub, verb).await),
             Command::Pause { function, hub } => cli::report(cli::pause(hub, &function, true).await),

@@ -11,15 +11,81 @@ use std::path::Path;
 /// ARGS name one: exit code, stdout, stderr.
 fn run(p: &Platform, dir: &Path, args: &[&str]) -> (i32, String, String) {
     let hub = if args.contains(&"--hub") { vec![] } else { vec!["--hub", p.hub_url.as_str()] };
-    let out = std::process::Command::new(BIN)
+    command(dir, &[args, &hub].concat(), "")
+}
+
+/// Runs `switchboard ARGS` in `dir` with `stdin`: exit code, stdout, stderr.
+fn command(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(BIN)
         .args(args)
-        .args(hub)
         .current_dir(dir)
         .env_remove("secret_mount_path")
-        .output()
+        .env_remove("OPENFAAS_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn functions_are_listed_described_invoked_scaled_logged_and_removed() {
+    let stack =
+        "functions:\n  echo:\n    fprocess: cat\n  shout:\n    fprocess: tr a-z A-Z\n    labels: {team: docs}\n";
+    let p = Platform::start(&config(""), stack).await;
+    p.wait_ready(&["echo", "shout"]).await;
+    let (here, url) = (p.dir.path(), p.url.as_str());
+    let gw = |args: &[&str], stdin: &str| command(here, &[args, &["--gateway", url]].concat(), stdin);
+
+    let (code, out, err) = gw(&["invoke", "shout"], "quiet please");
+    assert_eq!((code, out.as_str()), (0, "QUIET PLEASE"), "{err}");
+    let (code, out, err) = gw(&["invoke", "echo", "-H", "X-Trace=1"], "hello");
+    assert_eq!((code, out.as_str()), (0, "hello"), "{err}");
+    let (code, out, err) = gw(&["invoke", "echo", "--async"], "later");
+    assert!(code == 0 && out.starts_with("accepted (202 Accepted): call id "), "{out}{err}");
+
+    let (code, out, err) = gw(&["list"], "");
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("INVOCATIONS"), "{out}");
+    assert!(lines[1].starts_with("echo ") && lines[1].contains("openfaas-fn") && lines[1].contains("1/1"), "{out}");
+    assert!(lines[2].starts_with("shout ") && lines[2].contains("1/1"), "{out}");
+    let (_, json, _) = gw(&["list", "--json"], "");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&json).unwrap().as_array().unwrap().len(), 2, "{json}");
+
+    let (code, out, _) = gw(&["describe", "shout"], "");
+    assert!(code == 0 && out.contains("Status:      Ready") && out.contains("Process:     tr a-z A-Z"), "{out}");
+    assert!(
+        out.contains("team=docs") && out.contains(&format!("URL:         {url}/function/shout.openfaas-fn")),
+        "{out}"
+    );
+
+    let (code, out, err) = gw(&["scale", "shout", "--replicas", "2"], "");
+    assert_eq!((code, out.as_str()), (0, "shout: scaling to 2 replicas\n"), "{err}");
+    let scaled = eventually(std::time::Duration::from_secs(20), || async {
+        gw(&["describe", "shout"], "").1.contains("2 of 2 available")
+    });
+    assert!(scaled.await, "{}", gw(&["describe", "shout"], "").1);
+
+    let (code, out, err) = gw(&["logs", "echo", "--tail", "50"], "");
+    assert!(code == 0 && out.lines().any(|l| l.contains("echo-") && l.contains("POST")), "{out}{err}");
+
+    let (code, out, err) = gw(&["remove", "shout"], "");
+    assert_eq!((code, out.as_str()), (0, "shout removed\n"), "{err}");
+    assert!(!gw(&["list"], "").1.contains("shout"));
+
+    // Errors say what went wrong.
+    let (code, _, err) = gw(&["invoke", "nobody"], "x");
+    assert!(code == 1 && err.starts_with("error: nobody answered 404"), "{err}");
+    let (code, _, err) = command(Path::new("/"), &["list", "--gateway", url], "");
+    assert!(code == 1 && err.contains("the gateway wants credentials"), "{err}");
+    let (code, _, err) = gw(&["describe", "nobody"], "");
+    assert!(code == 1 && err.contains("404"), "{err}");
 }
 
 #[tokio::test]
