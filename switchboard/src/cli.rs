@@ -1,5 +1,5 @@
 //! The verbs for people: against any OpenFaaS-compatible gateway (`list`,
-//! `describe`, `invoke`, `scale`, `remove`, `logs`, in faas-cli's wire
+//! `describe`, `invoke`, `deploy`, `scale`, `remove`, `logs`, in faas-cli's wire
 //! format) and against the hub's port (`topics`, `dead-letters`, `pause`,
 //! `resume`). Tables by default, `--json` for scripts; the credentials are
 //! those `switchboard up` wrote (data/secrets), and every error says what
@@ -524,6 +524,42 @@ pub async fn logs(args: GatewayArgs, name: &str, tail: Option<u64>, follow: bool
             }
             out.flush()?;
         }
+    }
+    Ok(())
+}
+
+/// `switchboard deploy -f stack.yml [--filter NAME]`: each function of an
+/// OpenFaaS stack, updated in place (PUT) when the gateway has it, else
+/// created (POST), as faas-cli deploys.
+pub async fn deploy(args: GatewayArgs, stack: &std::path::Path, filter: Option<&str>) -> Result<()> {
+    let api = Api::gateway(&args);
+    let mut functions = switchboard_gateway::stack::load(stack)?;
+    if let Some(only) = filter {
+        functions.retain(|f| f.service == only);
+        if functions.is_empty() {
+            bail!("--filter {only}: no function of that name in {}", stack.display());
+        }
+    }
+    for mut f in functions {
+        if f.namespace.is_none() {
+            f.namespace = args.namespace.clone();
+        }
+        let body = serde_json::to_value(&f)?;
+        let json = [("Content-Type".to_string(), "application/json".to_string())];
+        let updated = api.send("PUT", "/system/functions", &json, Bytes::from(body.to_string())).await?;
+        let verb = match updated.status().as_u16() {
+            404 => {
+                api.call("POST", "/system/functions", Some(body)).await?;
+                "deployed"
+            }
+            s if (200..300).contains(&s) => "updated",
+            _ => {
+                let status = updated.status();
+                let text = updated.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                bail!("{}: {status}: {}", f.service, String::from_utf8_lossy(&text).trim());
+            }
+        };
+        println!("{} {verb}: {}/function/{}", f.service, api.url, f.service);
     }
     Ok(())
 }

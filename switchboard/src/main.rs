@@ -69,6 +69,17 @@ enum Command {
         #[command(flatten)]
         gateway: cli::GatewayArgs,
     },
+    /// Deploy the functions of an OpenFaaS stack.yml (update in place, or create)
+    Deploy {
+        /// The stack file
+        #[arg(long = "yaml", short = 'f', default_value = "stack.yml")]
+        stack: PathBuf,
+        /// Only this function of the stack
+        #[arg(long)]
+        filter: Option<String>,
+        #[command(flatten)]
+        gateway: cli::GatewayArgs,
+    },
     /// Remove a function
     Remove {
         name: String,
@@ -206,6 +217,9 @@ fn main() -> Result<()> {
                 cli::report(cli::invoke(gateway, &name, asynchronous, &headers).await)
             }
             Command::Scale { name, replicas, gateway } => cli::report(cli::scale(gateway, &name, replicas).await),
+            Command::Deploy { stack, filter, gateway } => {
+                cli::report(cli::deploy(gateway, &stack, filter.as_deref()).await)
+            }
             Command::Remove { name, gateway } => cli::report(cli::remove(gateway, &name).await),
             Command::Logs { name, tail, follow, gateway } => cli::report(cli::logs(gateway, &name, tail, follow).await),
             Command::Topics(hub) => cli::report(cli::topics(hub).await),

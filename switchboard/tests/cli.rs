@@ -75,6 +75,24 @@ async fn functions_are_listed_described_invoked_scaled_logged_and_removed() {
     let (code, out, err) = gw(&["logs", "echo", "--tail", "50"], "");
     assert!(code == 0 && out.lines().any(|l| l.contains("echo-") && l.contains("POST")), "{out}{err}");
 
+    std::fs::write(
+        here.join("more.yml"),
+        "functions:\n  lower:\n    fprocess: tr A-Z a-z\n  other:\n    fprocess: cat\n",
+    )
+    .unwrap();
+    let (code, out, err) = gw(&["deploy", "-f", "more.yml", "--filter", "lower"], "");
+    assert_eq!((code, out), (0, format!("lower deployed: {url}/function/lower\n")), "{err}");
+    let invoked =
+        eventually(std::time::Duration::from_secs(20), || async { gw(&["invoke", "lower"], "LOUD").1 == "loud" });
+    assert!(invoked.await, "{}", p.proc.output());
+    assert!(!gw(&["list"], "").1.contains("other"), "--filter deploys that one only");
+    assert_eq!(
+        gw(&["deploy", "-f", "more.yml", "--filter", "lower"], "").1,
+        format!("lower updated: {url}/function/lower\n")
+    );
+    let (code, _, err) = gw(&["deploy", "-f", "more.yml", "--filter", "nobody"], "");
+    assert!(code == 1 && err.contains("--filter nobody: no function of that name in more.yml"), "{err}");
+
     let (code, out, err) = gw(&["remove", "shout"], "");
     assert_eq!((code, out.as_str()), (0, "shout removed\n"), "{err}");
     assert!(!gw(&["list"], "").1.contains("shout"));
