@@ -12,7 +12,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -22,31 +22,18 @@ struct Pauses {
     store: LetterStore,
 }
 
-/// `/functions` and `/functions/NAME/{pause,resume}`.
+/// `/functions/NAME/{pause,resume}`; `GET /topics` shows who is paused.
 pub fn routes<S: Clone + Send + Sync + 'static>(discovery: Arc<Discovery>, store: LetterStore) -> axum::Router<S> {
     axum::Router::new()
-        .route("/functions", get(list))
         .route("/functions/{name}/pause", post(|s, n| set(s, n, true)))
         .route("/functions/{name}/resume", post(|s, n| set(s, n, false)))
         .with_state(Pauses { discovery, store })
 }
 
-/// The subscribed functions: topics, and whether each is paused.
-async fn list(State(p): State<Pauses>) -> Response {
-    let map = p.discovery.subscribe().borrow().clone();
-    let mut functions: Vec<_> = map
-        .functions
-        .values()
-        .map(|s| json!({"function": s.function, "topics": s.topics, "paused": s.paused}))
-        .collect();
-    functions.sort_by(|a, b| a["function"].as_str().cmp(&b["function"].as_str()));
-    Json(json!({ "functions": functions })).into_response()
-}
-
 async fn set(State(p): State<Pauses>, Path(name): Path<String>, paused: bool) -> Response {
     let error = |status: StatusCode, message: String| (status, Json(json!({ "error": message }))).into_response();
+    let map = p.discovery.subscribe().borrow().clone();
     let function = {
-        let map = p.discovery.subscribe().borrow().clone();
         let mut found: Vec<&String> = map
             .functions
             .keys()
@@ -65,21 +52,18 @@ async fn set(State(p): State<Pauses>, Path(name): Path<String>, paused: bool) ->
             }
         }
     };
-    let (store, f) = (p.store.clone(), function.clone());
-    let kept = tokio::task::spawn_blocking(move || store.set_paused(&f, paused)).await.map_err(|e| e.to_string());
-    if let Err(e) = kept.and_then(|r| r) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot keep the pause of {function}: {e}"));
-    }
-    let annotated = p
-        .discovery
-        .subscribe()
-        .borrow()
+    let annotated = map
         .functions
         .get(&function)
         .is_some_and(|s| s.annotations.get(crate::subscription::PAUSED).is_some_and(|v| v.trim() == "true"));
     if !paused && annotated {
         let why = format!("{function} is paused by its annotation com.switchboard.paused; remove it to resume");
         return error(StatusCode::CONFLICT, why);
+    }
+    let (store, f) = (p.store.clone(), function.clone());
+    let kept = tokio::task::spawn_blocking(move || store.set_paused(&f, paused)).await.map_err(|e| e.to_string());
+    if let Err(e) = kept.and_then(|r| r) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot keep the pause of {function}: {e}"));
     }
     if !p.discovery.set_paused(&function, paused).await {
         return error(

@@ -115,18 +115,15 @@ impl Filter {
 
     /// The selection of a replay or purge request.
     fn selection(&self, ids: &[u64], all: bool) -> Value {
-        let mut body: serde_json::Map<String, Value> = self
-            .pairs()
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), if k == "status" { json!(self.status) } else { json!(v) }))
-            .collect();
-        if !ids.is_empty() {
-            body.insert("ids".into(), json!(ids));
+        let Filter { function, topic, source, status, since, until } = self;
+        let mut body = json!({
+            "function": function, "topic": topic, "source": source, "status": status, "since": since, "until": until,
+            "ids": (!ids.is_empty()).then_some(ids), "all": all.then_some(true),
+        });
+        if let Some(fields) = body.as_object_mut() {
+            fields.retain(|_, v| !v.is_null());
         }
-        if all {
-            body.insert("all".into(), json!(true));
-        }
-        Value::Object(body)
+        body
     }
 }
 

@@ -45,9 +45,9 @@ async fn a_paused_function_refuses_cloudevents_and_stays_paused_across_a_restart
     p.wait_ready(&["orders"]).await;
     p.receiving().await;
     let listed = eventually(Duration::from_secs(10), || async {
-        admin(&p, "GET", "/functions").await.json()["functions"][0]["paused"] == true
+        admin(&p, "GET", "/topics").await.json()["topics"][0]["functions"][0]["paused"] == true
     });
-    assert!(listed.await, "{}", admin(&p, "GET", "/functions").await.text());
+    assert!(listed.await, "{}", admin(&p, "GET", "/topics").await.text());
     assert_eq!(ce(&p, "order.created", "after-restart").await.status, 503);
 
     // Resumed: the sender's next try is delivered.
