@@ -122,9 +122,11 @@ impl Hub {
                 }),
             )
             .route_layer(axum::middleware::from_fn_with_state(self.access.clone(), require));
-        // Letters carry payloads, and a pause stops events: an admin's.
+        // Letters carry payloads, a pause stops events, a publish makes
+        // them: an admin's.
         let admin = crate::replay::routes(replayer)
             .merge(crate::pause::routes(self.discovery.clone(), self.letters.clone()))
+            .merge(crate::publish::routes(&sources))
             .route_layer(axum::middleware::from_fn_with_state(self.admin.clone(), require));
         let ops = Router::new()
             .route("/healthz", get(|| async { "OK" }))

@@ -22,6 +22,7 @@ pub mod letters;
 pub mod metrics;
 mod order;
 pub mod pause;
+pub mod publish;
 mod reconcile;
 pub mod replay;
 mod settle;
@@ -45,7 +46,9 @@ pub use hub::{Hub, HubError};
 pub use reconcile::{Changes, Subscribed};
 pub use settle::{NoAck, Outcome, Settle};
 pub use shared::SharedStore;
-pub use source::{BrokerBatch, BrokerLetters, BrokerState, Source, SourceConfig, SourceContext, SourceError};
+pub use source::{
+    BrokerBatch, BrokerLetters, BrokerState, Published, Publisher, Source, SourceConfig, SourceContext, SourceError,
+};
 pub use tls::{TlsFiles, TlsPem, install_crypto_provider};
 pub use topics::{CRON_TOPIC, TopicMap};
 pub use watermark::Watermark;

@@ -139,6 +139,29 @@ pub trait Source: Send + 'static {
     fn dead_letter_queue(&self) -> Option<Arc<dyn BrokerLetters>> {
         None
     }
+    /// How to send an event through this source's broker, as any producer
+    /// would (`switchboard publish`); none for a source without a broker.
+    fn publisher(&self) -> Option<Arc<dyn Publisher>> {
+        None
+    }
+}
+
+/// Sends a message to a topic of a source's broker, so a trigger can be
+/// tried end to end: the hub then receives it like any other.
+pub trait Publisher: Send + Sync {
+    /// Publishes `message` to `topic`; once the broker has it, says where
+    /// (a partition and offset, an entry id, a sequence, a message id).
+    fn publish(&self, topic: &str, message: Published) -> BoxFuture<'_, Result<String, String>>;
+}
+
+/// What [`Publisher::publish`] sends.
+pub struct Published {
+    pub body: bytes::Bytes,
+    /// Message headers (user properties in MQTT, attributes in SQS, fields
+    /// beside `payload` in a Redis stream entry).
+    pub headers: Vec<(String, String)>,
+    /// The record key (Kafka), message group (SQS FIFO), or none.
+    pub key: Option<String>,
 }
 
 /// A broker's own dead letters, as a replay takes them (`"from":

@@ -139,13 +139,55 @@ struct Api {
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
-/// The credentials in `secrets`, as an `Authorization` value.
-fn credentials(secrets: &std::path::Path) -> Option<String> {
+/// The credentials for `url`: those `switchboard login` (or `faas-cli
+/// login`) saved for it, else those `up` wrote in `secrets`, as an
+/// `Authorization` value.
+fn credentials(url: &str, secrets: &std::path::Path) -> Option<String> {
+    if let Some(token) = saved_login(url) {
+        return Some(format!("Basic {token}"));
+    }
     let read = |f: &str| std::fs::read_to_string(secrets.join(f)).ok().map(|s| s.trim().to_string());
-    read("basic-auth-user").zip(read("basic-auth-password")).map(|(user, password)| {
-        use base64::Engine;
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
-    })
+    read("basic-auth-user").zip(read("basic-auth-password")).map(|(user, password)| basic(&user, &password))
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", token(user, password))
+}
+
+fn token(user: &str, password: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+/// faas-cli's own file of saved logins: `$OPENFAAS_CONFIG/config.yml`,
+/// else `~/.openfaas/config.yml`; each login is a gateway's URL and its
+/// base64 `user:password`, so either tool's login serves both.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Logins {
+    #[serde(default)]
+    auths: Vec<Login>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Login {
+    gateway: String,
+    auth: String,
+    token: String,
+}
+
+fn logins_file() -> Option<PathBuf> {
+    let dir = match std::env::var_os("OPENFAAS_CONFIG") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".openfaas"),
+    };
+    Some(dir.join("config.yml"))
+}
+
+fn saved_login(url: &str) -> Option<String> {
+    let text = std::fs::read_to_string(logins_file()?).ok()?;
+    let logins: Logins = serde_yaml_ng::from_str(&text).ok()?;
+    let url = url.trim_end_matches('/');
+    logins.auths.into_iter().find(|l| l.gateway.trim_end_matches('/') == url && l.auth == "basic").map(|l| l.token)
 }
 
 impl Api {
@@ -160,7 +202,7 @@ impl Api {
     fn new(name: &'static str, url: &str, url_from: &'static str, secrets: &std::path::Path, json: bool) -> Self {
         let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
         let url = url.trim_end_matches('/').to_string();
-        Self { name, url, url_from, auth: credentials(secrets), json, client }
+        Self { name, auth: credentials(&url, secrets), url, url_from, json, client }
     }
 
     /// The answer to `method path` with `headers` and `body`, or an error
@@ -187,10 +229,15 @@ impl Api {
         })?;
         match res.status().as_u16() {
             401 if self.auth.is_none() => bail!(
-                "the {} wants credentials and none were found: run this where `switchboard up` keeps data/secrets, or give --secrets DIR",
-                self.name
+                "the {} at {} wants credentials and none were found: run `switchboard login`, or run this where `switchboard up` keeps data/secrets (--secrets DIR)",
+                self.name,
+                self.url
             ),
-            401 => bail!("the {} refused these credentials: are they this platform's? (--secrets DIR)", self.name),
+            401 => bail!(
+                "the {} at {} refused these credentials: run `switchboard login` with this platform's",
+                self.name,
+                self.url
+            ),
             _ => Ok(res),
         }
     }
@@ -204,6 +251,7 @@ impl Api {
         let status = res.status();
         let bytes = res.into_body().collect().await.context("the answer was cut short")?.to_bytes();
         let answer: Value = match bytes.is_empty() {
+            true if !status.is_success() => json!({"error": format!("{method} {path}")}),
             true => Value::Null,
             false => serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes).trim()})),
@@ -266,6 +314,98 @@ pub async fn dead_letters(args: HubArgs, verb: Letters) -> Result<()> {
             hub.print(&answer, |a| format!("purged {} ({} being replayed, left)\n", a["purged"], a["replaying"]));
         }
     }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct PublishArgs {
+    /// kafka, nats, redis, mqtt or sqs (through the hub, to its broker), or cloudevents (to its receiver)
+    source: String,
+    /// The topic: a Kafka topic, NATS subject, Redis stream or channel, MQTT topic, SQS queue, or CloudEvent type
+    topic: String,
+    /// The body: this file's bytes (else stdin)
+    #[arg(long, short)]
+    file: Option<PathBuf>,
+    /// The message's key: a Kafka record key, an SQS FIFO message group, a Redis stream's key field
+    #[arg(long)]
+    key: Option<String>,
+    /// A message header, NAME=VALUE (repeatable)
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// The CloudEvents receiver (cloudevents.listen), for `publish cloudevents`
+    #[arg(long, env = "SWITCHBOARD_CLOUDEVENTS", default_value = "http://127.0.0.1:8082")]
+    cloudevents: String,
+}
+
+/// `NAME=VALUE` pairs of `-H`.
+fn header_pairs(headers: &[String]) -> Result<Vec<(String, String)>> {
+    headers
+        .iter()
+        .map(|h| {
+            h.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .with_context(|| format!("--header {h}: expected NAME=VALUE"))
+        })
+        .collect()
+}
+
+/// `switchboard publish SOURCE TOPIC`: a test event through a broker, sent
+/// by the hub with its own connection (`POST /publish/SOURCE`); or, for
+/// `cloudevents`, a binary-mode CloudEvent of that type posted to the
+/// receiver, which answers once it is delivered.
+pub async fn publish(args: HubArgs, p: PublishArgs) -> Result<()> {
+    use std::io::{IsTerminal, Read};
+    let body = match &p.file {
+        Some(file) => std::fs::read(file).with_context(|| format!("--file {}", file.display()))?,
+        None if std::io::stdin().is_terminal() => vec![],
+        None => {
+            let mut b = vec![];
+            std::io::stdin().read_to_end(&mut b).context("cannot read the body from stdin")?;
+            b
+        }
+    };
+    let mut headers = header_pairs(&p.headers)?;
+    if p.source == "cloudevents" {
+        let receiver = Api::new("CloudEvents receiver", &p.cloudevents, "--cloudevents", &args.secrets, args.json);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let id = format!("switchboard-publish-{}-{nanos}", std::process::id());
+        for (k, v) in
+            [("ce-specversion", "1.0"), ("ce-source", "switchboard-cli"), ("ce-type", &p.topic), ("ce-id", &id)]
+        {
+            headers.push((k.to_string(), v.to_string()));
+        }
+        let res = receiver.send("POST", "/", &headers, body.into()).await?;
+        let status = res.status();
+        let answer = res.into_body().collect().await.context("the answer was cut short")?.to_bytes();
+        let text = String::from_utf8_lossy(&answer).trim().to_string();
+        if !status.is_success() {
+            bail!("the CloudEvents receiver answered {status}: {text}");
+        }
+        println!("{id}: {text}");
+        return Ok(());
+    }
+    let hub = Api::hub(&args);
+    let mut path = format!("/publish/{}?topic={}", encode(&p.source), encode(&p.topic));
+    if let Some(key) = &p.key {
+        path.push_str(&format!("&key={}", encode(key)));
+    }
+    let res = hub.send("POST", &path, &headers, body.into()).await?;
+    let status = res.status();
+    let bytes = res.into_body().collect().await.context("the answer was cut short")?.to_bytes();
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let why =
+            answer["error"].as_str().map_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string(), String::from);
+        bail!("{status}: {why}");
+    }
+    hub.print(&answer, |a| {
+        format!(
+            "published to {}:{} ({})\n",
+            p.source,
+            a["topic"].as_str().unwrap_or(&p.topic),
+            a["at"].as_str().unwrap_or("-")
+        )
+    });
     Ok(())
 }
 
@@ -405,6 +545,10 @@ pub async fn list(args: GatewayArgs) -> Result<()> {
 pub async fn describe(args: GatewayArgs, name: &str) -> Result<()> {
     let api = Api::gateway(&args);
     let path = format!("/system/function/{}{}", encode(name), in_namespace(&args, '?'));
+    let res = api.send("GET", &path, &[], Bytes::new()).await?;
+    if res.status() == http::StatusCode::NOT_FOUND {
+        bail!("no function {name} on the gateway at {} (switchboard list shows them)", api.url);
+    }
     let f = api.call("GET", &path, None).await?;
     api.print(&f, |f| {
         let text = |k: &str| f[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
@@ -436,14 +580,7 @@ pub async fn invoke(args: GatewayArgs, name: &str, asynchronous: bool, headers: 
     use std::io::{Read, Write};
     // A function is not the gateway's admin: it never sees the credentials.
     let api = Api { auth: None, ..Api::gateway(&args) };
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|h| {
-            h.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-                .with_context(|| format!("--header {h}: expected NAME=VALUE"))
-        })
-        .collect::<Result<_>>()?;
+    let headers = header_pairs(headers)?;
     let mut body = vec![];
     std::io::stdin().read_to_end(&mut body).context("cannot read the request body from stdin")?;
     let function = match &args.namespace {
@@ -557,6 +694,184 @@ pub async fn deploy(args: GatewayArgs, stack: &std::path::Path, filter: Option<&
             }
         };
         println!("{} {verb}: {}/function/{}", f.service, api.url, f.service);
+    }
+    Ok(())
+}
+
+/// `switchboard login [-u USER] --password-stdin`: checks the credentials
+/// against the gateway (or `--hub`), then saves them where faas-cli keeps
+/// its logins.
+pub async fn login(args: GatewayArgs, hub: Option<String>, user: &str, password: Option<String>) -> Result<()> {
+    use std::io::Read;
+    let password = match password {
+        Some(p) => p,
+        None => {
+            let mut p = String::new();
+            std::io::stdin().read_to_string(&mut p).context("cannot read the password from stdin")?;
+            p
+        }
+    };
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        bail!("no password: give it on stdin with --password-stdin (or --password)");
+    }
+    let (name, url, check) = match &hub {
+        Some(hub) => ("hub", hub.as_str(), "/topics"),
+        None => ("gateway", args.gateway.as_str(), "/system/functions"),
+    };
+    let url = url.trim_end_matches('/').to_string();
+    let api = Api { auth: Some(basic(user, password)), ..Api::new(name, &url, "the URL", &args.secrets, args.json) };
+    api.call("GET", check, None).await?;
+    let file = logins_file().context("no home folder to save the login in: set OPENFAAS_CONFIG to a folder")?;
+    let mut logins: Logins = match std::fs::read_to_string(&file) {
+        Ok(text) => {
+            serde_yaml_ng::from_str(&text).with_context(|| format!("{}: not a faas-cli config", file.display()))?
+        }
+        Err(_) => Logins::default(),
+    };
+    logins.auths.retain(|l| l.gateway.trim_end_matches('/') != url);
+    logins.auths.push(Login { gateway: url.clone(), auth: "basic".into(), token: token(user, password) });
+    write_private(&file, &serde_yaml_ng::to_string(&logins)?)?;
+    println!("credentials saved for {user} at {url} ({})", file.display());
+    Ok(())
+}
+
+/// `switchboard logout`: forgets the saved login for the gateway (or `--hub`).
+pub async fn logout(args: GatewayArgs, hub: Option<String>) -> Result<()> {
+    let url = hub.as_deref().unwrap_or(&args.gateway).trim_end_matches('/').to_string();
+    let file = logins_file().context("no home folder: set OPENFAAS_CONFIG")?;
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let mut logins: Logins = serde_yaml_ng::from_str(&text).unwrap_or_default();
+    let before = logins.auths.len();
+    logins.auths.retain(|l| l.gateway.trim_end_matches('/') != url);
+    if logins.auths.len() == before {
+        bail!("no login saved for {url} in {}", file.display());
+    }
+    write_private(&file, &serde_yaml_ng::to_string(&logins)?)?;
+    println!("credentials for {url} removed");
+    Ok(())
+}
+
+/// Writes `text` to `file`, readable by its owner only, as faas-cli does.
+fn write_private(file: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = file.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(file)?;
+    f.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", file.display()))
+}
+
+#[derive(clap::Subcommand)]
+pub enum Secrets {
+    /// The secrets' names (never their values)
+    List,
+    /// Create a secret from --from-literal, --from-file or stdin
+    Create(SecretValue),
+    /// Replace a secret's value
+    Update(SecretValue),
+    /// Remove a secret
+    Remove { name: String },
+}
+
+#[derive(clap::Args)]
+pub struct SecretValue {
+    name: String,
+    /// The value itself (visible in the shell's history: prefer stdin)
+    #[arg(long)]
+    from_literal: Option<String>,
+    /// A file whose bytes are the value
+    #[arg(long)]
+    from_file: Option<PathBuf>,
+}
+
+/// `switchboard secret list|create|update|remove`, as faas-cli's.
+pub async fn secret(args: GatewayArgs, verb: Secrets) -> Result<()> {
+    use base64::Engine;
+    let api = Api::gateway(&args);
+    let named = |name: &str| {
+        let mut body = json!({"name": name});
+        if let Some(ns) = &args.namespace {
+            body["namespace"] = json!(ns);
+        }
+        body
+    };
+    let (method, body, done) = match verb {
+        Secrets::List => {
+            let answer = api.call("GET", &format!("/system/secrets{}", in_namespace(&args, '?')), None).await?;
+            api.print(&answer, |a| {
+                let secrets = a.as_array().map(Vec::as_slice).unwrap_or_default();
+                let mut rows: Vec<[String; 1]> =
+                    secrets.iter().map(|s| [s["name"].as_str().unwrap_or("?").to_string()]).collect();
+                rows.sort();
+                table(["NAME"], &rows)
+            });
+            return Ok(());
+        }
+        Secrets::Create(v) | Secrets::Update(v) if v.from_literal.is_some() && v.from_file.is_some() => {
+            bail!("{}: give --from-literal or --from-file, not both", v.name)
+        }
+        Secrets::Create(v) => ("POST", value(named(&v.name), &v)?, format!("{} created", v.name)),
+        Secrets::Update(v) => ("PUT", value(named(&v.name), &v)?, format!("{} updated", v.name)),
+        Secrets::Remove { name } => ("DELETE", named(&name), format!("{name} removed")),
+    };
+    /// The value as faas-cli sends it: text as `value`, other bytes as
+    /// base64 `rawValue`.
+    fn value(mut body: Value, v: &SecretValue) -> Result<Value> {
+        let bytes = match (&v.from_literal, &v.from_file) {
+            (Some(text), _) => text.clone().into_bytes(),
+            (None, Some(file)) => std::fs::read(file).with_context(|| format!("--from-file {}", file.display()))?,
+            (None, None) => {
+                use std::io::Read;
+                let mut b = vec![];
+                std::io::stdin().read_to_end(&mut b).context("cannot read the value from stdin")?;
+                b
+            }
+        };
+        match String::from_utf8(bytes) {
+            Ok(text) => body["value"] = json!(text),
+            Err(e) => body["rawValue"] = json!(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
+        }
+        Ok(body)
+    }
+    api.call(method, "/system/secrets", Some(body)).await?;
+    println!("{done}");
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum Namespaces {
+    /// The gateway's function namespaces
+    List,
+    /// Create a function namespace
+    Create { name: String },
+    /// Remove a function namespace
+    Remove { name: String },
+}
+
+/// `switchboard namespace list|create|remove`, as faas-cli's.
+pub async fn namespace(args: GatewayArgs, verb: Namespaces) -> Result<()> {
+    let api = Api::gateway(&args);
+    match verb {
+        Namespaces::List => {
+            let answer = api.call("GET", "/system/namespaces", None).await?;
+            api.print(&answer, |a| {
+                let names = a.as_array().map(Vec::as_slice).unwrap_or_default();
+                let rows: Vec<[String; 1]> = names.iter().map(|n| [n.as_str().unwrap_or("?").to_string()]).collect();
+                table(["NAMESPACE"], &rows)
+            });
+        }
+        Namespaces::Create { name } => {
+            // Labelled as OpenFaaS labels a namespace made for functions.
+            let ns = json!({"name": name, "labels": {"openfaas": "1"}});
+            api.call("POST", "/system/namespace/", Some(ns)).await?;
+            println!("namespace {name} created");
+        }
+        Namespaces::Remove { name } => {
+            api.call("DELETE", &format!("/system/namespace/{}", encode(&name)), None).await?;
+            println!("namespace {name} removed");
+        }
     }
     Ok(())
 }

@@ -97,8 +97,52 @@ enum Command {
         #[command(flatten)]
         gateway: cli::GatewayArgs,
     },
+    /// Check credentials against the gateway (or --hub) and save them where faas-cli keeps its logins
+    Login {
+        #[arg(long, short, default_value = "admin")]
+        username: String,
+        /// Read the password from stdin (the default)
+        #[arg(long = "password-stdin")]
+        _stdin: bool,
+        /// The password itself (visible in the shell's history: prefer stdin)
+        #[arg(long, short)]
+        password: Option<String>,
+        /// Log in to this hub rather than the gateway
+        #[arg(long)]
+        hub: Option<String>,
+        #[command(flatten)]
+        gateway: cli::GatewayArgs,
+    },
+    /// Forget the saved login for the gateway (or --hub)
+    Logout {
+        #[arg(long)]
+        hub: Option<String>,
+        #[command(flatten)]
+        gateway: cli::GatewayArgs,
+    },
+    /// The gateway's secrets: list (names only), create, update, remove
+    Secret {
+        #[command(subcommand)]
+        verb: cli::Secrets,
+        #[command(flatten)]
+        gateway: cli::GatewayArgs,
+    },
+    /// The gateway's function namespaces: list, create, remove
+    Namespace {
+        #[command(subcommand)]
+        verb: cli::Namespaces,
+        #[command(flatten)]
+        gateway: cli::GatewayArgs,
+    },
     /// The hub's topics: who subscribes to each, and which sources serve it, connected or not
     Topics(cli::HubArgs),
+    /// Send a test event through a source's broker: the quickest way to see a trigger work
+    Publish {
+        #[command(flatten)]
+        message: cli::PublishArgs,
+        #[command(flatten)]
+        hub: cli::HubArgs,
+    },
     /// Browse, replay and purge the hub's dead letters
     DeadLetters {
         #[command(flatten)]
@@ -222,10 +266,28 @@ fn main() -> Result<()> {
             }
             Command::Remove { name, gateway } => cli::report(cli::remove(gateway, &name).await),
             Command::Logs { name, tail, follow, gateway } => cli::report(cli::logs(gateway, &name, tail, follow).await),
+            Command::Login { username, _stdin, password, hub, gateway } => {
+                cli::report(cli::login(gateway, hub, &username, password).await)
+            }
+            Command::Logout { hub, gateway } => cli::report(cli::logout(gateway, hub).await),
+            Command::Secret { verb, gateway } => cli::report(cli::secret(gateway, verb).await),
+            Command::Namespace { verb, gateway } => cli::report(cli::namespace(gateway, verb).await),
             Command::Topics(hub) => cli::report(cli::topics(hub).await),
+            Command::Publish { message, hub } => cli::report(cli::publish(hub, message).await),
             Command::DeadLetters { hub, verb } => cli::report(cli::dead_letters(hub, verb).await),
             Command::Pause { function, hub } => cli::report(cli::pause(hub, &function, true).await),
             Command::Resume { function, hub } => cli::report(cli::pause(hub, &function, false).await),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command line's definition only when it is parsed:
+    /// every subcommand's, here, rather than at a user's first `--help`.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

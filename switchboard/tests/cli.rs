@@ -1,36 +1,20 @@
-//! The hub's verbs for people (`switchboard topics`, `dead-letters`,
-//! `pause`, `resume`), run as a person runs them against `switchboard up`: from the
-//! platform's folder, where the credentials are.
+//! The verbs for people, run as a person runs them against `switchboard
+//! up`: the gateway's (`list`, `invoke`, `deploy`, `login`, `secret`, …) and
+//! the hub's (`topics`, `dead-letters`, `pause`, `resume`, `publish`), from
+//! the platform's folder, where the credentials are, or elsewhere after a
+//! `login`.
 
 mod common;
 
 use common::*;
 use std::path::Path;
+use std::time::Duration;
 
 /// Runs `switchboard ARGS` in `dir`, with `--hub` the platform's unless
 /// ARGS name one: exit code, stdout, stderr.
 fn run(p: &Platform, dir: &Path, args: &[&str]) -> (i32, String, String) {
     let hub = if args.contains(&"--hub") { vec![] } else { vec!["--hub", p.hub_url.as_str()] };
     command(dir, &[args, &hub].concat(), "")
-}
-
-/// Runs `switchboard ARGS` in `dir` with `stdin`: exit code, stdout, stderr.
-fn command(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("secret_mount_path")
-        .env_remove("OPENFAAS_URL")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
 #[tokio::test]
@@ -101,9 +85,9 @@ async fn functions_are_listed_described_invoked_scaled_logged_and_removed() {
     let (code, _, err) = gw(&["invoke", "nobody"], "x");
     assert!(code == 1 && err.starts_with("error: nobody answered 404"), "{err}");
     let (code, _, err) = command(Path::new("/"), &["list", "--gateway", url], "");
-    assert!(code == 1 && err.contains("the gateway wants credentials"), "{err}");
+    assert!(code == 1 && err.contains("wants credentials and none were found"), "{err}");
     let (code, _, err) = gw(&["describe", "nobody"], "");
-    assert!(code == 1 && err.contains("404"), "{err}");
+    assert!(code == 1 && err.starts_with("error: no function nobody on the gateway at "), "{err}");
 }
 
 #[tokio::test]
@@ -164,13 +148,91 @@ async fn dead_letters_pause_and_resume_from_the_command_line() {
     assert_eq!((code, out.as_str()), (0, "replayed 3: 3 delivered, 0 failed again\n"), "{err}");
     assert_eq!(run(&p, here, &["dead-letters", "list", "--json"]).1.matches("\"id\"").count(), 0);
 
+    // A test event through a broker (nats), and a CloudEvent to the receiver.
+    let (code, out, err) = run(&p, here, &["publish", "nats", "order.created"]);
+    assert!(code == 0 && out.starts_with("published to nats:order.created ("), "{out}{err}");
+    let cloudevent = ["publish", "cloudevents", "order.created", "--cloudevents", &p.ce_url];
+    let (code, out, err) = command(here, &[&cloudevent[..], &["--hub", &p.hub_url]].concat(), "via the CLI");
+    assert!(code == 0 && out.starts_with("switchboard-publish-") && out.contains(r#""delivered":1"#), "{out}{err}");
+    let delivered = eventually(Duration::from_secs(10), || async {
+        let bodies: Vec<String> = calls(&work.join("calls.jsonl")).iter().map(|c| c["body"].to_string()).collect();
+        bodies.contains(&"\"\"".to_string()) && bodies.contains(&"\"via the CLI\"".to_string())
+    });
+    assert!(delivered.await, "{:?}", calls(&work.join("calls.jsonl")));
+    let (code, _, err) = run(&p, here, &["publish", "cron", "tick"]);
+    assert!(code == 1 && err.starts_with("error: 400 Bad Request: cron has no broker to publish to"), "{err}");
+    let (code, _, err) = run(&p, here, &["publish", "kafka", "orders"]);
+    assert!(code == 1 && err.contains("no source kafka here (here: "), "{err}");
+
     // Errors say what to do.
     let (code, _, err) = run(&p, here, &["dead-letters", "purge"]);
     assert!(code == 1 && err.starts_with("error: 400 Bad Request: name the letters"), "{err}");
     let (code, _, err) = run(&p, here, &["pause", "nobody"]);
     assert!(code == 1 && err.contains("no function nobody subscribes"), "{err}");
     let (code, _, err) = run(&p, Path::new("/"), &["dead-letters", "list"]);
-    assert!(code == 1 && err.contains("the hub wants credentials") && err.contains("--secrets"), "{err}");
+    assert!(
+        code == 1 && err.contains("the hub at ") && err.contains("wants credentials") && err.contains("--secrets"),
+        "{err}"
+    );
     let (code, _, err) = run(&p, here, &["dead-letters", "list", "--hub", "http://127.0.0.1:9"]);
     assert!(code == 1 && err.contains("cannot reach the hub at http://127.0.0.1:9"), "{err}");
+}
+
+#[tokio::test]
+async fn login_secrets_and_namespaces_from_another_folder() {
+    let p = Platform::start(&config(""), "functions:\n  echo:\n    fprocess: cat\n").await;
+    p.wait_ready(&["echo"]).await;
+    let elsewhere = tempdir();
+    let (here, url) = (elsewhere.path(), p.url.as_str());
+    let gw = |args: &[&str], stdin: &str| command(here, &[args, &["--gateway", url]].concat(), stdin);
+    let password = std::fs::read_to_string(p.dir.path().join("data/secrets/basic-auth-password")).unwrap();
+
+    let (code, _, err) = gw(&["list"], "");
+    assert_eq!(code, 1);
+    assert!(err.starts_with("error: the gateway at ") && err.contains("run `switchboard login`"), "{err}");
+    let (code, _, err) = gw(&["login", "--password-stdin"], "not-the-password\n");
+    assert_eq!(code, 1);
+    assert!(err.contains("refused these credentials"), "{err}");
+    assert!(!here.join(".openfaas/config.yml").exists(), "a refused login is not saved");
+
+    let (code, out, err) = gw(&["login", "--username", "admin", "--password-stdin"], &password);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("credentials saved for admin at {url}")), "{out}");
+    // faas-cli's own file and format, readable by its owner only.
+    let saved = here.join(".openfaas/config.yml");
+    let logins: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let token = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{}", password.trim()))
+    };
+    assert_eq!(logins["auths"], serde_json::json!([{"gateway": url, "auth": "basic", "token": token}]));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777, 0o600);
+    let (code, out, err) = gw(&["list"], "");
+    assert!(code == 0 && out.contains("echo "), "{out}{err}");
+
+    let (code, out, err) = gw(&["secret", "create", "db-password", "--from-literal", "s3cret"], "");
+    assert_eq!((code, out.as_str()), (0, "db-password created\n"), "{err}");
+    let (code, out, err) = gw(&["secret", "create", "api-key"], "from stdin");
+    assert_eq!((code, out.as_str()), (0, "api-key created\n"), "{err}");
+    let (code, out, _) = gw(&["secret", "create", "api-key"], "again");
+    assert_eq!(code, 1, "a secret that exists is not created twice: {out}");
+    let (code, out, err) = gw(&["secret", "update", "api-key"], "new value");
+    assert_eq!((code, out.as_str()), (0, "api-key updated\n"), "{err}");
+    let (_, out, _) = gw(&["secret", "list"], "");
+    assert_eq!(out, "NAME\napi-key\ndb-password\n", "names only, never values");
+    assert_eq!(gw(&["secret", "remove", "db-password"], "").1, "db-password removed\n");
+    assert_eq!(gw(&["secret", "list"], "").1, "NAME\napi-key\n");
+
+    let (code, out, err) = gw(&["namespace", "create", "team-a"], "");
+    assert_eq!((code, out.as_str()), (0, "namespace team-a created\n"), "{err}");
+    assert_eq!(gw(&["namespace", "list"], "").1, "NAMESPACE\nopenfaas-fn\nteam-a\n");
+    assert_eq!(gw(&["namespace", "remove", "team-a"], "").0, 0);
+    assert_eq!(gw(&["namespace", "list", "--json"], "").1.trim(), "[\n  \"openfaas-fn\"\n]");
+
+    assert_eq!(gw(&["logout"], "").1, format!("credentials for {url} removed\n"));
+    assert_eq!(gw(&["list"], "").0, 1, "logged out");
+    let (code, _, err) = command(here, &["list", "--gateway", &format!("http://127.0.0.1:{}", free_port())], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach the gateway") && err.contains("is `switchboard up` running there?"), "{err}");
 }

@@ -14,6 +14,10 @@ use std::time::Duration;
 
 /// One source and its broker, as the scenarios see them.
 trait Adapter: Sized {
+    /// The source's name, as `switchboard publish` takes it.
+    const SOURCE: &'static str;
+    /// Whether its messages have headers (Redis pub/sub's have none).
+    const CARRIES_HEADERS: bool = true;
     /// The source's config section (YAML, top level).
     fn config(&self) -> String;
     /// A topic of its own for one scenario, ready to be published to.
@@ -277,6 +281,27 @@ async fn a_paused_function_gets_its_events_once_resumed<A: Adapter>(a: A) {
     }
 }
 
+/// `switchboard publish SOURCE TOPIC` sends a test event through the
+/// broker with the hub's own connection: the function gets it once, with
+/// the header given where the broker carries headers (not Redis pub/sub).
+async fn a_test_event_published_through_the_hub_is_delivered<A: Adapter>(a: A) {
+    let topic = a.topic("published").await;
+    let dir = tempdir();
+    let record = dir.path().join("calls.jsonl");
+    let p = start(&a, dir, "", &conform_fn("conform", &topic, &record, "")).await;
+    let args = ["publish", A::SOURCE, &topic, "-H", "x-published-by=conformance", "--key", "k-1", "--hub", &p.hub_url];
+    let (code, out, err) = command(p.dir.path(), &args, "published");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("published to {}:{topic} (", A::SOURCE)), "{out}");
+    let called = eventually(Duration::from_secs(15), || async { !calls_of(&record, "published").is_empty() }).await;
+    assert!(called, "not delivered:\n{}", p.proc.output());
+    let headers = &calls_of(&record, "published")[0]["headers"];
+    let carried = headers.as_object().unwrap().values().any(|v| v == "conformance");
+    assert_eq!(carried, A::CARRIES_HEADERS, "{headers}");
+    assert!(settled_eventually(&a, &topic).await, "delivered but not settled");
+    assert_eq!(calls_of(&record, "published").len(), 1);
+}
+
 macro_rules! conformance {
     ($source:ident: $adapter:expr => $($scenario:ident),+ $(,)?) => {
         mod $source {
@@ -319,6 +344,7 @@ mod adapters {
     }
 
     impl Adapter for JetStream {
+        const SOURCE: &'static str = "nats";
         fn config(&self) -> String {
             format!(
                 "nats:\n  enabled: true\n  jetstream:\n    stream: {}\n    durable: conform\n    ack_wait: 1s\n",
@@ -366,6 +392,7 @@ mod adapters {
     }
 
     impl Adapter for CoreNats {
+        const SOURCE: &'static str = "nats";
         fn config(&self) -> String {
             "nats:\n  enabled: true\n".into()
         }
@@ -404,6 +431,7 @@ mod adapters {
     }
 
     impl Adapter for RedisStreams {
+        const SOURCE: &'static str = "redis";
         fn config(&self) -> String {
             format!(
                 "redis:\n  enabled: true\n  group: conform\n  consumer: {}\n  claim_idle: 1s\n  block: 200ms\n  dead_letter_stream: {}:dead\n",
@@ -452,6 +480,8 @@ mod adapters {
     }
 
     impl Adapter for RedisPubsub {
+        const SOURCE: &'static str = "redis";
+        const CARRIES_HEADERS: bool = false;
         fn config(&self) -> String {
             "redis:\n  enabled: true\n  mode: pubsub\n".into()
         }
@@ -486,6 +516,7 @@ mod adapters {
     }
 
     impl Adapter for Kafka {
+        const SOURCE: &'static str = "kafka";
         /// Each test's group has replicas of its own name (static membership).
         fn config(&self) -> String {
             format!("{}  client_id: {}\n", kafka_section(&self.group), self.group)
@@ -511,6 +542,7 @@ mod adapters {
     pub struct Sqs;
 
     impl Adapter for Sqs {
+        const SOURCE: &'static str = "sqs";
         fn config(&self) -> String {
             sqs_section()
         }
@@ -576,6 +608,7 @@ mod adapters {
     }
 
     impl Adapter for Mqtt {
+        const SOURCE: &'static str = "mqtt";
         fn config(&self) -> String {
             format!("mqtt:\n  enabled: true\n  client_id: {}\n  clean_session: false\n  qos: 1\n", self.client_id)
         }
@@ -595,29 +628,32 @@ mod adapters {
 conformance!(kafka: adapters::Kafka::new() =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again,
     topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,
-    a_paused_function_gets_its_events_once_resumed);
+    a_paused_function_gets_its_events_once_resumed, a_test_event_published_through_the_hub_is_delivered);
 conformance!(sqs: adapters::Sqs =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again,
     topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,
-    a_long_invocation_is_kept_alive, a_paused_function_gets_its_events_once_resumed);
+    a_long_invocation_is_kept_alive, a_paused_function_gets_its_events_once_resumed,
+    a_test_event_published_through_the_hub_is_delivered);
 // JetStream, like SQS, pulls only what the hub has room for: the orphan
 // scenario's second message is never pulled while the first runs, and it
 // stays in the stream once its function is gone.
 conformance!(jetstream: adapters::JetStream::new().await =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again,
     topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,
-    a_long_invocation_is_kept_alive, a_paused_function_gets_its_events_once_resumed);
+    a_long_invocation_is_kept_alive, a_paused_function_gets_its_events_once_resumed,
+    a_test_event_published_through_the_hub_is_delivered);
 conformance!(redis_streams: adapters::RedisStreams::new().await =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again, no_subscriber_is_dead_lettered,
     topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,
-    a_long_invocation_is_kept_alive, a_paused_function_gets_its_events_once_resumed);
+    a_long_invocation_is_kept_alive, a_paused_function_gets_its_events_once_resumed,
+    a_test_event_published_through_the_hub_is_delivered);
 conformance!(mqtt: adapters::Mqtt::new().await =>
     delivered_is_acked_once, a_failure_is_not_acked_and_comes_again, no_subscriber_is_dead_lettered,
     topics_follow_the_functions, nothing_is_lost_when_the_hub_is_killed, retry_after_is_honoured,
-    a_paused_function_gets_its_events_once_resumed);
+    a_paused_function_gets_its_events_once_resumed, a_test_event_published_through_the_hub_is_delivered);
 conformance!(core_nats: adapters::CoreNats::new().await =>
     delivered_is_acked_once, no_subscriber_is_dead_lettered, topics_follow_the_functions, retry_after_is_honoured,
-    a_paused_function_gets_its_events_once_resumed);
+    a_paused_function_gets_its_events_once_resumed, a_test_event_published_through_the_hub_is_delivered);
 conformance!(redis_pubsub: adapters::RedisPubsub::new().await =>
     delivered_is_acked_once, no_subscriber_is_dead_lettered, topics_follow_the_functions, retry_after_is_honoured,
-    a_paused_function_gets_its_events_once_resumed);
+    a_paused_function_gets_its_events_once_resumed, a_test_event_published_through_the_hub_is_delivered);

@@ -158,11 +158,17 @@ impl KafkaConfig {
                 "kafka.dead_letter_topic must not be empty; leave it out for the hub's sink".into(),
             ));
         }
+        self.publisher_config().map(Some)
+    }
+
+    /// librdkafka's settings for a producer: of dead letters, and of
+    /// `switchboard publish`.
+    pub fn publisher_config(&self) -> Result<ClientConfig, ConfigError> {
         let mut c = self.common()?;
-        // A letter that cannot be written in this time was not written: its
-        // record stays unsettled (librdkafka's default is five minutes).
+        // A record that cannot be written in this time was not written: a
+        // letter's record stays unsettled (librdkafka's default is five minutes).
         c.set("message.timeout.ms", "30000");
-        Ok(Some(self.with_properties(c)))
+        Ok(self.with_properties(c))
     }
 
     /// The connection: servers, identity, TLS and SASL.

@@ -12,14 +12,15 @@
 mod config;
 mod letters;
 mod metrics;
+mod publish;
 mod record;
 mod sink;
 
 pub use config::{ConfigError, KafkaConfig, OffsetReset, Ordering, Sasl, Tombstones};
 
 use connector_core::{
-    BrokerLetters, BrokerState, Event, Outcome, Settle, Source, SourceConfig, SourceContext, SourceError, Subscribed,
-    Watermark,
+    BrokerLetters, BrokerState, Event, Outcome, Publisher, Settle, Source, SourceConfig, SourceContext, SourceError,
+    Subscribed, Watermark,
 };
 use futures_util::future::BoxFuture;
 use metrics::KafkaMetrics;
@@ -196,6 +197,10 @@ impl Source for KafkaSource {
 
     fn dead_letter_queue(&self) -> Option<Arc<dyn BrokerLetters>> {
         Some(Arc::new(letters::TopicLetters { config: self.config.clone() }))
+    }
+
+    fn publisher(&self) -> Option<Arc<dyn Publisher>> {
+        Some(Arc::new(publish::TopicPublisher::new(self.config.clone())))
     }
 
     fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {

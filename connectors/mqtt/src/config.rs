@@ -68,6 +68,7 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 pub struct ConfigError(pub String);
 
 /// What the config resolves to.
+#[derive(Clone)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,

@@ -10,12 +10,13 @@
 //! a response topic gets the function's response, with the correlation data.
 
 mod config;
+mod publish;
 
 pub use config::{ConfigError, MqttConfig, valid_filter};
 
 use connector_core::{
-    Backoff, CloudEventAttrs, Event, Outcome, Response, Settle, Source, SourceConfig, SourceContext, SourceError,
-    Subscribed,
+    Backoff, CloudEventAttrs, Event, Outcome, Publisher, Response, Settle, Source, SourceConfig, SourceContext,
+    SourceError, Subscribed,
 };
 use futures_util::future::BoxFuture;
 use prometheus::IntGauge;
@@ -63,6 +64,11 @@ impl Source for MqttSource {
 
     fn describe(&self) -> String {
         format!("{} (MQTT {}, QoS {})", self.config.url, self.config.version, self.config.qos)
+    }
+
+    fn publisher(&self) -> Option<Arc<dyn Publisher>> {
+        let source = MqttSource { config: self.config.clone(), endpoint: self.endpoint.clone() };
+        Some(Arc::new(publish::MqttPublisher { source: Arc::new(source) }))
     }
 
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {

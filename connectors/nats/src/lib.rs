@@ -15,6 +15,7 @@
 
 mod config;
 mod letters;
+mod publish;
 mod queue;
 mod sink;
 mod store;
@@ -26,8 +27,8 @@ pub use store::KvStore;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use connector_core::{
-    Backoff, BrokerLetters, BrokerState, CloudEventAttrs, Dispatcher, Event, NoAck, Outcome, Response, Settle, Source,
-    SourceContext, SourceError, Subscribed,
+    Backoff, BrokerLetters, BrokerState, CloudEventAttrs, Dispatcher, Event, NoAck, Outcome, Publisher, Response,
+    Settle, Source, SourceContext, SourceError, Subscribed,
 };
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -129,6 +130,10 @@ impl Source for NatsSource {
 
     fn dead_letter_queue(&self) -> Option<Arc<dyn BrokerLetters>> {
         Some(Arc::new(letters::SubjectLetters { config: self.config.clone() }))
+    }
+
+    fn publisher(&self) -> Option<Arc<dyn Publisher>> {
+        Some(Arc::new(publish::SubjectPublisher::new(self.config.clone())))
     }
 
     fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {

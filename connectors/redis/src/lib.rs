@@ -16,6 +16,7 @@
 //! glob characters. Redis keeps nothing for a subscriber that is away.
 
 mod config;
+mod publish;
 mod store;
 
 pub use config::{ConfigError, Mode, RedisConfig};
@@ -23,7 +24,7 @@ pub use store::RedisStore;
 
 use connector_core::{
     Backoff, Batcher, BrokerBatch, BrokerLetters, DeadLetter, DeadLetterSink, Dispatcher, Event, NoAck, Outcome,
-    Settle, Source, SourceConfig, SourceContext, SourceError, Subscribed,
+    Publisher, Settle, Source, SourceConfig, SourceContext, SourceError, Subscribed,
 };
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -75,6 +76,10 @@ impl Source for RedisSource {
     fn dead_letter_queue(&self) -> Option<Arc<dyn BrokerLetters>> {
         let streams = self.config.mode == Mode::Streams;
         streams.then(|| Arc::new(StreamLetters { client: self.client.clone() }) as Arc<dyn BrokerLetters>)
+    }
+
+    fn publisher(&self) -> Option<Arc<dyn Publisher>> {
+        Some(Arc::new(publish::RedisPublisher { config: self.config.clone(), client: self.client.clone() }))
     }
 
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {

@@ -15,14 +15,15 @@ mod config;
 mod letters;
 mod message;
 mod metrics;
+mod publish;
 
 pub use config::{ConfigError, Redrive, SqsConfig, queue_name};
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
 use connector_core::{
-    Backoff, Batcher, BrokerLetters, BrokerState, Dispatcher, Outcome, Settle, Source, SourceConfig, SourceContext,
-    SourceError, Subscribed,
+    Backoff, Batcher, BrokerLetters, BrokerState, Dispatcher, Outcome, Publisher, Settle, Source, SourceConfig,
+    SourceContext, SourceError, Subscribed,
 };
 use futures_util::future::BoxFuture;
 use metrics::SqsMetrics;
@@ -66,6 +67,10 @@ impl Source for SqsSource {
 
     fn dead_letter_queue(&self) -> Option<Arc<dyn BrokerLetters>> {
         Some(Arc::new(letters::QueueLetters { config: self.config.clone() }))
+    }
+
+    fn publisher(&self) -> Option<Arc<dyn Publisher>> {
+        Some(Arc::new(publish::QueuePublisher { config: self.config.clone() }))
     }
 
     fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {

@@ -183,6 +183,29 @@ impl Drop for Proc {
     }
 }
 
+/// Runs `switchboard ARGS` in `dir` with `stdin`: exit code, stdout, stderr.
+pub fn command(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("secret_mount_path")
+        .env_remove("OPENFAAS_URL")
+        .env_remove("SWITCHBOARD_HUB")
+        .env_remove("SWITCHBOARD_CLOUDEVENTS")
+        // Logins are saved here, never in the runner's own ~/.openfaas.
+        .env("OPENFAAS_CONFIG", dir.join(".openfaas"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
 /// A platform (`switchboard up`) in its own temporary directory.
 pub struct Platform {
     pub proc: Proc,
@@ -805,7 +828,7 @@ pub fn conform_fn(name: &str, topic: &str, record: &Path, annotations: &str) -> 
     )
 }
 
-/// The calls a conform.py function recorded: `{t, body, status}`.
+/// The calls a conform.py function recorded: `{t, body, status, headers}`.
 pub fn calls(record: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(record).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
 }
