@@ -213,6 +213,14 @@ pub async fn up(args: PlatformArgs, with_hub: bool) -> Result<()> {
     own.push(config.cloudevents.listen.port());
     switchboard_gateway::provider::reserve_ports(own);
     let provider = provider(&config).await?;
+    if with_hub {
+        // The portal shows this hub's events (/ui/hub/), on loopback when it listens everywhere.
+        let mut hub = config.hub.listen;
+        if hub.ip().is_unspecified() {
+            hub.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        config.gateway.hub = Some(hub);
+    }
     let gateway = Arc::new(Gateway::new(config.gateway.clone(), provider, queue, credentials.clone()));
     let worker = backlog.map(|backlog| {
         let worker = Worker::new(backlog, worker_config(&config, &url), gateway.metrics.registry());

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use std::process::Command;
+use std::time::Duration;
 
 const STACK: &str = "functions:\n  echo:\n    fprocess: cat\n  shout:\n    fprocess: tr a-z A-Z\n    annotations:\n      topic: orders\n";
 
@@ -75,8 +76,8 @@ async fn the_portal_lists_the_functions_in_a_browser() {
     let url = format!("http://admin:{}@127.0.0.1:{}/ui/", password.trim(), p.port);
     let dom = rendered(&url);
     for row in [
-        r#"<tr data-name="echo"><td>echo</td><td>cat</td><td>1/1</td><td>0</td><td></td></tr>"#,
-        r#"<tr data-name="shout"><td>shout</td><td>tr a-z A-Z</td><td>1/1</td><td>1</td><td>orders</td></tr>"#,
+        r#"<tr data-name="echo"><td><button type="button" aria-label="Show echo">echo</button></td><td>cat</td><td>1/1</td><td>0</td><td></td></tr>"#,
+        r#"<tr data-name="shout"><td><button type="button" aria-label="Show shout">shout</button></td><td>tr a-z A-Z</td><td>1/1</td><td>1</td><td>orders</td></tr>"#,
     ] {
         assert!(dom.contains(row), "the page's script rendered {row}:\n{dom}");
     }
@@ -135,4 +136,51 @@ async fn the_portal_shows_a_crash_looping_function() {
     let dom = rendered(&format!("http://admin:{}@127.0.0.1:{}/ui/", password.trim(), p.port));
     assert!(dom.contains(r#"class="crash""#) && dom.contains("/1 crash-looping</td>"), "{dom}");
     assert!(dom.contains("No module named"), "the reason, in the cell's title:\n{dom}");
+}
+
+/// The on-call walk in a real browser (tests/portal/walkthrough.mjs,
+/// Playwright driving Debian's Chromium): deploy, invoke from the keyboard,
+/// an event dead-lettered while the function is broken, fixed, replayed
+/// from the portal, paused and resumed, a letter purged; then at phone width. Its
+/// screenshots are saved in target/portal-screenshots (docs/portal.md).
+#[tokio::test]
+async fn the_portal_walks_through_a_bad_day_in_a_browser() {
+    let walkthrough = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/portal");
+    assert!(
+        walkthrough.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: scripts/test installs it (npm ci --prefix switchboard/tests/portal)"
+    );
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/portal-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let dir = tempdir();
+    let (switch, record) = (dir.path().join("broken"), dir.path().join("calls.jsonl"));
+    let config = config_with("  retry:\n    attempts: 1\n", "");
+    let p = Platform::start_in(dir, &config, "functions: {}\n", &[]).await;
+    let password = std::fs::read_to_string(p.dir.path().join("data/secrets/basic-auth-password")).unwrap();
+    let command = format!("python3 {}", fixture("switched.py"));
+    let env = [
+        ("PORTAL_URL", format!("{}/ui/", p.url)),
+        ("PORTAL_USER", "admin".to_string()),
+        ("PORTAL_PASSWORD", password.trim().to_string()),
+        ("CE_URL", p.ce_url.clone()),
+        ("SHOTS", shots.display().to_string()),
+        ("FUNCTION_COMMAND", command),
+        ("SWITCH_FILE", switch.display().to_string()),
+        ("RECORD_FILE", record.display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let script = walkthrough.join("walkthrough.mjs").display().to_string();
+    let mut node = Proc::spawn_program("node", &[&script], p.dir.path(), &env);
+    let code = node.wait_exit(Duration::from_secs(180));
+    let out = node.output();
+    assert_eq!(code, Some(0), "the walkthrough failed:\n{out}\n--- platform ---\n{}", p.proc.output());
+    assert!(out.contains("walkthrough passed"), "{out}");
+    // What the function received, each once: the invoke, the replayed
+    // letter, and the event sent after the resume (not the purged one).
+    let bodies: Vec<String> = calls(&record).iter().map(|c| c["body"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(bodies, ["hello", "order 1", "order 2"]);
+    assert_eq!(p.dead_letters().len(), 2, "two letters were written (their JSON-lines copy)");
+    let auth = p.auth.clone().unwrap();
+    let stored = call("GET", &format!("{}/dead-letters", p.hub_url), &[("Authorization", &auth)], "").await;
+    assert_eq!(stored.json()["letters"], serde_json::json!([]), "the replayed and the purged letters left the store");
 }

@@ -18,7 +18,8 @@ const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// The shell commands of the README's Quick start (up to "### With
 /// Docker"), continuation lines joined and comments dropped, but for those
 /// that start a long-running process (`cargo run`, `switchboard connect`):
-/// the test runs the platform itself.
+/// the test runs the platform itself. The CLI's verbs run, from the binary
+/// under test.
 fn quick_start_commands(readme: &str) -> Vec<String> {
     let start = readme.find("## Quick start").expect("the README has a Quick start");
     let end = readme[start..].find("### With Docker").map_or(readme.len(), |i| start + i);
@@ -40,7 +41,7 @@ fn quick_start_commands(readme: &str) -> Vec<String> {
             }
         }
     }
-    commands.retain(|c| !c.starts_with("cargo ") && !c.starts_with("switchboard "));
+    commands.retain(|c| !c.starts_with("cargo ") && !c.starts_with("switchboard connect "));
     commands
 }
 
@@ -92,7 +93,18 @@ async fn the_readme_quick_start_works_on_a_first_run() {
     for (i, command) in commands.iter().enumerate() {
         script.push_str(&format!("echo '<<<{i}>>>'\n{command}\necho\n"));
     }
-    let run = std::process::Command::new("bash").args(["-c", &script]).current_dir(p.dir.path()).output().unwrap();
+    // `switchboard` is the binary under test, as target/release is for a reader.
+    let bin_dir = Path::new(BIN).parent().unwrap().display().to_string();
+    let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
+    let run = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .current_dir(p.dir.path())
+        .env("PATH", path)
+        .env_remove("OPENFAAS_URL")
+        .env_remove("SWITCHBOARD_HUB")
+        .env("OPENFAAS_CONFIG", p.dir.path().join(".openfaas"))
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "a README command failed:\n{out}\nplatform:\n{}", p.proc.output());
     let output_of = |part: &str| {
@@ -116,6 +128,18 @@ async fn the_readme_quick_start_works_on_a_first_run() {
     assert_eq!(replayed["letters"], 0, "{out}");
     assert!(output_of("/functions/order-created/pause").contains(r#""paused":true"#), "{out}");
     assert!(output_of("/functions/order-created/resume").contains(r#""paused":false"#), "{out}");
+    let topics = output_of("switchboard topics");
+    let order = topics.lines().find(|l| l.starts_with("com.example.order.created "));
+    assert!(
+        order.is_some_and(|l| l.contains(" order-created.openfaas-fn ") && l.ends_with(" cloudevents")),
+        "{topics}"
+    );
+    let published = output_of("switchboard publish cloudevents");
+    assert!(published.starts_with("switchboard-publish-") && published.contains(r#""delivered":1"#), "{out}");
+    assert!(output_of("switchboard dead-letters list").ends_with("no dead letters"), "{out}");
+    assert_eq!(output_of("switchboard pause"), "order-created.openfaas-fn paused: its events wait", "{out}");
+    assert_eq!(output_of("switchboard resume"), "order-created.openfaas-fn resumed", "{out}");
+    assert!(output_of("switchboard list").contains("thumbnail"), "{out}");
     let sent = output_of("127.0.0.1:8082/");
     assert!(sent.starts_with("HTTP/1.1 200") && sent.contains(r#""delivered":1"#), "{sent}");
     let uploaded: serde_json::Value = serde_json::from_str(&output_of("--data-binary @photo.jpg")).unwrap();
@@ -134,6 +158,7 @@ async fn the_readme_quick_start_works_on_a_first_run() {
         })
     };
     assert!(logged("order-created", r#"{"order":42}"#).await, "{}", p.proc.output());
+    assert!(logged("order-created", r#"{"order":43}"#).await, "{}", p.proc.output());
     assert!(logged("tick", "scheduled_time").await, "{}", p.proc.output());
     let letters =
         call("GET", &format!("{}/dead-letters", p.hub_url), &[("Authorization", p.auth.as_deref().unwrap())], "").await;

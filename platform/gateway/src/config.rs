@@ -55,6 +55,10 @@ pub struct GatewayConfig {
     /// (its `functions_provider_url`): `/system/info` then has
     /// faas-provider's flat shape, which that gateway reads.
     pub role: Role,
+    /// The hub whose topics, event rates, dead letters and pause the portal
+    /// shows (its `hub.listen`), reached through `/ui/hub/`; `up` sets it
+    /// to its own hub.
+    pub hub: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +105,7 @@ impl Default for GatewayConfig {
             sandbox_functions: true,
             function_namespace: "openfaas-fn".into(),
             role: Role::Gateway,
+            hub: None,
         }
     }
 }

@@ -93,6 +93,7 @@ pub fn router(gw: Shared) -> Router {
         .route("/ui/", get(portal::page))
         .route("/ui/portal.js", get(portal::script))
         .route("/ui/portal.css", get(portal::style))
+        .route("/ui/hub/{*path}", any(portal::hub))
         .route_layer(axum::middleware::from_fn_with_state(gw.clone(), system::require_auth))
         .route_layer(axum::middleware::from_fn(system::refuse_browsers));
     Router::new()
