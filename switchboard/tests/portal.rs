@@ -62,6 +62,12 @@ async fn the_portal_is_behind_the_credentials_and_keeps_to_its_origin() {
         assert_eq!(r.status, 200, "{file}");
         assert!(r.header("content-type").unwrap().starts_with(kind), "{file}");
     }
+    // The hub's routes, for the portal: behind the same credentials.
+    assert_eq!(get(&format!("{}/ui/hub/topics", p.url)).await.status, 401);
+    let topics = call("GET", &format!("{}/ui/hub/topics", p.url), &[("Authorization", &auth)], "").await;
+    assert_eq!(topics.json()["topics"][0]["topic"], "orders", "{}", topics.text());
+    let letters = call("GET", &format!("{}/ui/hub/dead-letters", p.url), &[("Authorization", &auth)], "").await;
+    assert_eq!(letters.json()["letters"], serde_json::json!([]), "{}", letters.text());
     let cross_site = [("Authorization", auth.as_str()), ("Sec-Fetch-Site", "cross-site")];
     let cross = call("GET", &format!("{}/ui/", p.url), &cross_site, "").await;
     assert_eq!(cross.status, 403, "another site cannot frame or fetch it");
