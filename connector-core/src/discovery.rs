@@ -181,7 +181,9 @@ impl Discovery {
                 };
                 let paused = f.annotations.get(PAUSED).is_some_and(|v| v.trim() == "true")
                     || self.paused.read().expect("paused lock").contains(&function);
-                subs.push(Subscription { function, topics, annotations: f.annotations, retry, limits, paused });
+                let reply_to = f.annotations.get(crate::reply::REPLY_TO).map(|v| crate::reply::ReplyTo::parse(v));
+                let annotations = f.annotations;
+                subs.push(Subscription { function, topics, annotations, retry, limits, paused, reply_to });
             }
         }
         Ok(subs)

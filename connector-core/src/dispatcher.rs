@@ -28,6 +28,8 @@ struct Shared {
     order: KeyOrder,
     asynchronous: Option<String>,
     content_type: Option<String>,
+    /// Each source's publisher, for replies (set once the sources are known).
+    publishers: std::sync::OnceLock<crate::publish::Publishers>,
     shutdown: CancellationToken,
 }
 
@@ -103,10 +105,16 @@ impl Dispatcher {
             order: KeyOrder::default(),
             asynchronous: config.async_invocation.then(|| config.callback_url.clone().unwrap_or_default()),
             content_type: config.content_type.clone(),
+            publishers: std::sync::OnceLock::new(),
             shutdown,
         };
         let ordered = config.ordered_keys;
         Self { shared: Arc::new(shared), source: "hub", connector: Arc::from("switchboard"), sink, ordered }
+    }
+
+    /// Where replies go: each source's publisher (the hub's sources, once known).
+    pub fn set_publishers(&self, publishers: crate::publish::Publishers) {
+        let _ = self.shared.publishers.set(publishers);
     }
 
     /// The same hub, labelled for one source (`X-Connector: switchboard/<source>`).
@@ -353,21 +361,28 @@ impl Dispatcher {
                 asynchronous: self.shared.asynchronous.as_deref(),
                 content_type: self.shared.content_type.as_deref(),
             };
-            let a = self.shared.gateway.invoke(&invocation).await;
+            let mut a = self.shared.gateway.invoke(&invocation).await;
             inflight.dec();
             drop(permit);
             let code = a.status.and_then(|s| http::StatusCode::from_u16(s).ok());
             let code = code.as_ref().map_or("error", http::StatusCode::as_str);
             m.invocation_seconds.with_label_values(&[&sub.function, code]).observe(a.elapsed.as_secs_f64());
             if a.ok() {
-                m.delivered.with_label_values(&labels).inc();
-                let status = a.status.unwrap_or(200);
-                return Delivery::Delivered(Response {
+                let answer = Response {
                     function: sub.function.clone(),
-                    status,
-                    headers: a.headers,
-                    body: a.body,
-                });
+                    status: a.status.unwrap_or(200),
+                    headers: std::mem::take(&mut a.headers),
+                    body: std::mem::take(&mut a.body),
+                };
+                // Settled only once its reply is out: one that cannot be
+                // published is a failed attempt, retried as any other.
+                match self.reply(sub, event, &answer).await {
+                    Ok(()) => {
+                        m.delivered.with_label_values(&labels).inc();
+                        return Delivery::Delivered(answer);
+                    }
+                    Err(e) => (a.status, a.error, a.retry_after) = (None, e, None),
+                }
             }
             // Like Knative: a status that is not worth retrying is final, and
             // the event goes to the dead letters rather than being acked as done.
@@ -391,6 +406,27 @@ impl Dispatcher {
                 Err(e) => Delivery::Failed(e),
             };
         }
+    }
+
+    /// Publishes `answer` where `sub` sends its replies, if anywhere.
+    async fn reply(&self, sub: &Subscription, event: &Event, answer: &Response) -> Result<(), String> {
+        let Some(to) = &sub.reply_to else { return Ok(()) };
+        let to = to.as_ref().map_err(Clone::clone)?;
+        if self.shared.asynchronous.is_some() {
+            return Err(format!(
+                "{} needs synchronous invocation: with hub.async_invocation the answer goes to the callback",
+                crate::reply::REPLY_TO
+            ));
+        }
+        let publisher = self.shared.publishers.get().and_then(|p| p.get(to.source).cloned().flatten());
+        let Some(publisher) = publisher else {
+            return Err(format!("{}: no {} source runs in this hub to publish to", crate::reply::REPLY_TO, to.source));
+        };
+        let topic = to.topic_for(&event.topic)?;
+        let result = publisher.publish(&topic, crate::reply::message(event, answer)).await;
+        let outcome = if result.is_ok() { "published" } else { "failed" };
+        self.shared.metrics.replies.with_label_values(&[&sub.function, to.source, outcome]).inc();
+        result.map(|_| ()).map_err(|e| format!("reply to {}:{topic} not published: {e}", to.source))
     }
 
     /// Waits while `function` is paused, holding its event unsettled (kept

@@ -95,6 +95,8 @@ impl Hub {
         let brokers: Vec<BrokerState> =
             sources.iter().map(|s| BrokerState::new(s.name(), self.metrics.source_connected.clone())).collect();
         let replayer = Replayer::new(self.letters.clone(), self.dispatcher.clone(), self.metrics.clone(), &sources);
+        let publishers = crate::publish::publishers(&sources);
+        self.dispatcher.set_publishers(publishers.clone());
         let state = Ops {
             discovery: self.discovery.clone(),
             metrics: self.metrics.clone(),
@@ -126,7 +128,7 @@ impl Hub {
         // them: an admin's.
         let admin = crate::replay::routes(replayer)
             .merge(crate::pause::routes(self.discovery.clone(), self.letters.clone()))
-            .merge(crate::publish::routes(&sources))
+            .merge(crate::publish::routes(publishers))
             .route_layer(axum::middleware::from_fn_with_state(self.admin.clone(), require));
         let ops = Router::new()
             .route("/healthz", get(|| async { "OK" }))

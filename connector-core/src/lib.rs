@@ -25,6 +25,7 @@ pub mod pause;
 pub mod publish;
 mod reconcile;
 pub mod replay;
+pub mod reply;
 mod settle;
 pub mod shared;
 pub mod source;

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub held: GaugeVec,
     pub letters_replayed: CounterVec,
     pub replay_failures: CounterVec,
+    pub replies: CounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
@@ -97,6 +98,12 @@ impl Default for Metrics {
                 &["function"],
             ),
             dead_letters_stored,
+            replies: counter(
+                &r,
+                "switchboard_replies_total",
+                "Function answers published where com.switchboard.reply-to says, or not",
+                &["function", "to", "outcome"],
+            ),
             received: counter(&r, "switchboard_events_received_total", "Events received", &["source", "topic"]),
             delivered: counter(&r, "switchboard_events_delivered_total", "Events delivered", by_fn),
             retried: counter(&r, "switchboard_events_retried_total", "Delivery attempts retried", by_fn),

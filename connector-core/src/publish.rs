@@ -15,8 +15,14 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Each source's publisher, by the source's name; `None` for one without a broker.
-type Publishers = Arc<BTreeMap<&'static str, Option<Arc<dyn Publisher>>>>;
+/// Each source's publisher, by the source's name; `None` for one without
+/// a broker. One each, shared by this route and replies (its connection).
+pub type Publishers = Arc<BTreeMap<&'static str, Option<Arc<dyn Publisher>>>>;
+
+/// The publishers of `sources`.
+pub fn publishers(sources: &[Box<dyn Source>]) -> Publishers {
+    Arc::new(sources.iter().map(|s| (s.name(), s.publisher())).collect())
+}
 
 /// Request headers that are the request's own, not the message's.
 const NOT_SENT: [&str; 9] = [
@@ -37,9 +43,8 @@ struct Target {
     key: Option<String>,
 }
 
-pub fn routes<S: Clone + Send + Sync + 'static>(sources: &[Box<dyn Source>]) -> axum::Router<S> {
-    let publishers: BTreeMap<_, _> = sources.iter().map(|s| (s.name(), s.publisher())).collect();
-    axum::Router::new().route("/publish/{source}", post(publish)).with_state(Arc::new(publishers))
+pub fn routes<S: Clone + Send + Sync + 'static>(publishers: Publishers) -> axum::Router<S> {
+    axum::Router::new().route("/publish/{source}", post(publish)).with_state(publishers)
 }
 
 async fn publish(

@@ -158,7 +158,9 @@ pub trait Publisher: Send + Sync {
 pub struct Published {
     pub body: bytes::Bytes,
     /// Message headers (user properties in MQTT, attributes in SQS, fields
-    /// beside `payload` in a Redis stream entry).
+    /// beside `payload` in a Redis stream entry). Those named `ce-*` are a
+    /// CloudEvent's attributes: each publisher writes them in its broker's
+    /// binding (`ce_*` headers in Kafka, unprefixed user properties in MQTT).
     pub headers: Vec<(String, String)>,
     /// The record key (Kafka), message group (SQS FIFO), or none.
     pub key: Option<String>,

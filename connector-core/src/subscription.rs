@@ -29,6 +29,9 @@ pub struct Subscription {
     /// Paused, by its annotation or through the hub's API: its events wait
     /// where their brokers keep them, or in the hub, until it is resumed.
     pub paused: bool,
+    /// Where its answers are published (`com.switchboard.reply-to`), or
+    /// why the annotation is not a place to publish to.
+    pub reply_to: Option<Result<crate::reply::ReplyTo, String>>,
 }
 
 impl Subscription {
@@ -41,6 +44,7 @@ impl Subscription {
             retry: RetryPolicy::default(),
             limits: Arc::new(Limits::new(LimitSettings::default())),
             paused: false,
+            reply_to: None,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! `switchboard publish kafka TOPIC`: a record produced as any producer
-//! would produce it, with the key and headers given.
+//! `switchboard publish kafka TOPIC` and replies routed to Kafka: a record
+//! produced as any producer would produce it, with the key and headers
+//! given.
 
 use crate::config::KafkaConfig;
 use connector_core::{Published, Publisher};
@@ -38,10 +39,11 @@ impl Publisher for TopicPublisher {
         let topic = topic.to_string();
         Box::pin(async move {
             let producer = self.producer()?;
-            let headers = message
-                .headers
-                .iter()
-                .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value.as_bytes()) }));
+            // A CloudEvent's `ce-*` attributes are `ce_*` headers in Kafka's binding.
+            let names: Vec<String> = message.headers.iter().map(|(k, _)| kafka_name(k)).collect();
+            let headers = names.iter().zip(&message.headers).fold(OwnedHeaders::new(), |h, (key, (_, value))| {
+                h.insert(Header { key, value: Some(value.as_bytes()) })
+            });
             let mut record = FutureRecord::to(&topic).payload(&message.body[..]).headers(headers);
             if let Some(key) = &message.key {
                 record = record.key(key.as_bytes());
@@ -49,5 +51,12 @@ impl Publisher for TopicPublisher {
             let delivery = producer.send(record, Duration::ZERO).await.map_err(|(e, _)| e.to_string())?;
             Ok(format!("partition {} offset {}", delivery.partition, delivery.offset))
         })
+    }
+}
+
+fn kafka_name(header: &str) -> String {
+    match header.get(..3) {
+        Some(p) if p.eq_ignore_ascii_case("ce-") => format!("ce_{}", &header[3..]),
+        _ => header.to_string(),
     }
 }

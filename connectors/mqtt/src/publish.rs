@@ -1,8 +1,9 @@
-//! `switchboard publish mqtt TOPIC`: a message published at QoS 1 (QoS 0
-//! when `mqtt.qos` is 0) by a client of its own, done once the broker
-//! acknowledges it. In MQTT 5 each header is a user property and
-//! `content-type` the content type; MQTT 3.1.1 has neither, so the body
-//! goes alone.
+//! `switchboard publish mqtt TOPIC` and replies routed to MQTT: a message
+//! published at QoS 1 (QoS 0 when `mqtt.qos` is 0) by a client of its own,
+//! done once the broker acknowledges it. In MQTT 5 each header is a user
+//! property (a CloudEvent's `ce-*` attributes without the prefix, as its
+//! MQTT binding has them) and `content-type` the content type; MQTT 3.1.1
+//! has neither, so the body goes alone.
 
 use crate::MqttSource;
 use connector_core::{Published, Publisher};
@@ -75,9 +76,13 @@ async fn v5(source: &MqttSource, topic: String, message: Published) -> Result<St
     }
     let mut properties = PublishProperties::default();
     for (k, v) in message.headers {
-        match k.eq_ignore_ascii_case("content-type") {
-            true => properties.content_type = Some(v),
-            false => properties.user_properties.push((k, v)),
+        if k.eq_ignore_ascii_case("content-type") {
+            properties.content_type = Some(v);
+        } else if k.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("ce-")) {
+            // CloudEvents' MQTT binding: attributes without a prefix.
+            properties.user_properties.push((k[3..].to_string(), v));
+        } else {
+            properties.user_properties.push((k, v));
         }
     }
     let qos = if source.config.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };

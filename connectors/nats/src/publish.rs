@@ -1,4 +1,4 @@
-//! `switchboard publish nats SUBJECT`: a message published as any client
+//! `switchboard publish nats SUBJECT` and replies routed to NATS: a message published as any client
 //! would publish it; to JetStream, and acknowledged by the stream that
 //! captures the subject, when the source consumes from JetStream.
 

@@ -79,7 +79,7 @@ impl Source for RedisSource {
     }
 
     fn publisher(&self) -> Option<Arc<dyn Publisher>> {
-        Some(Arc::new(publish::RedisPublisher { config: self.config.clone(), client: self.client.clone() }))
+        Some(Arc::new(publish::RedisPublisher::new(self.config.clone(), self.client.clone())))
     }
 
     fn run(self: Box<Self>, ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {

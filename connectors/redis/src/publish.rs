@@ -1,4 +1,4 @@
-//! `switchboard publish redis TOPIC`: an entry added to the stream
+//! `switchboard publish redis TOPIC` and replies routed to Redis: an entry added to the stream
 //! (`XADD`: the body in `redis.payload_field`, each header a field of its
 //! own, the key in `redis.key_field`), or a message published on the
 //! channel in pub/sub mode (`PUBLISH`: the body alone).
@@ -9,15 +9,24 @@ use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 
 pub struct RedisPublisher {
-    pub config: RedisConfig,
-    pub client: redis::Client,
+    config: RedisConfig,
+    client: redis::Client,
+    /// Connected at the first publish (a multiplexed connection reconnects by itself).
+    connection: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
+}
+
+impl RedisPublisher {
+    pub fn new(config: RedisConfig, client: redis::Client) -> Self {
+        Self { config, client, connection: tokio::sync::OnceCell::new() }
+    }
 }
 
 impl Publisher for RedisPublisher {
     fn publish(&self, topic: &str, message: Published) -> BoxFuture<'_, Result<String, String>> {
         let topic = topic.to_string();
         Box::pin(async move {
-            let mut con = self.client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+            let connect = || self.client.get_multiplexed_async_connection();
+            let mut con = self.connection.get_or_try_init(connect).await.map_err(|e| e.to_string())?.clone();
             if self.config.mode == Mode::Pubsub {
                 let receivers: i64 = con.publish(&topic, &message.body[..]).await.map_err(|e| e.to_string())?;
                 return Ok(format!("published to {receivers} subscriber(s)"));

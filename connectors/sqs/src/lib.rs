@@ -70,7 +70,7 @@ impl Source for SqsSource {
     }
 
     fn publisher(&self) -> Option<Arc<dyn Publisher>> {
-        Some(Arc::new(publish::QueuePublisher { config: self.config.clone() }))
+        Some(Arc::new(publish::QueuePublisher::new(self.config.clone())))
     }
 
     fn run(self: Box<Self>, mut ctx: SourceContext) -> BoxFuture<'static, Result<(), SourceError>> {

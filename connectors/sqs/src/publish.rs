@@ -1,4 +1,4 @@
-//! `switchboard publish sqs QUEUE`: a message sent to the queue (named, or
+//! `switchboard publish sqs QUEUE` and replies routed to SQS: a message sent to the queue (named, or
 //! its URL) as any producer would send it: the body as text, each header a
 //! string message attribute, and on a FIFO queue the key as its message
 //! group.
@@ -10,7 +10,17 @@ use connector_core::{Published, Publisher};
 use futures_util::future::BoxFuture;
 
 pub struct QueuePublisher {
-    pub config: SqsConfig,
+    config: SqsConfig,
+    /// Made at the first publish.
+    client: tokio::sync::OnceCell<aws_sdk_sqs::Client>,
+    /// Queue URLs by name, as `GetQueueUrl` answered.
+    urls: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl QueuePublisher {
+    pub fn new(config: SqsConfig) -> Self {
+        Self { config, client: tokio::sync::OnceCell::new(), urls: Default::default() }
+    }
 }
 
 impl Publisher for QueuePublisher {
@@ -20,17 +30,18 @@ impl Publisher for QueuePublisher {
             let show = |e: &dyn std::error::Error| format!("{queue}: {}", DisplayErrorContext(e));
             let body = String::from_utf8(message.body.to_vec())
                 .map_err(|_| "an SQS message body is text: this body is not UTF-8".to_string())?;
-            let client = crate::client(&self.config).await.map_err(|e| e.to_string())?;
-            let url = match queue.contains("://") {
-                true => queue.clone(),
-                false => client
-                    .get_queue_url()
-                    .queue_name(&queue)
-                    .send()
-                    .await
-                    .map_err(|e| show(&e))?
-                    .queue_url
-                    .unwrap_or_default(),
+            let client =
+                self.client.get_or_try_init(|| crate::client(&self.config)).await.map_err(|e| e.to_string())?;
+            let known = self.urls.lock().expect("urls lock").get(&queue).cloned();
+            let url = match (queue.contains("://"), known) {
+                (true, _) => queue.clone(),
+                (false, Some(url)) => url,
+                (false, None) => {
+                    let found = client.get_queue_url().queue_name(&queue).send().await.map_err(|e| show(&e))?;
+                    let url = found.queue_url.unwrap_or_default();
+                    self.urls.lock().expect("urls lock").insert(queue.clone(), url.clone());
+                    url
+                }
             };
             let mut send = client.send_message().queue_url(&url).message_body(body);
             for (name, value) in message.headers {

@@ -1,0 +1,133 @@
+//! Delivery no peer offers, per function by annotation: replies routed to
+//! any broker (`com.switchboard.reply-to`).
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+/// A three-step chain across two brokers: a CloudEvent → `first`, whose
+/// answer is published to a NATS subject → `second`, whose answer is
+/// published to a Kafka topic → `third`. Every event reaches the last
+/// step once, as a CloudEvent that names its cause.
+#[tokio::test]
+async fn answers_chain_across_brokers_and_each_arrives_once() {
+    let (start, two, three) = (unique("chain.start-"), unique("chain.two-"), unique("chain-three-"));
+    kafka_topic(&three, 2).await;
+    let dir = tempdir();
+    let record = dir.path().join("calls.jsonl");
+    let echo = |name: &str, topic: &str, reply: &str| {
+        format!(
+            "  {name}:\n    fprocess: cat\n    annotations:\n      topic: \"{topic}\"\n      com.switchboard.reply-to: \"{reply}\"\n"
+        )
+    };
+    let stack = format!(
+        "functions:\n{}{}{}",
+        echo("first", &start, &format!("nats:{two}")),
+        echo("second", &format!("nats:{two}"), &format!("kafka:{three}")),
+        conform_fn("third", &format!("kafka:{three}"), &record, "")
+    );
+    let group = unique("chain");
+    let sources = format!(
+        "nats:\n  enabled: true\n  url: nats://127.0.0.1:4222\n  queue_group: {group}\n{}  client_id: {group}\n",
+        kafka_section(&group)
+    );
+    let p = Platform::start_in(dir, &config(&sources), &stack, &[]).await;
+    p.wait_ready(&["first", "second", "third"]).await;
+    p.receiving().await;
+    assert!(link_reported(&p, "kafka", true).await && link_reported(&p, "nats", true).await, "{}", p.proc.output());
+
+    let n = 20;
+    for i in 0..n {
+        let id = format!("e-{i}");
+        let headers = [("ce-id", id.as_str()), ("ce-source", "/test"), ("ce-type", &start), ("ce-specversion", "1.0")];
+        let r = call("POST", &p.ce_url, &headers, format!("step-{i}")).await;
+        assert_eq!((r.status, r.json()["delivered"].as_u64()), (200, Some(1)), "{}", r.text());
+    }
+    let all = eventually(Duration::from_secs(30), || async { calls(&record).len() >= n });
+    assert!(all.await, "{} of {n} reached the last step:\n{}", calls(&record).len(), p.proc.output());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..n {
+        let body = format!("step-{i}");
+        let got = calls_of(&record, &body);
+        assert_eq!(got.len(), 1, "{body} arrived {} times", got.len());
+        let h = &got[0]["headers"];
+        assert_eq!(h["ce-source"], "/switchboard/second.openfaas-fn", "{h}");
+        assert_eq!(h["ce-type"], format!("{start}.reply.reply"), "{h}");
+        assert!(
+            h["ce-correlationid"].as_str().is_some_and(|c| c.len() == 36),
+            "names the NATS message it answers: {h}"
+        );
+    }
+    let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+    for (f, to) in [("first", "nats"), ("second", "kafka")] {
+        let line =
+            format!(r#"switchboard_replies_total{{function="{f}.openfaas-fn",outcome="published",to="{to}"}} {n}"#);
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+    assert!(p.dead_letters().is_empty(), "{:?}", p.dead_letters());
+}
+
+/// A reply that cannot be published is a failed attempt: the event is
+/// not settled as delivered, and once the retries are spent it is
+/// dead-lettered with the reason.
+#[tokio::test]
+async fn a_reply_that_cannot_be_published_is_not_delivered() {
+    let stack = "functions:\n  lonely:\n    fprocess: cat\n    annotations:\n      topic: order.created\n      com.openfaas.retry.attempts: \"2\"\n      com.switchboard.reply-to: \"sqs:replies\"\n";
+    let p = Platform::start(&config(""), stack).await;
+    p.wait_ready(&["lonely"]).await;
+    p.receiving().await;
+    let headers = [("ce-id", "1"), ("ce-source", "/t"), ("ce-type", "order.created"), ("ce-specversion", "1.0")];
+    let r = call("POST", &p.ce_url, &headers, "x").await;
+    assert_eq!((r.status, r.json()["dead_lettered"].as_u64()), (200, Some(1)), "{}", r.text());
+    let letters = p.dead_letters();
+    let error = letters[0]["error"].as_str().unwrap();
+    assert!(error.contains("com.switchboard.reply-to: no sqs source runs in this hub to publish to"), "{error}");
+    assert_eq!(letters[0]["attempts"], 2, "{letters:?}");
+    let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+    assert!(!metrics.contains("switchboard_events_delivered_total{"), "{metrics}");
+}
+
+/// MQTT request/response without MQTT 5's response topic: a reply topic
+/// with `+` takes the device from the event's topic, and the reply's
+/// CloudEvent attributes are user properties, as CloudEvents' MQTT binding
+/// has them.
+#[tokio::test]
+async fn an_mqtt_reply_goes_to_the_devices_own_topic() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
+    let prefix = unique("devices-");
+    let stack = format!(
+        "functions:\n  thermostat:\n    fprocess: cat\n    annotations:\n      topic: \"mqtt:{prefix}/+/temp\"\n      com.switchboard.reply-to: \"mqtt:{prefix}/+/reply\"\n"
+    );
+    let mqtt = format!("mqtt:\n  enabled: true\n  client_id: {}\n  qos: 1\n", unique("hub"));
+    let p = Platform::start(&config(&mqtt), &stack).await;
+    p.wait_ready(&["thermostat"]).await;
+    assert!(link_reported(&p, "mqtt", true).await, "{}", p.proc.output());
+
+    let (client, mut events) = AsyncClient::new(MqttOptions::new(unique("device"), "127.0.0.1", 1883), 10);
+    client.subscribe(format!("{prefix}/+/reply"), QoS::AtLeastOnce).await.unwrap();
+    let (tx, mut replies) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Incoming::Publish(m))) => {
+                    let _ = tx.send(m);
+                }
+                Ok(_) => {}
+                Err(e) => panic!("Mosquitto is not reachable at 127.0.0.1:1883 ({e}); start it with scripts/services"),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client.publish(format!("{prefix}/d7/temp"), QoS::AtLeastOnce, false, "21.5").await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(15), replies.recv()).await;
+    let reply = reply.unwrap_or_else(|_| panic!("no reply:\n{}", p.proc.output())).unwrap();
+    assert_eq!(String::from_utf8_lossy(&reply.topic), format!("{prefix}/d7/reply"));
+    assert_eq!(&reply.payload[..], b"21.5");
+    let props = reply.properties.unwrap().user_properties;
+    let prop = |k: &str| props.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(prop("source"), Some("/switchboard/thermostat.openfaas-fn"), "{props:?}");
+    assert_eq!(prop("specversion"), Some("1.0"), "{props:?}");
+    assert!(prop("correlationid").is_some(), "{props:?}");
+}
