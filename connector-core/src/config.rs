@@ -61,6 +61,23 @@ pub struct HubConfig {
     /// The most bytes of letters the store (and the copy) may hold; past
     /// it letters are refused and their events left with their sources.
     pub dead_letter_max_size: u64,
+    /// Where deduplication windows (`com.switchboard.dedup.window`) are
+    /// kept: `memory`, this hub's own; or the store replicas share, `nats`
+    /// (a JetStream key-value bucket) or `redis`, reached through that
+    /// source's section, which also outlives a hub killed mid-delivery.
+    pub dedup_store: DedupStore,
+    /// The store `dedup_store` names, once connected to its section.
+    #[serde(skip)]
+    pub dedup_shared: Option<crate::shared::Shared>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DedupStore {
+    #[default]
+    Memory,
+    Nats,
+    Redis,
 }
 
 impl HubConfig {
@@ -119,6 +136,8 @@ impl Default for HubConfig {
             dead_letter_store: None,
             dead_letter_file: None,
             dead_letter_max_size: 1 << 30,
+            dedup_store: DedupStore::Memory,
+            dedup_shared: None,
         }
     }
 }

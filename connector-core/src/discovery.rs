@@ -182,8 +182,14 @@ impl Discovery {
                 let paused = f.annotations.get(PAUSED).is_some_and(|v| v.trim() == "true")
                     || self.paused.read().expect("paused lock").contains(&function);
                 let reply_to = f.annotations.get(crate::reply::REPLY_TO).map(|v| crate::reply::ReplyTo::parse(v));
+                let dedup = f.annotations.get(crate::dedup::DEDUP_WINDOW).and_then(|v| {
+                    let window = openfaas::parse_duration(crate::dedup::DEDUP_WINDOW, v);
+                    window
+                        .inspect_err(|e| tracing::warn!(%function, error = %e, "ignoring invalid dedup annotation"))
+                        .ok()
+                });
                 let annotations = f.annotations;
-                subs.push(Subscription { function, topics, annotations, retry, limits, paused, reply_to });
+                subs.push(Subscription { function, topics, annotations, retry, limits, paused, reply_to, dedup });
             }
         }
         Ok(subs)

@@ -30,6 +30,7 @@ struct Shared {
     content_type: Option<String>,
     /// Each source's publisher, for replies (set once the sources are known).
     publishers: std::sync::OnceLock<crate::publish::Publishers>,
+    dedup: crate::dedup::Dedup,
     shutdown: CancellationToken,
 }
 
@@ -56,6 +57,8 @@ pub struct Ticket {
 /// One subscriber's delivery.
 enum Delivery {
     Delivered(Response),
+    /// Delivered before, within the function's dedup window: not again.
+    Duplicate,
     DeadLettered,
     /// Retries remain and the broker does them.
     Retry(Duration),
@@ -106,6 +109,7 @@ impl Dispatcher {
             asynchronous: config.async_invocation.then(|| config.callback_url.clone().unwrap_or_default()),
             content_type: config.content_type.clone(),
             publishers: std::sync::OnceLock::new(),
+            dedup: crate::dedup::Dedup::new(config.dedup_shared.clone()),
             shutdown,
         };
         let ordered = config.ordered_keys;
@@ -312,6 +316,7 @@ impl Dispatcher {
         for r in results {
             match r {
                 Delivery::Delivered(res) => first = first.or(Some(res)),
+                Delivery::Duplicate => {}
                 Delivery::DeadLettered => dead = true,
                 Delivery::Retry(after) => retry = Some(retry.map_or(after, |r| r.max(after))),
                 Delivery::Failed(e) => failed = Some(e),
@@ -331,6 +336,13 @@ impl Dispatcher {
     async fn deliver(&self, sub: &Subscription, event: &Event, broker: Redelivery) -> Delivery {
         let m = &self.shared.metrics;
         let labels = [self.source, event.topic.as_str(), sub.function.as_str()];
+        let dedup = sub.dedup.and_then(|w| Some((crate::dedup::identity(self.source, event)?, w)));
+        if let Some((id, window)) = &dedup
+            && self.shared.dedup.seen(&sub.function, id, *window).await
+        {
+            m.dedup_hits.with_label_values(&[&sub.function]).inc();
+            return Delivery::Duplicate;
+        }
         let mut attempt = broker.deliveries;
         if attempt > sub.retry.attempts && !broker.dead_letters {
             // Handed out more often than the policy allows attempts, without
@@ -379,6 +391,9 @@ impl Dispatcher {
                 match self.reply(sub, event, &answer).await {
                     Ok(()) => {
                         m.delivered.with_label_values(&labels).inc();
+                        if let Some((id, window)) = &dedup {
+                            self.shared.dedup.remember(&sub.function, id, *window).await;
+                        }
                         return Delivery::Delivered(answer);
                     }
                     Err(e) => (a.status, a.error, a.retry_after) = (None, e, None),

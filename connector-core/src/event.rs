@@ -89,6 +89,11 @@ pub struct Event {
     pub cloudevent: Option<CloudEventAttrs>,
     /// Deliver to this function only (cron schedules belong to one function).
     pub function: Option<String>,
+    /// The source made `id` up, for a message with none of its own (an
+    /// MQTT publish, a core NATS message without `Nats-Msg-Id`, a cron
+    /// tick): it names this delivery only, so a redelivery cannot be told
+    /// by it.
+    pub id_made_up: bool,
 }
 
 impl Event {

@@ -13,6 +13,7 @@ mod backoff;
 mod batch;
 pub mod config;
 pub mod deadletter;
+pub mod dedup;
 pub mod discovery;
 pub mod dispatcher;
 pub mod event;

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub letters_replayed: CounterVec,
     pub replay_failures: CounterVec,
     pub replies: CounterVec,
+    pub dedup_hits: CounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
@@ -103,6 +104,12 @@ impl Default for Metrics {
                 "switchboard_replies_total",
                 "Function answers published where com.switchboard.reply-to says, or not",
                 &["function", "to", "outcome"],
+            ),
+            dedup_hits: counter(
+                &r,
+                "switchboard_dedup_hits_total",
+                "Events settled without an invocation: delivered to the function within its dedup window",
+                &["function"],
             ),
             received: counter(&r, "switchboard_events_received_total", "Events received", &["source", "topic"]),
             delivered: counter(&r, "switchboard_events_delivered_total", "Events delivered", by_fn),

@@ -175,6 +175,8 @@ fn event_of(stored: &Stored) -> Event {
         content_type: e.content_type.clone(),
         cloudevent: e.cloudevent.clone(),
         function: stored.letter.function.clone(),
+        // A letter was never delivered: its id is no delivery's to repeat.
+        id_made_up: false,
     }
 }
 

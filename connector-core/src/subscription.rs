@@ -32,6 +32,9 @@ pub struct Subscription {
     /// Where its answers are published (`com.switchboard.reply-to`), or
     /// why the annotation is not a place to publish to.
     pub reply_to: Option<Result<crate::reply::ReplyTo, String>>,
+    /// How long a delivered event's identity is remembered, so that a
+    /// redelivery of it is not delivered again (`com.switchboard.dedup.window`).
+    pub dedup: Option<Duration>,
 }
 
 impl Subscription {
@@ -45,6 +48,7 @@ impl Subscription {
             limits: Arc::new(Limits::new(LimitSettings::default())),
             paused: false,
             reply_to: None,
+            dedup: None,
         }
     }
 }

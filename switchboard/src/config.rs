@@ -3,6 +3,7 @@
 //! config/switchboard.yml as built into the binary.
 
 use anyhow::{Context, Result, bail};
+use connector_core::config::DedupStore;
 use openfaas::{InvalidSetting, RetryPolicy, parse_duration};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -98,8 +99,18 @@ impl Config {
         config.hub.validate()?;
         #[cfg(feature = "cron")]
         {
-            config.cron.store = cron_store(&config)?;
+            use switchboard_cron::Coordination;
+            config.cron.store = match config.cron.coordination {
+                Coordination::None => None,
+                Coordination::Nats => Some(shared_store(&config, "nats", "cron.coordination")?),
+                Coordination::Redis => Some(shared_store(&config, "redis", "cron.coordination")?),
+            };
         }
+        config.hub.dedup_shared = match config.hub.dedup_store {
+            DedupStore::Memory => None,
+            DedupStore::Nats => Some(shared_store(&config, "nats", "hub.dedup_store")?),
+            DedupStore::Redis => Some(shared_store(&config, "redis", "hub.dedup_store")?),
+        };
         Ok(config)
     }
 
@@ -156,22 +167,19 @@ impl Config {
     }
 }
 
-/// The store `cron.coordination` names, reached through the config's own
-/// `nats` or `redis` section (its URL, credentials and TLS), whether or not
-/// that source is enabled.
-#[cfg(feature = "cron")]
-fn cron_store(config: &Config) -> Result<Option<connector_core::shared::Shared>> {
-    use switchboard_cron::Coordination;
-    let store: std::sync::Arc<dyn connector_core::SharedStore> = match config.cron.coordination {
-        Coordination::None => return Ok(None),
+/// The store replicas share in the `broker` (`nats` or `redis`) that
+/// config `key` names, reached through the config's own `nats` or `redis`
+/// section (its URL, credentials and TLS), whether or not that source is
+/// enabled.
+fn shared_store(config: &Config, broker: &str, key: &str) -> Result<connector_core::shared::Shared> {
+    let store: std::sync::Arc<dyn connector_core::SharedStore> = match broker {
         #[cfg(feature = "nats")]
-        Coordination::Nats => std::sync::Arc::new(switchboard_nats::KvStore::new(&config.nats)?),
+        "nats" => std::sync::Arc::new(switchboard_nats::KvStore::new(&config.nats)?),
         #[cfg(feature = "redis")]
-        Coordination::Redis => std::sync::Arc::new(switchboard_redis::RedisStore::new(&config.redis)?),
-        #[allow(unreachable_patterns)]
-        other => bail!("cron.coordination {other:?}: this build has no such source (its cargo feature is off)"),
+        "redis" => std::sync::Arc::new(switchboard_redis::RedisStore::new(&config.redis)?),
+        other => bail!("{key} {other}: this build has no such source (its cargo feature is off)"),
     };
-    Ok(Some(connector_core::shared::Shared(store)))
+    Ok(connector_core::shared::Shared(store))
 }
 
 /// Parses YAML so that an error names the full key path, e.g.

@@ -1,5 +1,6 @@
 //! Delivery no peer offers, per function by annotation: replies routed to
-//! any broker (`com.switchboard.reply-to`).
+//! any broker (`com.switchboard.reply-to`) and the deduplication window
+//! (`com.switchboard.dedup.window`).
 
 mod common;
 
@@ -130,4 +131,78 @@ async fn an_mqtt_reply_goes_to_the_devices_own_topic() {
     assert_eq!(prop("source"), Some("/switchboard/thermostat.openfaas-fn"), "{props:?}");
     assert_eq!(prop("specversion"), Some("1.0"), "{props:?}");
     assert!(prop("correlationid").is_some(), "{props:?}");
+}
+
+/// The same CloudEvent (source and id) sent twice: a function with a
+/// window is invoked once, one without it twice.
+#[tokio::test]
+async fn a_cloudevent_sent_twice_is_delivered_once_within_the_window() {
+    let dir = tempdir();
+    let (once, twice) = (dir.path().join("once.jsonl"), dir.path().join("twice.jsonl"));
+    let window = "      com.switchboard.dedup.window: 1m\n";
+    let stack = format!(
+        "functions:\n{}{}",
+        conform_fn("deduped", "order.created", &once, window),
+        conform_fn("plain", "order.created", &twice, "")
+    );
+    let p = Platform::start_in(dir, &config(""), &stack, &[]).await;
+    p.wait_ready(&["deduped", "plain"]).await;
+    p.receiving().await;
+    for id in ["a", "a", "b"] {
+        let headers = [("ce-id", id), ("ce-source", "/shop"), ("ce-type", "order.created"), ("ce-specversion", "1.0")];
+        let r = call("POST", &p.ce_url, &headers, format!("order {id}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(calls(&once).len(), 2, "{:?}", calls(&once));
+    assert_eq!(calls_of(&once, "order a").len(), 1);
+    assert_eq!(calls(&twice).len(), 3, "{:?}", calls(&twice));
+    let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+    assert!(metrics.contains(r#"switchboard_dedup_hits_total{function="deduped.openfaas-fn"} 1"#), "{metrics}");
+}
+
+/// Kill -9 after the records were delivered and before their offsets were
+/// committed: Kafka hands them out again. Without a window the function
+/// sees each twice; with one kept in Redis (`hub.dedup_store: redis`),
+/// which outlives the hub, none again.
+#[tokio::test]
+async fn after_a_kill_a_redelivery_within_the_window_is_not_delivered_again() {
+    let topic = unique("dedup-");
+    kafka_topic(&topic, 1).await;
+    let dir = tempdir();
+    let (once, twice) = (dir.path().join("once.jsonl"), dir.path().join("twice.jsonl"));
+    let window = "      com.switchboard.dedup.window: 10m\n";
+    let stack = format!(
+        "functions:\n{}{}",
+        conform_fn("deduped", &format!("kafka:{topic}"), &once, window),
+        conform_fn("plain", &format!("kafka:{topic}"), &twice, "")
+    );
+    let group = unique("dedup");
+    // Offsets are committed only every 60 s: none before the kill.
+    let kafka = kafka_section(&group).replace("commit_interval: 200ms", "commit_interval: 60s");
+    let config = config_with("  dedup_store: redis\n", &format!("{kafka}  client_id: {group}\n"));
+    let p = Platform::start_in(dir, &config, &stack, &[]).await;
+    p.wait_ready(&["deduped", "plain"]).await;
+    assert!(link_reported(&p, "kafka", true).await, "{}", p.proc.output());
+    let producer = kafka_producer();
+    let n = 10;
+    for i in 0..n {
+        kafka_send(&producer, &topic, None, &[], &format!("record {i}")).await;
+    }
+    let delivered =
+        eventually(Duration::from_secs(30), || async { calls(&once).len() == n && calls(&twice).len() == n });
+    assert!(delivered.await, "{} and {} of {n}:\n{}", calls(&once).len(), calls(&twice).len(), p.proc.output());
+    let Platform { mut proc, dir, .. } = p;
+    proc.crash();
+
+    let p = Platform::start_in(dir, &config, &stack, &[]).await;
+    p.wait_ready(&["deduped", "plain"]).await;
+    // The killed consumer's session (6 s) ends before its partition goes to the new one.
+    let again = eventually(Duration::from_secs(60), || async { calls(&twice).len() == 2 * n });
+    assert!(again.await, "Kafka did not hand the records out again ({}):\n{}", calls(&twice).len(), p.proc.output());
+    let hits = format!(r#"switchboard_dedup_hits_total{{function="deduped.openfaas-fn"}} {n}"#);
+    let counted = eventually(Duration::from_secs(10), || async {
+        get(&format!("{}/metrics", p.hub_url)).await.text().contains(&hits)
+    });
+    assert!(counted.await, "{hits}");
+    assert_eq!(calls(&once).len(), n, "the window let a redelivery through: {:?}", calls(&once));
 }

@@ -504,6 +504,7 @@ impl Job {
         };
         let event = Event {
             id: uuid::Uuid::new_v4().to_string(),
+            id_made_up: true,
             topic: TOPIC.into(),
             headers: vec![
                 ("X-Cron-Schedule".into(), self.schedule.to_string()),

@@ -100,6 +100,7 @@ fn wanted(ctx: &SourceContext) -> BTreeSet<String> {
 fn base_event(topic: &str, payload: bytes::Bytes, qos: u8, retain: bool) -> Event {
     Event {
         id: uuid::Uuid::new_v4().to_string(),
+        id_made_up: true,
         topic: topic.to_string(),
         payload,
         headers: vec![

@@ -358,7 +358,7 @@ async fn consume_core(
         };
         let mut event = event_from(&msg.subject, msg.headers.as_ref(), msg.payload.clone());
         if event.id.is_empty() {
-            event.id = uuid::Uuid::new_v4().to_string();
+            (event.id, event.id_made_up) = (uuid::Uuid::new_v4().to_string(), true);
         }
         d.submit(event, CoreMessage { client: client.clone(), reply: msg.reply }).await;
     }
@@ -422,7 +422,7 @@ async fn consume_jetstream(
                 }
             }
             if event.id.is_empty() {
-                event.id = uuid::Uuid::new_v4().to_string();
+                (event.id, event.id_made_up) = (uuid::Uuid::new_v4().to_string(), true);
             }
             d.submit(event, StreamMessage { msg, delivered, ack_wait }).await;
         }

@@ -327,6 +327,7 @@ impl RedisSource {
                     let payload: Vec<u8> = msg.get_payload().unwrap_or_default();
                     let event = Event {
                         id: uuid::Uuid::new_v4().to_string(),
+                        id_made_up: true,
                         topic: channel.clone(),
                         payload: payload.into(),
                         headers: vec![("X-Redis-Channel".into(), channel)],
