@@ -132,7 +132,7 @@ impl Default for HubConfig {
                 min_wait: Duration::from_millis(100),
                 max_wait: Duration::from_secs(10),
             },
-            limits: LimitSettings { rate_limit: 0.0, burst: 0, max_inflight: 256 },
+            limits: LimitSettings { max_inflight: 256, ..Default::default() },
             dead_letter_store: None,
             dead_letter_file: None,
             dead_letter_max_size: 1 << 30,

@@ -375,7 +375,9 @@ impl Dispatcher {
             };
             let mut a = self.shared.gateway.invoke(&invocation).await;
             inflight.dec();
-            drop(permit);
+            if let Some(cap) = permit.done(a.status, a.elapsed) {
+                m.concurrency_limit.with_label_values(&[&sub.function]).set(cap as f64);
+            }
             let code = a.status.and_then(|s| http::StatusCode::from_u16(s).ok());
             let code = code.as_ref().map_or("error", http::StatusCode::as_str);
             m.invocation_seconds.with_label_values(&[&sub.function, code]).observe(a.elapsed.as_secs_f64());

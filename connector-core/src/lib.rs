@@ -9,6 +9,7 @@
 //! meanwhile, and settles it by the [`Outcome`]. Nothing here knows a broker.
 
 pub mod access;
+pub mod adaptive;
 mod backoff;
 mod batch;
 pub mod config;

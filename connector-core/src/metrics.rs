@@ -26,6 +26,7 @@ pub struct Metrics {
     pub replay_failures: CounterVec,
     pub replies: CounterVec,
     pub dedup_hits: CounterVec,
+    pub concurrency_limit: GaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
@@ -48,6 +49,15 @@ impl Default for Metrics {
             GaugeVec::new(Opts::new("switchboard_invocations_in_flight", "Invocations in flight"), &["function"])
                 .expect("valid metric");
         r.register(Box::new(in_flight.clone())).expect("registered once");
+        let concurrency_limit = GaugeVec::new(
+            Opts::new(
+                "switchboard_concurrency_limit",
+                "The in-flight cap of a function with com.switchboard.concurrency: adaptive, now",
+            ),
+            &["function"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(concurrency_limit.clone())).expect("registered once");
         let topics = Gauge::new("switchboard_topic_map_topics", "Topics in the topic map").expect("valid metric");
         r.register(Box::new(topics.clone())).expect("registered once");
         let functions =
@@ -105,6 +115,7 @@ impl Default for Metrics {
                 "Function answers published where com.switchboard.reply-to says, or not",
                 &["function", "to", "outcome"],
             ),
+            concurrency_limit,
             dedup_hits: counter(
                 &r,
                 "switchboard_dedup_hits_total",

@@ -1,6 +1,7 @@
 //! A function's subscription: its topics and the delivery settings its
 //! annotations choose (retry policy, rate limit, in-flight limit).
 
+use crate::adaptive::{Adaptive, Signal, Slot};
 use governor::{DefaultDirectRateLimiter, Quota};
 use openfaas::RetryPolicy;
 use std::collections::BTreeMap;
@@ -15,6 +16,9 @@ pub const RATE_LIMIT: &str = "com.switchboard.rate_limit";
 pub const BURST: &str = "com.switchboard.burst";
 /// Invocations of the function in flight at once.
 pub const MAX_INFLIGHT: &str = "com.switchboard.max_inflight";
+/// `adaptive`: the in-flight cap follows the function's own signals
+/// (429/503, latency), up to `max_inflight` ([`crate::adaptive`]).
+pub const CONCURRENCY: &str = "com.switchboard.concurrency";
 /// `"true"`: the hub takes none of the function's events until it is resumed.
 pub const PAUSED: &str = "com.switchboard.paused";
 
@@ -62,7 +66,21 @@ pub struct LimitSettings {
     pub burst: u32,
     /// 0 = unlimited.
     pub max_inflight: usize,
+    /// `fixed`: `max_inflight` is the cap; `adaptive`: it is the ceiling
+    /// of a cap that follows the function's own signals.
+    pub concurrency: Concurrency,
 }
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Concurrency {
+    #[default]
+    Fixed,
+    Adaptive,
+}
+
+/// The ceiling of an adaptive cap when `max_inflight` is 0 (unlimited).
+const ADAPTIVE_CEILING: usize = 1024;
 
 impl LimitSettings {
     /// These defaults with a function's annotations applied.
@@ -76,6 +94,13 @@ impl LimitSettings {
         if let Some(v) = a.get(BURST) {
             s.burst =
                 v.trim().parse().map_err(|_| openfaas::InvalidSetting::new(BURST, v, "a whole number of events"))?;
+        }
+        if let Some(v) = a.get(CONCURRENCY) {
+            s.concurrency = match v.trim() {
+                "fixed" => Concurrency::Fixed,
+                "adaptive" => Concurrency::Adaptive,
+                _ => return Err(openfaas::InvalidSetting::new(CONCURRENCY, v, "fixed or adaptive")),
+            };
         }
         if let Some(v) = a.get(MAX_INFLIGHT) {
             s.max_inflight = v
@@ -95,6 +120,28 @@ pub struct Limits {
     pub settings: LimitSettings,
     rate: Option<DefaultDirectRateLimiter>,
     inflight: Option<Arc<Semaphore>>,
+    adaptive: Option<Adaptive>,
+}
+
+/// A place among a function's invocations in flight; [`Permit::done`]
+/// gives it back saying how the call went (an adaptive cap moves by it).
+pub struct Permit<'a> {
+    _fixed: Option<OwnedSemaphorePermit>,
+    adaptive: Option<(&'a Adaptive, Slot)>,
+}
+
+impl Permit<'_> {
+    /// The call ended with `status` (none: no answer) after `took`; the
+    /// cap now, when it is adaptive.
+    pub fn done(self, status: Option<u16>, took: Duration) -> Option<usize> {
+        let (adaptive, slot) = self.adaptive?;
+        let signal = match status {
+            Some(429 | 503) => Signal::Rejected,
+            _ => Signal::Answered(took),
+        };
+        adaptive.done(slot, signal);
+        Some(adaptive.limit())
+    }
 }
 
 impl Limits {
@@ -107,19 +154,31 @@ impl Limits {
                 .allow_burst(NonZeroU32::new(burst).expect("burst ≥ 1"));
             DefaultDirectRateLimiter::direct(quota)
         });
-        let inflight = (settings.max_inflight > 0).then(|| Arc::new(Semaphore::new(settings.max_inflight)));
-        Self { settings, rate, inflight }
+        let (inflight, adaptive) = match settings.concurrency {
+            Concurrency::Adaptive => {
+                let ceiling = if settings.max_inflight > 0 { settings.max_inflight } else { ADAPTIVE_CEILING };
+                (None, Some(Adaptive::new(ceiling)))
+            }
+            Concurrency::Fixed => {
+                ((settings.max_inflight > 0).then(|| Arc::new(Semaphore::new(settings.max_inflight))), None)
+            }
+        };
+        Self { settings, rate, inflight, adaptive }
     }
 
     /// Waits for an in-flight slot, then for a token.
-    pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
-        let permit = match &self.inflight {
+    pub async fn acquire(&self) -> Permit<'_> {
+        let fixed = match &self.inflight {
             Some(s) => Some(s.clone().acquire_owned().await.expect("semaphore is never closed")),
+            None => None,
+        };
+        let adaptive = match &self.adaptive {
+            Some(a) => Some((a, a.acquire().await)),
             None => None,
         };
         if let Some(rate) = &self.rate {
             rate.until_ready().await;
         }
-        permit
+        Permit { _fixed: fixed, adaptive }
     }
 }

@@ -206,3 +206,47 @@ async fn after_a_kill_a_redelivery_within_the_window_is_not_delivered_again() {
     assert!(counted.await, "{hits}");
     assert_eq!(calls(&once).len(), n, "the window let a redelivery through: {:?}", calls(&once));
 }
+
+/// A function that serves 4 at once and answers 429 beyond: with
+/// `com.switchboard.concurrency: adaptive` (ceiling 64) the cap settles
+/// near 4, few calls are rejected, and every event is delivered once.
+#[tokio::test]
+async fn an_adaptive_cap_settles_near_what_the_function_takes() {
+    let topic = unique("adaptive-");
+    kafka_topic(&topic, 1).await;
+    let dir = tempdir();
+    let record = dir.path().join("calls.jsonl");
+    let stack = format!(
+        "functions:\n  limited:\n    fprocess: python3 {}\n    environment:\n      mode: http\n      CAPACITY: \"4\"\n      RECORD_FILE: {}\n    annotations:\n      topic: \"kafka:{topic}\"\n      com.switchboard.concurrency: adaptive\n      com.switchboard.max_inflight: \"64\"\n      com.openfaas.retry.attempts: \"20\"\n      com.openfaas.retry.min_wait: 10ms\n      com.openfaas.retry.max_wait: 100ms\n",
+        fixture("capacity.py"),
+        record.display()
+    );
+    let group = unique("adaptive");
+    let config = config(&format!("{}  client_id: {group}\n  ordering: none\n", kafka_section(&group)));
+    let p = Platform::start_in(dir, &config, &stack, &[]).await;
+    p.wait_ready(&["limited"]).await;
+    let producer = kafka_producer();
+    let n = 600;
+    for i in 0..n {
+        kafka_send(&producer, &topic, None, &[], &format!("e-{i}")).await;
+    }
+    let ok = |c: &serde_json::Value| c["status"] == 200;
+    let all = eventually(Duration::from_secs(60), || async { calls(&record).iter().filter(|c| ok(c)).count() >= n });
+    assert!(all.await, "{} of {n} delivered:\n{}", calls(&record).iter().filter(|c| ok(c)).count(), p.proc.output());
+    let calls = calls(&record);
+    let rejected = calls.iter().filter(|c| c["status"] == 429).count();
+    let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+    let cap: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"switchboard_concurrency_limit{function="limited.openfaas-fn"} "#))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no cap in the metrics:\n{metrics}"));
+    println!("cap {cap}, {rejected} of {} calls rejected", calls.len());
+    assert!((2.0..=8.0).contains(&cap), "the cap is {cap}; the function takes 4");
+    assert!(rejected * 10 < n, "{rejected} of {} calls were rejected", calls.len());
+    for i in 0..n {
+        let body = format!("e-{i}");
+        assert_eq!(calls.iter().filter(|c| ok(c) && c["body"] == body.as_str()).count(), 1, "{body}");
+    }
+    assert!(p.dead_letters().is_empty());
+}
