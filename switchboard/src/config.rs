@@ -171,15 +171,16 @@ impl Config {
 /// config `key` names, reached through the config's own `nats` or `redis`
 /// section (its URL, credentials and TLS), whether or not that source is
 /// enabled.
+#[cfg_attr(not(any(feature = "nats", feature = "redis")), allow(unused_variables, unused_imports))]
 fn shared_store(config: &Config, broker: &str, key: &str) -> Result<connector_core::shared::Shared> {
-    let store: std::sync::Arc<dyn connector_core::SharedStore> = match broker {
+    use std::sync::Arc;
+    match broker {
         #[cfg(feature = "nats")]
-        "nats" => std::sync::Arc::new(switchboard_nats::KvStore::new(&config.nats)?),
+        "nats" => Ok(connector_core::shared::Shared(Arc::new(switchboard_nats::KvStore::new(&config.nats)?))),
         #[cfg(feature = "redis")]
-        "redis" => std::sync::Arc::new(switchboard_redis::RedisStore::new(&config.redis)?),
+        "redis" => Ok(connector_core::shared::Shared(Arc::new(switchboard_redis::RedisStore::new(&config.redis)?))),
         other => bail!("{key} {other}: this build has no such source (its cargo feature is off)"),
-    };
-    Ok(connector_core::shared::Shared(store))
+    }
 }
 
 /// Parses YAML so that an error names the full key path, e.g.

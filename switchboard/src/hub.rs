@@ -30,7 +30,10 @@ macro_rules! sources {
             $(#[cfg(feature = $feature)] $name,)*
         }
 
+        // `config` and the import are unused in a build with no source.
+        #[allow(unused_variables)]
         pub(crate) fn build(config: &Config, kind: SourceKind) -> anyhow::Result<Box<dyn connector_core::Source>> {
+            #[allow(unused_imports)]
             use connector_core::SourceConfig;
             match kind {
                 $(#[cfg(feature = $feature)] SourceKind::$name => {
@@ -44,7 +47,7 @@ macro_rules! sources {
             #[allow(unused_imports)]
             use connector_core::SourceConfig;
             let kinds: Vec<SourceKind> = vec![$(#[cfg(feature = $feature)] SourceKind::$name,)*];
-            kinds.into_iter().filter(|k| match k {
+            kinds.into_iter().filter(|k| match *k {
                 $(#[cfg(feature = $feature)] SourceKind::$name => config.$name.enabled(),)*
             }).map(|k| build(config, k)).collect()
         }

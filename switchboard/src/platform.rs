@@ -208,6 +208,7 @@ pub async fn up(args: PlatformArgs, with_hub: bool) -> Result<()> {
 
     let (queue, backlog) = queue(&config)?;
     // The hub's listeners bind after the replicas start: none may take their ports.
+    #[cfg_attr(not(feature = "cloudevents"), allow(unused_mut))]
     let mut own = vec![config.hub.listen.port()];
     #[cfg(feature = "cloudevents")]
     own.push(config.cloudevents.listen.port());
