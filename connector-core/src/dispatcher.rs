@@ -398,7 +398,7 @@ impl Dispatcher {
                         }
                         return Delivery::Delivered(answer);
                     }
-                    Err(e) => (a.status, a.error, a.retry_after) = (None, e, None),
+                    Err((e, retryable)) => (a.status, a.error, a.retry_after, a.last) = (None, e, None, !retryable),
                 }
             }
             // Like Knative: a status that is not worth retrying is final, and
@@ -425,25 +425,26 @@ impl Dispatcher {
         }
     }
 
-    /// Publishes `answer` where `sub` sends its replies, if anywhere.
-    async fn reply(&self, sub: &Subscription, event: &Event, answer: &Response) -> Result<(), String> {
+    /// Publishes `answer` where `sub` sends its replies, if anywhere; why
+    /// not otherwise, and whether trying again could help (a broker that
+    /// is down could come back; a misconfigured reply cannot).
+    async fn reply(&self, sub: &Subscription, event: &Event, answer: &Response) -> Result<(), (String, bool)> {
         let Some(to) = &sub.reply_to else { return Ok(()) };
-        let to = to.as_ref().map_err(Clone::clone)?;
+        let to = to.as_ref().map_err(|e| (e.clone(), false))?;
         if self.shared.asynchronous.is_some() {
-            return Err(format!(
-                "{} needs synchronous invocation: with hub.async_invocation the answer goes to the callback",
-                crate::reply::REPLY_TO
-            ));
+            let why = "needs synchronous invocation: with hub.async_invocation the answer goes to the callback";
+            return Err((format!("{} {why}", crate::reply::REPLY_TO), false));
         }
         let publisher = self.shared.publishers.get().and_then(|p| p.get(to.source).cloned().flatten());
         let Some(publisher) = publisher else {
-            return Err(format!("{}: no {} source runs in this hub to publish to", crate::reply::REPLY_TO, to.source));
+            let why = format!("{}: no {} source runs in this hub to publish to", crate::reply::REPLY_TO, to.source);
+            return Err((why, false));
         };
-        let topic = to.topic_for(&event.topic)?;
+        let topic = to.topic_for(&event.topic).map_err(|e| (e, false))?;
         let result = publisher.publish(&topic, crate::reply::message(event, answer)).await;
         let outcome = if result.is_ok() { "published" } else { "failed" };
         self.shared.metrics.replies.with_label_values(&[&sub.function, to.source, outcome]).inc();
-        result.map(|_| ()).map_err(|e| format!("reply to {}:{topic} not published: {e}", to.source))
+        result.map(|_| ()).map_err(|e| (format!("reply to {}:{topic} not published: {e}", to.source), true))
     }
 
     /// Waits while `function` is paused, holding its event unsettled (kept

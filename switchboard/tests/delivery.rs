@@ -70,23 +70,44 @@ async fn answers_chain_across_brokers_and_each_arrives_once() {
 }
 
 /// A reply that cannot be published is a failed attempt: the event is
-/// not settled as delivered, and once the retries are spent it is
-/// dead-lettered with the reason.
+/// not settled as delivered. One whose broker is down is retried by the
+/// function's policy, then dead-lettered with the reason; one that names a
+/// source this hub does not run cannot come right, and is dead-lettered at
+/// once.
 #[tokio::test]
 async fn a_reply_that_cannot_be_published_is_not_delivered() {
-    let stack = "functions:\n  lonely:\n    fprocess: cat\n    annotations:\n      topic: order.created\n      com.openfaas.retry.attempts: \"2\"\n      com.switchboard.reply-to: \"sqs:replies\"\n";
-    let p = Platform::start(&config(""), stack).await;
-    p.wait_ready(&["lonely"]).await;
+    let function = |name: &str, ty: &str, reply: &str| {
+        format!(
+            "  {name}:\n    fprocess: cat\n    annotations:\n      topic: {ty}\n      com.openfaas.retry.attempts: \"3\"\n      com.openfaas.retry.min_wait: 10ms\n      com.switchboard.reply-to: \"{reply}\"\n"
+        )
+    };
+    let stack = format!(
+        "functions:\n{}{}",
+        function("unlucky", "order.created", "redis:replies"),
+        function("lonely", "order.paid", "sqs:replies")
+    );
+    // Nothing listens on port 1: the Redis broker is down.
+    let p = Platform::start(&config("redis:\n  enabled: true\n  url: redis://127.0.0.1:1\n"), &stack).await;
+    p.wait_ready(&["unlucky", "lonely"]).await;
     p.receiving().await;
-    let headers = [("ce-id", "1"), ("ce-source", "/t"), ("ce-type", "order.created"), ("ce-specversion", "1.0")];
-    let r = call("POST", &p.ce_url, &headers, "x").await;
-    assert_eq!((r.status, r.json()["dead_lettered"].as_u64()), (200, Some(1)), "{}", r.text());
+    for ty in ["order.created", "order.paid"] {
+        let headers = [("ce-id", "1"), ("ce-source", "/t"), ("ce-type", ty), ("ce-specversion", "1.0")];
+        let r = call("POST", &p.ce_url, &headers, "x").await;
+        assert_eq!((r.status, r.json()["dead_lettered"].as_u64()), (200, Some(1)), "{}", r.text());
+    }
     let letters = p.dead_letters();
-    let error = letters[0]["error"].as_str().unwrap();
+    let letter = |f: &str| letters.iter().find(|l| l["function"] == f).unwrap_or_else(|| panic!("{letters:?}")).clone();
+    let unlucky = letter("unlucky.openfaas-fn");
+    assert!(unlucky["error"].as_str().unwrap().starts_with("reply to redis:replies not published: "), "{unlucky}");
+    assert_eq!(unlucky["attempts"], 3, "retried: {unlucky}");
+    let lonely = letter("lonely.openfaas-fn");
+    let error = lonely["error"].as_str().unwrap();
     assert!(error.contains("com.switchboard.reply-to: no sqs source runs in this hub to publish to"), "{error}");
-    assert_eq!(letters[0]["attempts"], 2, "{letters:?}");
+    assert_eq!(lonely["attempts"], 1, "not retried: {lonely}");
     let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
     assert!(!metrics.contains("switchboard_events_delivered_total{"), "{metrics}");
+    let failed = r#"switchboard_replies_total{function="unlucky.openfaas-fn",outcome="failed",to="redis"} 3"#;
+    assert!(metrics.contains(failed), "{metrics}");
 }
 
 /// MQTT request/response without MQTT 5's response topic: a reply topic
