@@ -210,21 +210,23 @@ async fn after_a_kill_a_redelivery_within_the_window_is_not_delivered_again() {
         kafka_send(&producer, &topic, None, &[], &format!("record {i}")).await;
     }
     let delivered =
-        eventually(Duration::from_secs(30), || async { calls(&once).len() == n && calls(&twice).len() == n });
+        eventually(Duration::from_secs(30), || async { calls(&once).len() >= n && calls(&twice).len() >= n });
     assert!(delivered.await, "{} and {} of {n}:\n{}", calls(&once).len(), calls(&twice).len(), p.proc.output());
     let Platform { mut proc, dir, .. } = p;
     proc.crash();
 
     let p = Platform::start_in(dir, &config, &stack, &[]).await;
     p.wait_ready(&["deduped", "plain"]).await;
-    // The killed consumer's session (6 s) ends before its partition goes to the new one.
-    let again = eventually(Duration::from_secs(60), || async { calls(&twice).len() == 2 * n });
+    // The killed consumer's session (6 s) ends before its partition goes
+    // to the new one; then every record comes again, to both functions.
+    let hits = || async {
+        let metrics = get(&format!("{}/metrics", p.hub_url)).await.text();
+        let prefix = r#"switchboard_dedup_hits_total{function="deduped.openfaas-fn"} "#;
+        metrics.lines().find_map(|l| l.strip_prefix(prefix)?.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    let again =
+        eventually(Duration::from_secs(60), || async { hits().await >= n as f64 && calls(&twice).len() >= 2 * n });
     assert!(again.await, "Kafka did not hand the records out again ({}):\n{}", calls(&twice).len(), p.proc.output());
-    let hits = format!(r#"switchboard_dedup_hits_total{{function="deduped.openfaas-fn"}} {n}"#);
-    let counted = eventually(Duration::from_secs(10), || async {
-        get(&format!("{}/metrics", p.hub_url)).await.text().contains(&hits)
-    });
-    assert!(counted.await, "{hits}");
     assert_eq!(calls(&once).len(), n, "the window let a redelivery through: {:?}", calls(&once));
 }
 
