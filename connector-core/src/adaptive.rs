@@ -4,11 +4,12 @@
 //! `AIMDLimit` (additive increase, a cut on overload). Chosen over a
 //! gradient limiter because the signal a function gives is mostly
 //! explicit (429, 503) and these converge on it with few settings and no
-//! smoothing to tune; latency counts too, as a rise past twice its recent
-//! floor. docs/benchmarks.md measures it against fixed caps.
+//! smoothing to tune; latency counts too, as its recent average rising
+//! past twice its usual one. docs/benchmarks.md measures it against fixed
+//! caps.
 //!
-//! - A rejection (429 or 503) takes one slot off the cap; an answer slower
-//!   than twice the floor multiplies it by 0.8. Once per window: only a
+//! - A rejection (429 or 503) takes one slot off the cap; recent answers
+//!   twice as slow as usual multiply it by 0.8. Once per window: only a
 //!   call admitted since the last decrease can decrease it again, so the
 //!   many calls in flight when a function saturates count as one signal,
 //!   not dozens. (A rejection says the function was given one too many; a
@@ -33,12 +34,18 @@ const DECREASE: f64 = 0.8;
 /// sixteen for a function that takes only 4 at once (half a slot: one in
 /// ten).
 const INCREASE: f64 = 0.25;
-/// How much slower than its floor an answer may be before it counts as
-/// the function being overloaded.
+/// How much slower than its usual latency a function's recent answers may
+/// be before they count as it being overloaded.
 const LATENCY_TOLERANCE: f64 = 2.0;
-/// Answers after which the latency floor is taken afresh, so that it
-/// follows a function that became slower for good.
-const FLOOR_SAMPLES: u32 = 500;
+/// Weights of a new answer's latency in the recent average (about the last
+/// 5 answers) and in the usual one (about the last 50): as Netflix's
+/// gradient limiter compares a short and a long average, so that a machine
+/// that is slower for everyone moves both and cuts nothing, while a
+/// function queueing its calls moves the short one first.
+const RECENT: f64 = 0.2;
+const USUAL: f64 = 0.02;
+/// Answers before latency counts: the averages need some to mean anything.
+const WARM_UP: u32 = 20;
 /// Where the cap starts, below the ceiling: it grows from there.
 const INITIAL: f64 = 4.0;
 
@@ -55,8 +62,9 @@ struct State {
     in_flight: usize,
     /// Bumped at each decrease: calls admitted before it cannot decrease again.
     window: u64,
-    floor: Option<Duration>,
-    next_floor: Option<Duration>,
+    /// Seconds, averaged over the recent answers and over many.
+    recent: f64,
+    usual: f64,
     samples: u32,
 }
 
@@ -78,8 +86,7 @@ pub struct Slot {
 impl Adaptive {
     pub fn new(ceiling: usize) -> Self {
         let ceiling = ceiling.max(1) as f64;
-        let state =
-            State { limit: INITIAL.min(ceiling), in_flight: 0, window: 0, floor: None, next_floor: None, samples: 0 };
+        let state = State { limit: INITIAL.min(ceiling), in_flight: 0, window: 0, recent: 0.0, usual: 0.0, samples: 0 };
         Self { state: Mutex::new(state), freed: Notify::new(), ceiling }
     }
 
@@ -111,13 +118,14 @@ impl Adaptive {
         let overloaded = match signal {
             Signal::Rejected => true,
             Signal::Answered(took) => {
-                s.samples += 1;
-                s.next_floor = Some(s.next_floor.map_or(took, |f| f.min(took)));
-                if s.samples >= FLOOR_SAMPLES || s.floor.is_none() {
-                    (s.floor, s.next_floor, s.samples) = (s.next_floor, None, 0);
+                let t = took.as_secs_f64();
+                if s.samples == 0 {
+                    (s.recent, s.usual) = (t, t);
                 }
-                let floor = s.floor.unwrap_or(took).max(Duration::from_millis(1));
-                took.as_secs_f64() > floor.as_secs_f64() * LATENCY_TOLERANCE
+                s.samples = s.samples.saturating_add(1);
+                s.recent += RECENT * (t - s.recent);
+                s.usual += USUAL * (t - s.usual);
+                s.samples > WARM_UP && s.recent > s.usual.max(0.001) * LATENCY_TOLERANCE
             }
         };
         if overloaded {
@@ -193,14 +201,16 @@ mod tests {
     #[test]
     fn slow_answers_shrink_the_cap_once_per_window() {
         let a = Adaptive::new(64);
-        let slots: Vec<Slot> =
-            (0..4).map(|_| a.acquire()).map(|f| futures_util::FutureExt::now_or_never(f).unwrap()).collect();
-        let mut slots = slots.into_iter();
-        a.done(slots.next().unwrap(), Signal::Answered(Duration::from_millis(10)));
-        // Three slow answers of calls admitted in the same window: one decrease.
+        let slot = || futures_util::FutureExt::now_or_never(a.acquire()).unwrap();
+        for _ in 0..30 {
+            a.done(slot(), Signal::Answered(Duration::from_millis(10)));
+        }
+        assert_eq!(a.limit(), 4, "one call at a time does not grow the cap");
+        // Four calls admitted in one window, all slow: one decrease.
+        let slots: Vec<Slot> = (0..4).map(|_| slot()).collect();
         for s in slots {
             a.done(s, Signal::Answered(Duration::from_millis(100)));
         }
-        assert_eq!(a.limit(), 4, "(4 + 1 in slow start) × 0.8, once");
+        assert_eq!(a.limit(), 3, "4 × 0.8, once");
     }
 }
