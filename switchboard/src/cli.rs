@@ -247,6 +247,18 @@ impl Api {
         let json = [("Content-Type".to_string(), "application/json".to_string())];
         let headers: &[(String, String)] = if body.is_some() { &json } else { &[] };
         let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        Self::succeeded(self.exchange(method, path, headers, body).await?)
+    }
+
+    /// The status and JSON answer to `method path` (a text answer as
+    /// `{"error": TEXT}`), whatever the status.
+    async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<(http::StatusCode, Value)> {
         let res = self.send(method, path, headers, body).await?;
         let status = res.status();
         let bytes = res.into_body().collect().await.context("the answer was cut short")?.to_bytes();
@@ -256,6 +268,11 @@ impl Api {
             false => serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| json!({"error": String::from_utf8_lossy(&bytes).trim()})),
         };
+        Ok((status, answer))
+    }
+
+    /// The answer of a 2xx, else its error.
+    fn succeeded((status, answer): (http::StatusCode, Value)) -> Result<Value> {
         if !status.is_success() {
             bail!("{}: {}", status, answer["error"].as_str().map_or_else(|| answer.to_string(), str::to_string));
         }
@@ -389,15 +406,7 @@ pub async fn publish(args: HubArgs, p: PublishArgs) -> Result<()> {
     if let Some(key) = &p.key {
         path.push_str(&format!("&key={}", encode(key)));
     }
-    let res = hub.send("POST", &path, &headers, body.into()).await?;
-    let status = res.status();
-    let bytes = res.into_body().collect().await.context("the answer was cut short")?.to_bytes();
-    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if !status.is_success() {
-        let why =
-            answer["error"].as_str().map_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string(), String::from);
-        bail!("{status}: {why}");
-    }
+    let answer = Api::succeeded(hub.exchange("POST", &path, &headers, body.into()).await?)?;
     hub.print(&answer, |a| {
         format!(
             "published to {}:{} ({})\n",
@@ -545,11 +554,11 @@ pub async fn list(args: GatewayArgs) -> Result<()> {
 pub async fn describe(args: GatewayArgs, name: &str) -> Result<()> {
     let api = Api::gateway(&args);
     let path = format!("/system/function/{}{}", encode(name), in_namespace(&args, '?'));
-    let res = api.send("GET", &path, &[], Bytes::new()).await?;
-    if res.status() == http::StatusCode::NOT_FOUND {
+    let answer = api.exchange("GET", &path, &[], Bytes::new()).await?;
+    if answer.0 == http::StatusCode::NOT_FOUND {
         bail!("no function {name} on the gateway at {} (switchboard list shows them)", api.url);
     }
-    let f = api.call("GET", &path, None).await?;
+    let f = Api::succeeded(answer)?;
     api.print(&f, |f| {
         let text = |k: &str| f[k].as_str().filter(|s| !s.is_empty()).unwrap_or("-").to_string();
         let map = |k: &str| {
